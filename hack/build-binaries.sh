@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm from the
+# published Go modules and caches them by version outside the repository:
+#   ${LTJ_CACHE:-~/.cache/ltj}/bin/k8s-v<KUBE_VERSION>/...
+# Prints the directory holding the binaries on its last line. Binaries already present
+# (KUBEBUILDER_ASSETS or PATH) are used when their versions match.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${LTJ_CACHE:-$HOME/.cache/ltj}
+dest="$cache/bin/k8s-v$KUBE_VERSION-etcd-v$ETCD_VERSION-helm-v$HELM_VERSION"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+have() {  # have NAME VERSION: a matching binary from KUBEBUILDER_ASSETS or PATH, copied into dest
+  local name=$1 want=$2 cand
+  for cand in ${KUBEBUILDER_ASSETS:+"$KUBEBUILDER_ASSETS/$name"} "$(command -v "$name" 2>/dev/null || true)"; do
+    [ -n "$cand" ] && [ -x "$cand" ] || continue
+    if "$cand" --version 2>/dev/null | grep -q "v\?$want\b"; then
+      log "using $cand ($want)"; cp "$cand" "$dest/$name"; return 0
+    fi
+  done
+  return 1
+}
+
+mkdir -p "$dest"
+start=$(date +%s)
+missing_k8s=()
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  [ -x "$dest/$b" ] || have "$b" "$KUBE_VERSION" || missing_k8s+=("$b")
+done
+if [ ${#missing_k8s[@]} -gt 0 ]; then
+  log "building ${missing_k8s[*]} v$KUBE_VERSION from k8s.io/kubernetes (cold: ~20-40 min on 2 cores)"
+  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  ldf="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ldf+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  pkgs=()
+  for b in "${missing_k8s[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  (cd "$here/k8s" && go build -v -p "$(nproc)" -trimpath -ldflags "$ldf" -o "$dest/" "${pkgs[@]}" 2>&1 \
+     | awk '{n++; if (n % 200 == 0) {printf "[build-binaries] compiled %d packages (last: %s)\n", n, $0; fflush()}}' >&2)
+  for b in "${missing_k8s[@]}"; do [ -x "$dest/$b" ] || { log "build of $b failed"; exit 1; }; done
+fi
+if [ ! -x "$dest/etcd" ] && ! have etcd "$ETCD_VERSION"; then
+  log "building etcd v$ETCD_VERSION"
+  (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$dest/etcd" .)
+fi
+if [ ! -x "$dest/helm" ] && ! have helm "$HELM_VERSION"; then
+  log "building helm v$HELM_VERSION"
+  GOBIN="$dest" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+fi
+log "binaries ready in $dest ($(( $(date +%s) - start ))s)"
+echo "$dest"
