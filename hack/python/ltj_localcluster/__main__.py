@@ -1,0 +1,36 @@
+"""`python -m ltj_localcluster up|down|info --run-dir DIR`: the local cluster from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+
+from .cluster import LocalCluster, NodePool, down
+from .controlplane import ClusterInfo
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ltj_localcluster")
+    p.add_argument("command", choices=["up", "down", "info"])
+    p.add_argument("--run-dir", default=".run/cluster")
+    p.add_argument("--nodes", type=int, default=NodePool.nodes)
+    p.add_argument("--cpu", default=NodePool.cpu)
+    p.add_argument("--memory", default=NodePool.memory)
+    p.add_argument("--gpus", type=int, default=NodePool.gpus)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if a.command == "up":
+        info = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus)).up()
+        print(f"export KUBECONFIG={info.kubeconfig}")
+    elif a.command == "down":
+        down(a.run_dir)
+    else:
+        for k, v in asdict(ClusterInfo.load(a.run_dir)).items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The whole local cluster: binaries, control plane and the node agent, up and down together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .controlplane import ClusterInfo, ControlPlane, delete_bridge, stop_pids
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
+
+
+def ensure_binaries() -> Path:
+    """Builds (or finds cached) control plane binaries; progress goes to stderr."""
+    out = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class NodePool:
+    nodes: int = 2
+    cpu: str = "8"
+    memory: str = "16Gi"
+    gpus: int = 4
+
+
+class LocalCluster:
+    def __init__(self, run_dir: str | os.PathLike[str], pool: NodePool = NodePool()):
+        self.run_dir = Path(run_dir).resolve()
+        self.pool = pool
+        self.info: ClusterInfo | None = None
+        self._cp: ControlPlane | None = None
+        self._agent: subprocess.Popen | None = None
+
+    @property
+    def agent_state(self) -> Path:
+        return self.run_dir / "agent"
+
+    def up(self, timeout: float = 240) -> ClusterInfo:
+        t0 = time.monotonic()
+        bin_dir = ensure_binaries()
+        self._cp = ControlPlane(self.run_dir, bin_dir)
+        self.info = self._cp.start()
+        try:
+            self._start_agent(timeout)
+        except BaseException:
+            self.down()
+            raise
+        log.info("local cluster up in %.1fs (kubeconfig %s)", time.monotonic() - t0, self.info.kubeconfig)
+        return self.info
+
+    def _start_agent(self, timeout: float) -> None:
+        self.agent_state.mkdir(parents=True, exist_ok=True)
+        ready = self.agent_state / "agent.ready"
+        ready.unlink(missing_ok=True)
+        logf = open(self.run_dir / "logs" / "node-agent.log", "ab")
+        bindir = Path(sys.executable).parent
+        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self._agent = subprocess.Popen(
+            [str(bindir / "ltj-node-agent"), "--cluster-info", str(self.run_dir / "cluster.json"),
+             "--state-dir", str(self.agent_state), "--nodes", str(self.pool.nodes), "--cpu", self.pool.cpu,
+             "--memory", self.pool.memory, "--gpus", str(self.pool.gpus)],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        logf.close()
+        pids = json.loads((self.run_dir / "pids.json").read_text())
+        pids["ltj-node-agent"] = self._agent.pid
+        (self.run_dir / "pids.json").write_text(json.dumps(pids))
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self._agent.poll() is not None:
+                tail = (self.run_dir / "logs" / "node-agent.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"node agent exited with {self._agent.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("node agent not ready")
+            time.sleep(0.2)
+
+    def down(self) -> None:
+        down(self.run_dir)
+        self._agent = None
+        self._cp = None
+
+
+def down(run_dir: str | os.PathLike[str]) -> None:
+    """Stops everything a cluster in ``run_dir`` started (also from another process)."""
+    run_dir = Path(run_dir).resolve()
+    stop_pids(run_dir, grace=20)
+    try:
+        delete_bridge(ClusterInfo.load(run_dir).bridge)
+    except FileNotFoundError:
+        pass

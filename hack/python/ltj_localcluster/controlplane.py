@@ -1,0 +1,261 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler as local processes, with generated certificates and an admin kubeconfig.
+
+Pods of this cluster live in network namespaces on a per-cluster Linux bridge (created here, so
+the API server's certificate can name its address); the node agent attaches them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import pki as pkimod
+
+log = logging.getLogger(__name__)
+
+SERVICE_CIDR = "10.0.0.0/24"
+POD_NET_PREFIX = "10.250"  # cluster k gets 10.250.<k>.0/24 on bridge ltjbr<k>
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What clients of a running cluster need; written to <run>/cluster.json."""
+
+    run_dir: str
+    bin_dir: str
+    kubeconfig: str
+    server: str
+    api_host: str
+    api_port: int
+    bridge: str
+    bridge_ip: str
+    subnet: str
+    pki_dir: str
+
+    @staticmethod
+    def load(run_dir: str | os.PathLike[str]) -> "ClusterInfo":
+        return ClusterInfo(**json.loads((Path(run_dir) / "cluster.json").read_text()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def create_bridge() -> tuple[str, str, str]:
+    """Claims the first free ltjbr<k> / 10.250.<k>.0/24 and brings it up: (bridge, host ip, subnet)."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the local cluster needs root (network namespaces and bridges for pods)")
+    used = _ip("-o", "-4", "addr").stdout
+    for k in range(1, 255):
+        name, host_ip = f"ltjbr{k}", f"{POD_NET_PREFIX}.{k}.1"
+        if f" {POD_NET_PREFIX}.{k}." in used:
+            continue
+        if _ip("link", "add", name, "type", "bridge", check=False).returncode != 0:
+            continue  # another cluster holds it: creation is the lock
+        _ip("addr", "add", f"{host_ip}/24", "dev", name)
+        _ip("link", "set", name, "up")
+        return name, host_ip, f"{POD_NET_PREFIX}.{k}.0/24"
+    raise RuntimeError("no free ltjbr<k> bridge / 10.250.<k>.0/24 subnet left")
+
+
+def delete_bridge(name: str) -> None:
+    _ip("link", "del", name, check=False)
+
+
+def kubeconfig_yaml(server: str, ca: Path, crt: Path, key: Path, namespace: str = "default") -> str:
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: ltj-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {crt}
+    client-key: {key}
+contexts:
+- name: ltj-local
+  context: {{cluster: ltj-local, user: admin, namespace: {namespace}}}
+current-context: ltj-local
+"""
+
+
+class ControlPlane:
+    """Starts and stops the control plane processes of one cluster in ``run_dir``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], bin_dir: str | os.PathLike[str]):
+        self.run_dir = Path(run_dir).resolve()
+        self.bin_dir = Path(bin_dir).resolve()
+        self.logs = self.run_dir / "logs"
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # -- processes -------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen([str(self.bin_dir / name), *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        self._procs[name] = proc
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        pids = {name: p.pid for name, p in self._procs.items()}
+        (self.run_dir / "pids.json").write_text(json.dumps(pids))
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _wait(self, what: str, probe, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                if probe():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not ready after {timeout:.0f}s (logs in {self.logs})")
+            time.sleep(0.25)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = 180) -> ClusterInfo:
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        bridge, bridge_ip, subnet = create_bridge()
+        try:
+            return self._start(bridge, bridge_ip, subnet, timeout, t0)
+        except BaseException:
+            self.stop()
+            delete_bridge(bridge)
+            raise
+
+    def _start(self, bridge: str, bridge_ip: str, subnet: str, timeout: float, t0: float) -> ClusterInfo:
+        pki = pkimod.create(self.run_dir / "pki", extra_sans=(bridge_ip,))
+        etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
+        server = f"https://127.0.0.1:{api_port}"
+        kubeconfig = self.run_dir / "admin.kubeconfig"
+        kubeconfig.write_text(kubeconfig_yaml(server, pki.ca_crt, pki.crt("admin"), pki.key("admin")))
+        info = ClusterInfo(run_dir=str(self.run_dir), bin_dir=str(self.bin_dir), kubeconfig=str(kubeconfig),
+                           server=server, api_host="127.0.0.1", api_port=api_port, bridge=bridge,
+                           bridge_ip=bridge_ip, subnet=subnet, pki_dir=str(pki.dir))
+        (self.run_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
+
+        self._spawn("etcd", [
+            f"--data-dir={self.run_dir / 'etcd'}", "--name=default",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync=true", "--log-level=warn", "--quota-backend-bytes=4294967296",
+        ])
+        self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), 30)
+
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--cert-dir={pki.dir}", f"--tls-cert-file={pki.crt('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}", f"--client-ca-file={pki.ca_crt}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.crt('admin')}", f"--kubelet-client-key={pki.key('admin')}",
+            "--profiling=false", "--event-ttl=1h", "--endpoint-reconciler-type=none",
+        ])
+        ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+        ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
+        self._wait("kube-apiserver", lambda: _http_ok(f"{server}/readyz", ctx), 90)
+
+        common = [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
+                  "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"]
+        self._spawn("kube-controller-manager", [
+            *common, f"--secure-port={kcm_port}", f"--root-ca-file={pki.ca_crt}",
+            f"--service-account-private-key-file={pki.sa_key}", "--use-service-account-credentials=false",
+            f"--cluster-signing-cert-file={pki.ca_crt}", f"--cluster-signing-key-file={pki.ca_key}",
+            "--controllers=*", "--concurrent-gc-syncs=5",
+        ])
+        self._spawn("kube-scheduler", [*common, f"--secure-port={sched_port}"])
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
+            self._wait(name, lambda p=port: _http_ok(f"https://127.0.0.1:{p}/healthz", insecure), 60)
+        # The token and root-CA publisher controllers make namespaces usable for pods.
+        self._wait("default ServiceAccount", lambda: _http_ok(
+            f"{server}/api/v1/namespaces/default/serviceaccounts/default", ctx), 60)
+        self._wait("kube-root-ca.crt", lambda: _http_ok(
+            f"{server}/api/v1/namespaces/default/configmaps/kube-root-ca.crt", ctx), 60)
+        log.info("control plane ready at %s in %.1fs", server, time.monotonic() - t0)
+        return info
+
+    def stop(self, grace: float = 10) -> None:
+        stop_pids(self.run_dir, {n: p.pid for n, p in self._procs.items()}, grace)
+        self._procs.clear()
+
+
+def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def stop_pids(run_dir: Path, pids: dict[str, int] | None = None, grace: float = 10) -> None:
+    """Stops components newest first (SIGTERM, then SIGKILL after ``grace``)."""
+    if pids is None:
+        try:
+            pids = json.loads((run_dir / "pids.json").read_text())
+        except FileNotFoundError:
+            pids = {}
+    for name in reversed(list(pids)):
+        _terminate(pids[name], grace)
+    (run_dir / "pids.json").unlink(missing_ok=True)
+
+
+def _terminate(pid: int, grace: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                return
+        except ChildProcessError:  # not our child: poll for existence instead
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

@@ -1,0 +1,203 @@
+"""The training event log: one definition of its format, shared by the writer and the readers.
+
+The trainer's global rank 0 appends one JSON object per line to ``<output>/events.jsonl``:
+``{"v": 1, "seq": N, "time": "<RFC 3339>", "type": "<type>", ...fields}``. Each event is
+flushed and fsynced before the next, and ``seq`` continues across restarts (the writer resumes
+from the last complete line). Readers are robust by construction: they read incrementally from
+an offset, skip torn, garbage, oversized and unknown lines (counting them), and drop events
+whose seq they have already seen. This module imports nothing beyond the standard library, so
+the relay (operator image, no torch) uses it too.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+VERSION = 1
+FILENAME = "events.jsonl"
+# A line longer than this is garbage, never an event: bounded memory for the reader.
+MAX_LINE_BYTES = 64 * 1024
+
+STARTED = "started"
+VALIDATION = "validation"
+CHECKPOINT = "checkpoint"
+EARLY_STOPPED = "early_stopped"
+FIT_END = "fit_end"
+TEST = "test"
+ERROR = "error"
+TYPES = frozenset({STARTED, VALIDATION, CHECKPOINT, EARLY_STOPPED, FIT_END, TEST, ERROR})
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    time: str
+    type: str
+    fields: Mapping[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+def now_rfc3339() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(seq: int, type_: str, fields: Mapping[str, Any], time: str | None = None) -> bytes:
+    """One event as a complete line (UTF-8, newline-terminated)."""
+    if type_ not in TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    record = {"v": VERSION, "seq": seq, "time": time or now_rfc3339(), "type": type_}
+    record.update({k: v for k, v in fields.items() if k not in record})
+    line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode() + b"\n"
+    if len(line) > MAX_LINE_BYTES:
+        raise ValueError(f"event {type_} is {len(line)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+    return line
+
+
+def decode(line: bytes) -> Event | None:
+    """An event from one complete line, or None when the line is not a valid event of ours."""
+    if len(line) > MAX_LINE_BYTES:
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get("v") != VERSION:
+        return None
+    seq, type_, time = record.get("seq"), record.get("type"), record.get("time")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        return None
+    if type_ not in TYPES or not isinstance(time, str):
+        return None
+    fields = {k: v for k, v in record.items() if k not in ("v", "seq", "time", "type")}
+    return Event(seq=seq, time=time, type=type_, fields=fields)
+
+
+def last_seq(path: str | os.PathLike[str]) -> int:
+    """The highest seq among the complete, valid lines of an existing log (0 when none)."""
+    return max((e.seq for e in read_all(path)), default=0)
+
+
+class Writer:
+    """Appends events durably; seq continues from what the file already holds."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._seq = last_seq(self.path)
+        self._terminate_torn_line()
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def _terminate_torn_line(self) -> None:
+        # A crash mid-write leaves a line without its newline; end it so the next event starts
+        # on a line of its own (readers skip the torn one as garbage).
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) == b"\n":
+                    return
+        except FileNotFoundError:
+            return
+        self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, type_: str, **fields: Any) -> Event:
+        seq = self._seq + 1
+        line = encode(seq, type_, fields)
+        self._append(line)
+        self._seq = seq
+        event = decode(line.rstrip(b"\n"))
+        assert event is not None
+        return event
+
+
+@dataclass
+class Reader:
+    """Incremental, idempotent reader of an event log.
+
+    ``poll()`` returns the new valid events since the last call, in file order, each seq at most
+    once. A last line without its newline is left for the next poll (it may still be being
+    written). Garbage, oversized, unknown-type and duplicate lines are skipped and counted.
+    """
+
+    path: str | os.PathLike[str]
+    offset: int = 0
+    max_seq: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    _seen: set[int] = field(default_factory=set)
+    _discarding: bool = False  # inside an oversized line: drop bytes until its newline
+
+    def poll(self, max_bytes: int = 4 * 1024 * 1024) -> list[Event]:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.offset:  # truncated or replaced: start over, seq dedups
+                    self.offset = 0
+                f.seek(self.offset)
+                chunk = f.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        events: list[Event] = []
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                rest = len(chunk) - start
+                if rest > MAX_LINE_BYTES:  # an endless line: skip what we have, keep skipping
+                    if not self._discarding:
+                        self.skipped += 1
+                    self._discarding = True
+                    start = len(chunk)
+                break
+            line = chunk[start:nl]
+            start = nl + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            if not line.strip():
+                continue
+            event = decode(line)
+            if event is None:
+                self.skipped += 1
+            elif event.seq in self._seen:
+                self.duplicates += 1
+            else:
+                self._seen.add(event.seq)
+                self.max_seq = max(self.max_seq, event.seq)
+                events.append(event)
+        self.offset += start
+        return events
+
+
+def read_all(path: str | os.PathLike[str]) -> list[Event]:
+    """Every valid event of a finished log (tests, summaries)."""
+    reader = Reader(path)
+    out: list[Event] = []
+    while True:
+        before = reader.offset
+        out.extend(reader.poll())
+        if reader.offset == before:
+            return out
+
+
+def as_dicts(events: Iterable[Event]) -> list[dict[str, Any]]:
+    return [{"seq": e.seq, "time": e.time, "type": e.type, **e.fields} for e in events]
