@@ -1,0 +1,50 @@
+# The two set-up commands (README): `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all venv binaries demo test test-unit test-integration test-e2e lint bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@echo "==> Python environment ($(VENV)): torch, lightning, kopf, ... (first time: several minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --upgrade uv
+	@$(VENV)/bin/uv pip install --python $(PY) -e '.[operator,trainer,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+binaries:
+	@echo "==> Control plane binaries (cached by version in $${LTJ_CACHE:-~/.cache/ltj})"
+	@bash hack/build-binaries.sh >/dev/null
+
+## demo: start the local cluster, run the sample 2-node DDP job, show its status, stop the cluster
+demo: venv binaries
+	@$(PY) hack/demo.py
+
+## test: every tier (unit, integration, e2e on the local cluster; kind tests skip without Docker)
+test: venv binaries
+	@bash hack/run-pytest.sh tests $(PYTEST_ARGS)
+
+test-unit: venv
+	@bash hack/run-pytest.sh tests/unit $(PYTEST_ARGS)
+
+test-integration: venv binaries
+	@bash hack/run-pytest.sh tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv binaries
+	@bash hack/run-pytest.sh tests/e2e $(PYTEST_ARGS)
+
+lint: venv
+	@$(VENV)/bin/hadolint trainer_image/Dockerfile operator/Dockerfile
+
+bench: venv binaries
+	@$(PY) benchmarks/trainer_overhead.py
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache
