@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO / "crds"
-
-
-@dataclass(frozen=True)
-class Kube:
-    """The running local cluster as tests use it: kubectl, a client, and the cluster's paths."""
-
-    kubeconfig: str
-    bin_dir: Path
-    run_dir: Path
-    agent_state: Path
-
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-                              capture_output=True, text=True, input=input, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-        return proc
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+from kubetest import CRD_DIR, Kube
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +40,6 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
-    """Polls until predicate returns a truthy value; returns it, or fails naming what it waited for."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 OPERATOR_ENV = {

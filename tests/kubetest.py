@@ -1,0 +1,144 @@
+"""Test support: the local cluster as tests use it, polling, and LightningTrainingJob helpers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_DIR = REPO / "crds"
+SAMPLE = REPO / "crds" / "samples" / "cpu-digits-2node.yaml"
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The running local cluster as tests use it: kubectl, a client, and the cluster's paths."""
+
+    kubeconfig: str
+    bin_dir: Path
+    run_dir: Path
+    agent_state: Path
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+                              capture_output=True, text=True, input=input, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
+    """Polls until predicate returns a truthy value; returns it, or fails naming what it waited for."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def sample() -> dict[str, Any]:
+    return yaml.safe_load(SAMPLE.read_text())
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (patch wins); returns a new dict."""
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def job(name: str, **spec_patch: Any) -> dict[str, Any]:
+    """The CPU sample under another name, with ``spec_patch`` merged into its spec."""
+    manifest = sample()
+    manifest["metadata"] = {"name": name}
+    manifest["spec"] = merge(manifest["spec"], spec_patch)
+    return manifest
+
+
+def apply(kube: Kube, namespace: str, manifest: dict[str, Any]) -> str:
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    return manifest["metadata"]["name"]
+
+
+def get_job(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    return kube.get("ltj", name, "-n", namespace)
+
+
+def status(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    return get_job(kube, namespace, name).get("status") or {}
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), None)
+
+
+def wait_status(kube: Kube, namespace: str, name: str, pred, timeout: float, what: str) -> dict[str, Any]:
+    return wait_for(lambda: (lambda st: st if pred(st) else None)(status(kube, namespace, name)),
+                    timeout, interval=1, what=f"{name}: {what}")
+
+
+def wait_terminal(kube: Kube, namespace: str, name: str, timeout: float = 600) -> dict[str, Any]:
+    return wait_status(kube, namespace, name, lambda st: st.get("phase") in TERMINAL, timeout, "a terminal phase")
+
+
+def pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return kube.get("pods", "-n", namespace, "-l", f"ltj.dev/job-name={name}")["items"]
+
+
+def volume_dir(kube: Kube, namespace: str, name: str) -> Path:
+    """The host directory behind the job's output claim (the node agent's provisioner)."""
+    pvc = kube.get("pvc", f"{name}-output", "-n", namespace)
+    pv = kube.get("pv", pvc["spec"]["volumeName"])
+    return Path(pv["spec"]["hostPath"]["path"])
+
+
+def job_output_dir(kube: Kube, namespace: str, name: str) -> Path:
+    manifest = get_job(kube, namespace, name)
+    sub = (manifest["spec"].get("output") or {}).get("subPath") or name
+    return volume_dir(kube, namespace, name) / sub
+
+
+def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    from ltj_trainer import events as ev
+
+    return ev.as_dicts(ev.read_all(job_output_dir(kube, namespace, name) / ev.FILENAME))
+
+
+def trainer_pids(kube: Kube, namespace: str, pod: str) -> list[int]:
+    """PIDs of the pod's trainer container (the node agent's state files)."""
+    pidfile = kube.agent_state / "pods" / namespace / pod / "trainer.pid"
+    return [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+
+
+def kill_trainer(kube: Kube, namespace: str, pod: str, sig: int = signal.SIGKILL) -> None:
+    pids = wait_for(lambda: trainer_pids(kube, namespace, pod), 60, what=f"{pod} trainer pid")
+    os.kill(pids[0], sig)
+
+
+def dump(kube: Kube, namespace: str) -> str:
+    """Diagnostics for a failed assertion."""
+    out = [kube.kubectl("get", "ltj,pods,svc,pvc,cm", "-n", namespace, "-o", "wide", check=False).stdout]
+    for item in kube.get("ltj", "-n", namespace)["items"]:
+        out.append(json.dumps(item.get("status"), indent=1)[:4000])
+    return "\n".join(out)
