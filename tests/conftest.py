@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kubetest import CRD_DIR, Kube
+from kubetest import CRD_DIR, Kube, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +23,10 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir, cluster.agent_state)
     try:
         kube.kubectl("apply", "--server-side", "-f", str(CRD_DIR / "ltj.dev_lightningtrainingjobs.yaml"))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/lightningtrainingjobs.ltj.dev")
+        # Right after the apply, `kubectl wait` can fail before the CRD has any condition: retry.
+        wait_for(lambda: kube.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                                      "crd/lightningtrainingjobs.ltj.dev", check=False).returncode == 0,
+                 90, interval=1, what="the CRD to be Established")
         yield kube
     finally:
         cluster.down()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -53,10 +54,21 @@ def encode(seq: int, type_: str, fields: Mapping[str, Any], time: str | None = N
         raise ValueError(f"unknown event type {type_!r}")
     record = {"v": VERSION, "seq": seq, "time": time or now_rfc3339(), "type": type_}
     record.update({k: v for k, v in fields.items() if k not in record})
-    line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode() + b"\n"
+    line = json.dumps(_finite(record), separators=(",", ":"), allow_nan=False, default=str).encode() + b"\n"
     if len(line) > MAX_LINE_BYTES:
         raise ValueError(f"event {type_} is {len(line)} bytes, over the {MAX_LINE_BYTES}-byte limit")
     return line
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a diverged metric) become null: JSON and the API server reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def decode(line: bytes) -> Event | None:
@@ -65,7 +77,7 @@ def decode(line: bytes) -> Event | None:
         return None
     try:
         record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested garbage recurses
         return None
     if not isinstance(record, dict) or record.get("v") != VERSION:
         return None
@@ -145,13 +157,18 @@ class Reader:
     duplicates: int = 0
     _seen: set[int] = field(default_factory=set)
     _discarding: bool = False  # inside an oversized line: drop bytes until its newline
+    _file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file being read
 
     def poll(self, max_bytes: int = 4 * 1024 * 1024) -> list[Event]:
         try:
             with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:  # truncated or replaced: start over, seq dedups
+                st = os.fstat(f.fileno())
+                file_id = (st.st_dev, st.st_ino)
+                # Truncated, or replaced by another file (even a longer one): start over, seq dedups.
+                if st.st_size < self.offset or (self._file_id is not None and file_id != self._file_id):
                     self.offset = 0
+                    self._discarding = False
+                self._file_id = file_id
                 f.seek(self.offset)
                 chunk = f.read(max_bytes)
         except FileNotFoundError:

@@ -1,0 +1,264 @@
+"""The relay loop: follow the events file, fold it, write ``status.training`` throttled and safely.
+
+State is always the fold of the file, so a failed write loses nothing: the next attempt sends the
+latest state. Writes never move the status backwards: the relay learns the server's
+``status.training.seq`` (GET at start and after any failed write, then from each PATCH answer) and
+replaces ``status.training`` with a JSON patch whose ``test`` op checks that seq, so a concurrent
+writer (e.g. the relay of a terminating pod) makes the patch fail instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ltj_trainer.events import Reader
+
+from .. import training as tr
+from .config import RelayConfig
+from .kube import ApiError, JobStatusClient, Unavailable, training_of
+
+log = logging.getLogger("ltj.relay")
+
+BACKOFF_BASE = 0.2
+
+
+def _rejected_keys(e: ApiError) -> set[str]:
+    """Top-level keys of status.training named by an Invalid answer's causes."""
+    prefix = "status.training."
+    keys = set()
+    for f in e.fields:
+        if f.startswith(prefix):
+            keys.add(f[len(prefix):].split(".")[0].split("[")[0])
+    return keys
+
+
+def backoff_delay(failures: int, cap: float, base: float = BACKOFF_BASE) -> float:
+    """Exponential backoff before retry number ``failures`` (1-based), capped."""
+    return min(cap, base * (2 ** max(0, failures - 1)))
+
+
+def next_write_at(*, pending: bool, final: bool, last_write: float | None, retry_at: float,
+                  min_interval: float) -> float | None:
+    """When (monotonic seconds) the next status write may start, or None when nothing is pending.
+
+    At most one write per ``min_interval``, except that a final event goes out at once; a backoff
+    after a failure (``retry_at``) holds for final events too.
+    """
+    if not pending:
+        return None
+    at = retry_at
+    if not final and last_write is not None:
+        at = max(at, last_write + min_interval)
+    return at
+
+
+@dataclass
+class Stats:
+    writes: int = 0
+    skipped_writes: int = 0  # the server already had a newer seq
+    failures: int = 0
+    conflicts: int = 0
+
+
+class Relay:
+    def __init__(self, cfg: RelayConfig, client: JobStatusClient, *,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.cfg = cfg
+        self.client = client
+        self.clock, self.wall, self.sleep = clock, wall, sleep
+        self.reader = Reader(cfg.events_file)
+        self.state = tr.TrainingState()
+        self.written: tr.TrainingState | None = None
+        self.pending_final = False
+        self.pending_since: float | None = None  # wall time of the oldest event not yet written
+        self.last_write: float | None = None
+        self.retry_at = 0.0
+        self.failures = 0  # consecutive
+        self.server_known = False
+        self.server_training: dict[str, Any] | None = None
+        self.stats = Stats()
+        self.stopping = False
+        self._replayed = False
+        self._read_error = ""
+
+    # -- reading -------------------------------------------------------------------------------------
+    def read(self) -> int:
+        """Reads the file to its end and folds the new events; returns how many there were."""
+        new: list[Any] = []
+        while True:
+            before = self.reader.offset
+            try:
+                new.extend(self.reader.poll())
+            except OSError as e:  # e.g. a stale NFS handle or permissions: keep what we have, retry later
+                if str(e) != self._read_error:
+                    log.warning("cannot read %s: %s", self.cfg.events_file, e)
+                self._read_error = str(e)
+                break
+            if self.reader.offset == before:
+                self._read_error = ""
+                break
+        prior_seq = self.state.seq
+        self.state = tr.with_skipped(tr.fold(new, self.state), self.reader.skipped)
+        applied = [e for e in new if e.seq > prior_seq]
+        if applied:
+            if any(e.type in tr.FINAL_TYPES for e in applied):
+                self.pending_final = True
+            if self.pending_since is None:
+                first = min(applied, key=lambda e: e.seq)
+                self.pending_since = tr.parse_time(first.time) or self.wall()
+        if not self._replayed:
+            self._replayed = True
+            log.info("read %s: %d events up to seq %d, %d lines skipped", self.cfg.events_file,
+                     len(applied), self.state.seq, self.reader.skipped)
+        return len(applied)
+
+    def pending(self) -> bool:
+        if self.written is None:
+            return self.state.seq > 0 or self.state.skipped_lines > 0
+        return (self.state.seq, self.state.skipped_lines) != (self.written.seq, self.written.skipped_lines)
+
+    def next_write_at(self) -> float | None:
+        return next_write_at(pending=self.pending(), final=self.pending_final, last_write=self.last_write,
+                             retry_at=self.retry_at, min_interval=self.cfg.min_interval)
+
+    # -- writing -------------------------------------------------------------------------------------
+    def _learn(self, job: dict[str, Any]) -> None:
+        self.server_training = training_of(job)
+        self.server_known = True
+
+    def _server_seq(self) -> int | None:
+        seq = (self.server_training or {}).get("seq")
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    def write_once(self, timeout: float | None = None) -> None:
+        """Writes the current state (raises ApiError / Unavailable).
+
+        A lost seq race (failed test op, conflict) re-reads the server once. Fields the API server
+        rejects as invalid are left out and the write retried, so one odd value cannot hold back
+        the rest of the status.
+        """
+        reread = False
+        rejected: set[str] = set()
+        while True:
+            state = self.state
+            t0 = self.clock()
+            if not self.server_known:
+                self._learn(self.client.get(timeout))
+            server_seq = self._server_seq()
+            if server_seq is not None and server_seq > state.seq:
+                self.stats.skipped_writes += 1
+                log.warning("status.training.seq is %d on the server, ahead of the log's %d: not writing",
+                            server_seq, state.seq)
+                self._done(state)
+                return
+            body = {k: v for k, v in tr.to_status(state, self.wall()).items() if k not in rejected}
+            tested = False
+            try:
+                if self.server_training is None:
+                    answer = self.client.merge_patch({"status": {"training": body}}, timeout)
+                else:
+                    ops: list[dict[str, Any]] = []
+                    if server_seq is not None:
+                        ops.append({"op": "test", "path": "/status/training/seq", "value": server_seq})
+                        tested = True
+                    ops.append({"op": "replace", "path": "/status/training", "value": body})
+                    answer = self.client.json_patch(ops, timeout)
+            except ApiError as e:
+                self.server_known = False
+                bad = _rejected_keys(e) - rejected - {"seq"}
+                if e.status == 422 and bad:
+                    rejected |= bad
+                    log.warning("the API server rejected status.training fields %s (%s): writing without them",
+                                sorted(bad), e.message)
+                    continue
+                # A failed test op (422 Invalid with no causes: another writer moved seq) or a conflict.
+                if not reread and (e.status == 409 or (tested and e.status == 422 and not e.fields)):
+                    reread = True
+                    self.stats.conflicts += 1
+                    log.info("status.training changed on the server (%s): re-reading", e)
+                    continue
+                raise
+            except Unavailable:
+                self.server_known = False
+                raise
+            self._learn(answer)
+            now = self.wall()
+            lag = now - self.pending_since if self.pending_since is not None else 0.0
+            self.stats.writes += 1
+            log.info("wrote status.training seq=%d epoch=%s step=%s finished=%s lag=%.3fs request=%.0fms",
+                     state.seq, state.epoch, state.step, state.finished, lag, 1000 * (self.clock() - t0))
+            self._done(state)
+            return
+
+    def _done(self, state: tr.TrainingState) -> None:
+        self.written = state
+        self.last_write = self.clock()
+        if state.seq == self.state.seq:
+            self.pending_final = False
+            self.pending_since = None
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def try_write(self) -> bool:
+        try:
+            self.write_once(self.cfg.request_timeout)
+            return True
+        except (ApiError, Unavailable) as e:
+            self.failures += 1
+            self.stats.failures += 1
+            delay = backoff_delay(self.failures, self.cfg.max_backoff) * random.uniform(0.8, 1.2)
+            if isinstance(e, ApiError) and e.retry_after:
+                delay = max(delay, min(e.retry_after, self.cfg.max_backoff))
+            self.retry_at = self.clock() + delay
+            log.warning("status write of seq %d failed (%s); retrying in %.1fs", self.state.seq, e, delay)
+            return False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stopping = True
+
+    def step(self) -> None:
+        self.read()
+        at = self.next_write_at()
+        if at is not None and self.clock() >= at:
+            self.try_write()
+
+    def run(self) -> int:
+        log.info("relaying %s to %s/%s status.training (min interval %.2fs)", self.cfg.events_file,
+                 self.cfg.namespace, self.cfg.job, self.cfg.min_interval)
+        while not self.stopping:
+            self.step()
+            if self.stopping:
+                break
+            wait = self.cfg.poll_interval
+            at = self.next_write_at()
+            if at is not None:
+                wait = min(wait, max(0.01, at - self.clock()))
+            self.sleep(wait)
+        return self.drain()
+
+    def drain(self) -> int:
+        """Reads to the end of the file and writes the final state, within ``drain_seconds``."""
+        deadline = self.clock() + self.cfg.drain_seconds
+        self.read()
+        log.info("draining: log read to seq %d", self.state.seq)
+        while self.pending():
+            left = deadline - self.clock()
+            if left <= 0.05:
+                log.error("gave up writing seq %d after %.1fs of draining", self.state.seq, self.cfg.drain_seconds)
+                break
+            try:
+                self.write_once(min(self.cfg.request_timeout, left))
+            except (ApiError, Unavailable) as e:
+                log.warning("final write failed (%s)", e)
+                self.sleep(min(0.5, max(0.0, deadline - self.clock())))
+            self.read()
+        self.client.close()
+        log.info("relay stopped: %d writes, %d failures, %d conflicts, %d lines skipped", self.stats.writes,
+                 self.stats.failures, self.stats.conflicts, self.reader.skipped)
+        return 0

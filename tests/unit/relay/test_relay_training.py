@@ -1,0 +1,300 @@
+"""status.training as a fold of event sequences: progress, ETA, top-k, early stop, resume, replay."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from ltj_operator import training as tr
+from ltj_trainer import events as ev
+from ltj_trainer.events import Event
+
+pytestmark = pytest.mark.unit
+
+T0 = tr.parse_time("2025-01-01T00:00:00Z")
+assert T0 is not None
+
+
+class Log:
+    """Builds events the way the trainer writes them: seq continues, time in RFC 3339."""
+
+    def __init__(self, seq: int = 0):
+        self.seq = seq
+        self.events: list[Event] = []
+
+    def add(self, at: float, type_: str, **fields: Any) -> Event:
+        self.seq += 1
+        e = Event(seq=self.seq, time=tr.format_time(T0 + at), type=type_, fields=fields)
+        self.events.append(e)
+        return e
+
+    def started(self, at: float, attempt: int = 0, resumed_from: str | None = None, max_epochs: int = 10,
+                mode: str = "min") -> Event:
+        return self.add(at, ev.STARTED, world_size=2, num_nodes=2, devices=1, precision="32-true",
+                        accelerator="cpu", sync_batchnorm=False, resumed_from=resumed_from, attempt=attempt,
+                        max_epochs=max_epochs, monitor="val_loss", mode=mode, model_class="digits_cnn",
+                        data_class="digits")
+
+    def epoch(self, at: float, epoch: int, loss: float, steps_per_epoch: int = 20, top_k: int = 3,
+              mode: str = "min") -> None:
+        """One epoch's validation, its top-k checkpoint (when it made the cut) and the last checkpoint."""
+        step = (epoch + 1) * steps_per_epoch
+        self.add(at, ev.VALIDATION, epoch=epoch, step=step, metrics={"val_loss": loss, "val_acc": 1 - loss})
+        path = f"/output/checkpoints/m_epoch={epoch:02d}-val_loss={loss:.2f}.ckpt"
+        self.scores[path] = loss
+        best = sorted(self.scores.items(), key=lambda kv: kv[1], reverse=(mode == "max"))[:top_k]
+        self.scores = dict(best)
+        listed = [{"path": p, "score": s} for p, s in best]
+        if path in self.scores:
+            self.add(at + 0.1, ev.CHECKPOINT, path=path, score=loss, epoch=epoch, step=step, kind="top_k",
+                     top_k=listed, best_path=best[0][0], best_score=best[0][1])
+        self.add(at + 0.2, ev.CHECKPOINT, path="/output/checkpoints/last.ckpt", score=loss, epoch=epoch,
+                 step=step, kind="last", top_k=listed, best_path=best[0][0], best_score=best[0][1])
+
+    scores: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_scores() -> None:
+    Log.scores = {}
+
+
+def status(state: tr.TrainingState, at: float) -> dict[str, Any]:
+    out = tr.to_status(state, T0 + at)
+    json.dumps(out, allow_nan=False)  # JSON and Kubernetes friendly, or this raises
+    return out
+
+
+def test_empty_state() -> None:
+    s = tr.fold([])
+    out = status(s, 0)
+    assert out["seq"] == 0
+    assert out["finished"] is False
+    assert "progress" not in out and "etaSeconds" not in out and "earlyStopped" not in out
+
+
+def test_a_full_run() -> None:
+    log = Log()
+    log.started(0, max_epochs=4)
+    for i, loss in enumerate([0.9, 0.7, 0.8, 0.6]):
+        log.epoch(10 + 10 * i, i, loss)
+    log.add(50, ev.FIT_END, epoch=4, step=80, best_path=log.events[-1].get("best_path"), best_score=0.6,
+            stopped_early=False)
+    log.add(51, ev.TEST, metrics={"test_loss": 0.61, "test_acc": 0.93}, ckpt_path="best")
+
+    # Intermediate: after epoch 1 (second validation).
+    mid = tr.fold([e for e in log.events if e.seq <= 7])
+    out = status(mid, 21)
+    assert out["epoch"] == 1 and out["step"] == 40 and out["maxEpochs"] == 4
+    assert out["progress"] == 50.0
+    assert out["metrics"] == {"val_acc": pytest.approx(0.3), "val_loss": 0.7}
+    assert out["bestScore"] == 0.7
+    assert out["bestCheckpoint"].endswith("epoch=01-val_loss=0.70.ckpt")
+    assert out["lastCheckpoint"] == "/output/checkpoints/last.ckpt"
+    assert out["monitor"] == "val_loss" and out["mode"] == "min"
+    # 50% in 20 s from the start: 20 s left at the last validation, 1 s ago.
+    assert out["etaSeconds"] == 19
+    assert out["finished"] is False
+    assert out["attempt"] == 0 and out["startedCount"] == 1 and "resumedFrom" not in out
+    assert out["worldSize"] == 2
+
+    final = tr.fold(log.events)
+    out = status(final, 60)
+    assert out["seq"] == log.seq
+    assert out["finished"] is True and out["progress"] == 100.0 and out["etaSeconds"] == 0
+    assert out["testMetrics"] == {"test_acc": 0.93, "test_loss": 0.61}
+    assert [k["score"] for k in out["topK"]] == [0.6, 0.7, 0.8]
+    assert [k["epoch"] for k in out["topK"]] == [3, 1, 2]
+    assert all(k["step"] == (k["epoch"] + 1) * 20 for k in out["topK"])
+    assert out["bestCheckpoint"] == out["topK"][0]["path"]
+    assert out["lastEventTime"] == log.events[-1].time
+    # Bursts every 10 s (validation + checkpoints), then fit_end and test within 2 s of each other.
+    assert out["eventIntervalSeconds"] == pytest.approx(10.0)
+
+
+def test_top_k_is_pruned_to_the_latest_listing_and_sorted_for_max_mode() -> None:
+    log = Log()
+    log.started(0, max_epochs=6, mode="max")
+    for i, acc in enumerate([0.5, 0.6, 0.55, 0.7, 0.65]):
+        log.epoch(10 * (i + 1), i, acc, top_k=2, mode="max")
+    s = tr.fold(log.events)
+    top = status(s, 60)["topK"]
+    assert [k["score"] for k in top] == [0.7, 0.65]
+    assert [k["epoch"] for k in top] == [3, 4]
+    # Only what can still be listed is remembered (bounded state on long runs).
+    assert {r.path for r in s.known_checkpoints} <= {r.path for r in s.top_k} | {s.last_checkpoint}
+
+
+def test_resumed_run_continues_seq_and_keeps_history() -> None:
+    log = Log()
+    log.started(0, max_epochs=5)
+    log.epoch(10, 0, 0.9)
+    log.epoch(20, 1, 0.8)
+    before = tr.fold(log.events)
+    # The pod died; the gang restarted and resumed from last.ckpt. The seq continues.
+    log.started(100, attempt=1, resumed_from="/output/checkpoints/last.ckpt", max_epochs=5)
+    restarted = tr.fold(log.events[before.seq:], before)
+    out = status(restarted, 101)
+    assert out["seq"] == before.seq + 1
+    assert out["attempt"] == 1 and out["startedCount"] == 2
+    assert out["resumedFrom"] == "/output/checkpoints/last.ckpt"
+    assert out["epoch"] == 1 and out["bestScore"] == 0.8  # history is kept across the restart
+    assert out["progress"] == 40.0
+    assert "etaSeconds" not in out  # the rate restarts with the attempt: the downtime is not speed
+    log.epoch(110, 2, 0.7)
+    log.epoch(120, 3, 0.6)
+    out = status(tr.fold(log.events), 120)
+    assert out["epoch"] == 3 and out["progress"] == 80.0
+    assert out["etaSeconds"] == 10  # 20% per 10 s in this attempt
+
+
+def test_early_stop() -> None:
+    log = Log()
+    log.started(0, max_epochs=10)
+    for i, loss in enumerate([0.5, 0.6, 0.7, 0.8]):
+        log.epoch(10 * (i + 1), i, loss)
+    log.add(41, ev.EARLY_STOPPED, epoch=3, reason="patience",
+            message="Monitored metric val_loss did not improve in the last 3 records. Best score: 0.500.",
+            best_score=0.5, monitor="val_loss")
+    s = tr.fold(log.events)
+    out = status(s, 41)
+    assert out["earlyStopped"] == {"epoch": 3, "reason": "patience", "bestScore": 0.5, "monitor": "val_loss",
+                                   "message": log.events[-1].get("message")}
+    assert out["finished"] is False  # fit_end not seen yet
+    log.add(42, ev.FIT_END, epoch=4, step=80, best_path=s.best_checkpoint, best_score=0.5, stopped_early=True)
+    out = status(tr.fold(log.events), 43)
+    assert out["finished"] is True and out["progress"] == 100.0
+    assert out["earlyStopped"]["epoch"] == 3
+    # A later restart (e.g. SIGKILL right after the stop) does not forget that it stopped.
+    log.started(60, attempt=1, resumed_from="/output/checkpoints/last.ckpt")
+    out = status(tr.fold(log.events), 61)
+    assert out["earlyStopped"]["epoch"] == 3
+    assert out["finished"] is False
+
+
+def test_training_past_an_early_stop_clears_it() -> None:
+    log = Log()
+    log.started(0, max_epochs=10)
+    log.epoch(10, 0, 0.5)
+    log.add(11, ev.EARLY_STOPPED, epoch=0, reason="stopping_threshold", message="m", best_score=0.5)
+    log.started(20, attempt=1, resumed_from="/output/checkpoints/last.ckpt")
+    log.epoch(30, 1, 0.4)
+    assert "earlyStopped" not in status(tr.fold(log.events), 30)
+
+
+def test_replay_is_idempotent_and_order_independent() -> None:
+    log = Log()
+    log.started(0, max_epochs=3)
+    for i in range(3):
+        log.epoch(10 * (i + 1), i, 1.0 / (i + 1))
+    log.add(31, ev.FIT_END, epoch=3, step=60, best_path=None, best_score=None, stopped_early=False)
+    whole = tr.fold(log.events)
+    assert tr.fold(log.events, whole) == whole  # folding twice changes nothing
+    assert tr.fold(list(reversed(log.events))) == whole  # out of order within a batch
+    # Overlapping batches, each re-delivering events already applied.
+    s = tr.TrainingState()
+    for lo in range(0, len(log.events), 3):
+        s = tr.fold(log.events[max(0, lo - 4): lo + 3], s)
+    assert s == whole
+    assert status(s, 40) == status(whole, 40)
+
+
+def test_stale_events_never_move_status_backwards() -> None:
+    log = Log()
+    log.started(0, max_epochs=3)
+    log.epoch(10, 0, 0.9)
+    log.epoch(20, 1, 0.5)
+    s = tr.fold(log.events)
+    stale = Event(seq=2, time=tr.format_time(T0 + 25), type=ev.VALIDATION,
+                  fields={"epoch": 0, "step": 1, "metrics": {"val_loss": 99.0}})
+    assert tr.fold([stale], s) == s
+    # Duplicate seq inside one batch: the first wins, deterministically.
+    a = Event(seq=s.seq + 1, time=log.events[-1].time, type=ev.VALIDATION,
+              fields={"epoch": 2, "step": 60, "metrics": {"val_loss": 0.1}})
+    b = Event(seq=s.seq + 1, time=log.events[-1].time, type=ev.VALIDATION,
+              fields={"epoch": 2, "step": 60, "metrics": {"val_loss": 0.2}})
+    assert tr.fold([a, b], s).metrics == (("val_loss", 0.1),)
+
+
+def test_no_nan_or_infinity_anywhere() -> None:
+    log = Log()
+    log.started(0, max_epochs=2)
+    log.add(5, ev.VALIDATION, epoch=0, step=10, metrics={"val_loss": math.nan, "val_acc": math.inf,
+                                                          "lr": -math.inf, "ok": 0.5, "note": "text"})
+    log.add(6, ev.CHECKPOINT, path="/output/a.ckpt", score=math.nan, epoch=0, step=10, kind="top_k",
+            top_k=[{"path": "/output/a.ckpt", "score": math.nan}], best_path="/output/a.ckpt", best_score=math.nan)
+    log.add(7, ev.EARLY_STOPPED, epoch=0, reason="non_finite",
+            message="Monitored metric val_loss = nan is not finite.", best_score=math.inf)
+    log.add(8, ev.TEST, metrics={"test_loss": math.nan})
+    out = status(tr.fold(log.events), 9)
+    assert out["metrics"] == {"val_loss": None, "val_acc": None, "lr": None, "ok": 0.5}
+    assert "bestScore" not in out
+    assert out["topK"] == [{"path": "/output/a.ckpt", "epoch": 0, "step": 10}]
+    assert out["earlyStopped"] == {"epoch": 0, "reason": "non_finite", "monitor": "val_loss",
+                                   "message": "Monitored metric val_loss = nan is not finite."}
+    assert out["testMetrics"] == {"test_loss": None}
+
+
+def test_malformed_fields_are_ignored_not_fatal() -> None:
+    log = Log()
+    log.add(0, ev.STARTED, max_epochs="ten", attempt=None, mode="sideways", monitor=None)
+    log.add(1, ev.VALIDATION, epoch="0", step=True, metrics=[1, 2])
+    log.add(2, ev.CHECKPOINT, path=7, top_k="all", epoch=None)
+    log.add(3, ev.ERROR, message="x" * 5000, exception="RuntimeError")
+    log.add(4, ev.TEST, metrics=None)
+    out = status(tr.fold(log.events), 5)
+    assert out["seq"] == 5
+    assert "maxEpochs" not in out and "mode" not in out and "epoch" not in out
+    assert out["metrics"] == {}
+    assert out["error"]["exception"] == "RuntimeError"
+    assert out["error"]["message"].startswith("xxx") and len(out["error"]["message"]) <= tr.MAX_MESSAGE
+    assert out["testMetrics"] == {}
+
+
+def test_progress_from_steps_with_validation_inside_epochs() -> None:
+    log = Log()
+    log.started(0, max_epochs=2)
+    # val_check_interval=0.5: two validations per 100-step epoch.
+    for i, (epoch, step) in enumerate([(0, 50), (0, 100), (1, 150)]):
+        log.add(10 * (i + 1), ev.VALIDATION, epoch=epoch, step=step, metrics={"val_loss": 1.0})
+    s = tr.fold(log.events)
+    assert s.steps_per_epoch == 100
+    out = status(s, 30)
+    assert out["progress"] == 75.0
+    assert out["etaSeconds"] == 10
+
+
+def test_error_and_unfinished_attempt() -> None:
+    log = Log()
+    log.started(0, max_epochs=2)
+    log.add(3, ev.ERROR, message="CUDA out of memory", exception="OutOfMemoryError")
+    out = status(tr.fold(log.events), 4)
+    assert out["error"] == {"message": "CUDA out of memory", "exception": "OutOfMemoryError"}
+    assert out["finished"] is False and out["progress"] == 0.0
+
+
+def test_with_skipped() -> None:
+    s = tr.fold([])
+    assert tr.with_skipped(s, 0) is s
+    assert status(tr.with_skipped(s, 3), 0)["skippedLines"] == 3
+
+
+def test_values_the_crd_would_reject_are_left_out() -> None:
+    """The CRD validates date-time and minimum 0: one bad event must not block every later write."""
+    log = Log()
+    log.started(0, max_epochs=-1, attempt=-2)
+    log.add(1, ev.VALIDATION, epoch=-1, step=-5, metrics={"val_loss": 1.0})
+    bad = Event(seq=log.seq + 1, time="yesterday", type=ev.CHECKPOINT,
+                fields={"path": "/o/a.ckpt", "epoch": -3, "step": 2.0, "top_k": [{"path": "/o/a.ckpt", "score": 1}]})
+    future = Event(seq=log.seq + 2, time="99999-01-01T00:00:00Z", type=ev.TEST, fields={"metrics": {}})
+    far = Event(seq=log.seq + 3, time="9999-12-31T23:59:59-05:00", type=ev.ERROR, fields={"message": "m"})
+    out = status(tr.fold(log.events + [bad, future, far]), 10)
+    for key in ("maxEpochs", "attempt", "epoch", "progress"):
+        assert key not in out, key
+    assert out["step"] == 2
+    assert out["topK"] == [{"path": "/o/a.ckpt", "score": 1.0, "step": 2}]
+    assert out["lastEventTime"] == log.events[-1].time  # the last parseable time
+    assert tr.parse_time(out["lastEventTime"]) == T0 + 1
