@@ -45,8 +45,11 @@ def main() -> int:
     try:
         say(f"cluster up: {info.server}; installing the CRD")
         subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRD)], check=True)
-        subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/lightningtrainingjobs.ltj.dev"], check=True)
+        for _ in range(60):  # right after the apply the CRD may have no condition yet: retry
+            if subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=30s",
+                               "crd/lightningtrainingjobs.ltj.dev"], capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
         say("starting the operator (kopf run -m ltj_operator.handlers)")
         oplog = open(Path(a.run_dir) / "logs" / "operator.log", "ab")
         operator = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
