@@ -1,0 +1,410 @@
+"""Pure functions from a parsed job to the manifests of its children (plain dicts).
+
+No I/O and no clock: the same inputs always give the same manifests, which is what makes the
+reconciler idempotent and these functions testable without a cluster. Names are deterministic
+(`<job>-node-<i>`, Service `<job>`, `<job>-config`, `<job>-output`, `<job>-relay`), and every child
+carries the standard labels and a controller owner reference to the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import yaml
+
+from . import constants as C
+from .config import OperatorConfig
+from .spec import Job, config_map_name, output_claim_name, pod_name, relay_name, thaw
+
+Manifest = dict[str, Any]
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def labels(job: Job, component: str) -> dict[str, str]:
+    return {
+        C.LABEL_NAME: C.APP_NAME,
+        C.LABEL_INSTANCE: job.meta.name,
+        C.LABEL_COMPONENT: component,
+        C.LABEL_MANAGED_BY: C.MANAGED_BY,
+        C.LABEL_JOB_NAME: job.meta.name,
+    }
+
+
+def selector(job_name: str) -> dict[str, str]:
+    """What selects the job's trainer pods (Service selector, pod listing)."""
+    return {C.LABEL_JOB_NAME: job_name, C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_COMPONENT: C.COMPONENT_TRAINER}
+
+
+def owner_reference(job: Job) -> dict[str, Any]:
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": C.KIND,
+        "name": job.meta.name,
+        "uid": job.meta.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(job: Job, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.meta.namespace,
+        "labels": labels(job, component),
+        "ownerReferences": [owner_reference(job)],
+    }
+
+
+# --- the trainer config (Contract 1) ----------------------------------------------------------
+
+
+def trainer_config(job: Job) -> dict[str, Any]:
+    s = job.spec
+    t = s.training
+    return {
+        "model_class": s.model.name,
+        "model_args": thaw(s.model.args),
+        "data_class": s.data.name,
+        "data_args": thaw(s.data.args),
+        "batch_size": s.data.batch_size,
+        "num_workers": s.data.num_workers,
+        "max_epochs": t.max_epochs,
+        "early_stopping": t.early_stopping.enabled,
+        "early_stop_metric": t.monitor.metric,
+        "early_stop_patience": t.early_stopping.patience,
+        "early_stop_min_delta": t.early_stopping.min_delta,
+        "mode": t.monitor.mode,
+        "val_check_interval": t.val_check_interval,
+        "precision": t.precision,
+        "accelerator": "gpu" if s.gpus_per_node > 0 else "cpu",
+        "devices": s.procs_per_node,
+        "num_nodes": s.nodes,
+        "default_root_dir": C.OUTPUT_DIR,
+        "seed": t.seed,
+        "save_top_k": t.checkpoint.save_top_k,
+        "test_after_fit": t.test_after_fit,
+        "resume": t.resume,
+        "termination_log": C.TERMINATION_LOG,
+    }
+
+
+def render_config_map(job: Job) -> Manifest:
+    text = yaml.safe_dump(trainer_config(job), sort_keys=False, default_flow_style=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(job, config_map_name(job.meta.name), C.COMPONENT_CONFIG),
+        "data": {C.CONFIG_FILE_NAME: text},
+    }
+
+
+# --- Service, PVC, RBAC ------------------------------------------------------------------------
+
+
+def render_service(job: Job) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, job.meta.name, C.COMPONENT_SERVICE),
+        "spec": {
+            "clusterIP": "None",
+            # Ranks resolve the master before it is Ready (there is no readiness probe to pass).
+            "publishNotReadyAddresses": True,
+            "selector": selector(job.meta.name),
+            "ports": [{"name": C.DIST_PORT_NAME, "port": C.DIST_PORT, "targetPort": C.DIST_PORT,
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+def render_pvc(job: Job) -> Manifest | None:
+    """The output claim when the spec asks for a template (None for an existing claim)."""
+    template = job.spec.output.volume_claim_template
+    if template is None:
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": list(template.access_modes),
+        "resources": {"requests": {"storage": template.storage}},
+    }
+    if template.storage_class_name is not None:
+        spec["storageClassName"] = template.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(job, output_claim_name(job.meta.name), C.COMPONENT_OUTPUT),
+        "spec": spec,
+    }
+
+
+def render_relay_service_account(job: Job) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(job, relay_name(job.meta.name), C.COMPONENT_RELAY),
+        # Only the relay container mounts a token, through its own projected volume.
+        "automountServiceAccountToken": False,
+    }
+
+
+def render_relay_role(job: Job) -> Manifest:
+    name = job.meta.name
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(job, relay_name(name), C.COMPONENT_RELAY),
+        "rules": [
+            {"apiGroups": [C.GROUP], "resources": [f"{C.PLURAL}/status"], "verbs": ["get", "patch"],
+             "resourceNames": [name]},
+            {"apiGroups": [C.GROUP], "resources": [C.PLURAL], "verbs": ["get"], "resourceNames": [name]},
+        ],
+    }
+
+
+def render_relay_role_binding(job: Job) -> Manifest:
+    name = relay_name(job.meta.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(job, name, C.COMPONENT_RELAY),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.meta.namespace}],
+    }
+
+
+def render_children(job: Job) -> list[Manifest]:
+    """Everything but the pods, in creation order (the relay's ServiceAccount must exist before the
+    rank-0 pod that uses it, the ConfigMap and claim before any pod mounts them)."""
+    children = [
+        render_relay_service_account(job),
+        render_relay_role(job),
+        render_relay_role_binding(job),
+        render_config_map(job),
+        render_service(job),
+    ]
+    pvc = render_pvc(job)
+    if pvc is not None:
+        children.append(pvc)
+    return children
+
+
+# --- pods (Contract 2) --------------------------------------------------------------------------
+
+
+def _container_security_context(read_only_root: bool = False) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": C.RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if read_only_root:
+        ctx["readOnlyRootFilesystem"] = True
+    return ctx
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": C.RUN_AS_USER,
+        "runAsGroup": C.RUN_AS_USER,
+        "fsGroup": C.RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def distributed_env(job: Job, rank: int, attempt: int) -> list[dict[str, str]]:
+    s = job.spec
+    master = f"{pod_name(job.meta.name, 0)}.{job.meta.name}"
+    pairs = [
+        ("MASTER_ADDR", master),
+        ("MASTER_PORT", str(C.DIST_PORT)),
+        ("WORLD_SIZE", str(s.world_size)),
+        ("RANK", str(rank)),
+        ("PET_NNODES", str(s.nodes)),
+        ("PET_NPROC_PER_NODE", str(s.procs_per_node)),
+        ("PET_NODE_RANK", str(rank)),
+        ("PET_MASTER_ADDR", master),
+        ("PET_MASTER_PORT", str(C.DIST_PORT)),
+        ("LTJ_CONFIG", C.CONFIG_PATH),
+        ("LTJ_JOB_NAME", job.meta.name),
+        ("LTJ_ATTEMPT", str(attempt)),
+    ]
+    return [{"name": k, "value": v} for k, v in pairs]
+
+
+def trainer_env(job: Job, rank: int, attempt: int, resume_from: str | None) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = distributed_env(job, rank, attempt)
+    # spec parsing already dropped user values for the operator-owned names.
+    for item in job.spec.pod_template.env:
+        if resume_from is not None and item["name"] == C.RESUME_ENV:
+            continue  # a restart must continue from the job's own checkpoint
+        env.append(thaw(item))
+    if resume_from is not None:
+        env.append({"name": C.RESUME_ENV, "value": resume_from})
+    return env
+
+
+def _output_mount(job: Job, read_only: bool) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": C.VOLUME_OUTPUT, "mountPath": C.OUTPUT_DIR}
+    if job.spec.output.sub_path:
+        mount["subPath"] = job.spec.output.sub_path
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def _resources(job: Job) -> dict[str, Any]:
+    s = job.spec
+    requests = dict(s.resources.requests)
+    limits = dict(s.resources.limits)
+    if s.gpus_per_node > 0:
+        # Extended resources must be requested as limits; requests default to them but be explicit.
+        requests[C.GPU_RESOURCE] = str(s.gpus_per_node)
+        limits[C.GPU_RESOURCE] = str(s.gpus_per_node)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _trainer_container(job: Job, rank: int, attempt: int, config: OperatorConfig,
+                       resume_from: str | None) -> dict[str, Any]:
+    s = job.spec
+    container: dict[str, Any] = {
+        "name": C.TRAINER_CONTAINER,
+        "image": s.image or config.default_trainer_image,
+        # No command: the image's ENTRYPOINT (ltj-train, a torchrun launcher) starts the ranks.
+        "env": trainer_env(job, rank, attempt, resume_from),
+        "ports": [{"name": C.DIST_PORT_NAME, "containerPort": C.DIST_PORT, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": C.VOLUME_CONFIG, "mountPath": C.CONFIG_DIR, "readOnly": True},
+            _output_mount(job, read_only=False),
+            {"name": C.VOLUME_SHM, "mountPath": C.SHM_DIR},
+            *(thaw(m) for m in s.pod_template.volume_mounts),
+        ],
+        "terminationMessagePath": C.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security_context(),
+    }
+    if s.image_pull_policy:
+        container["imagePullPolicy"] = s.image_pull_policy
+    if s.pod_template.env_from:
+        container["envFrom"] = [thaw(e) for e in s.pod_template.env_from]
+    resources = _resources(job)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _relay_container(job: Job, config: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": C.RELAY_CONTAINER,
+        "image": config.operator_image,
+        "imagePullPolicy": config.relay_image_pull_policy,
+        "command": list(C.RELAY_COMMAND),
+        # restartPolicy Always on an init container makes it a native sidecar: it runs beside the
+        # trainer, and the kubelet stops it (SIGTERM: drain to EOF) once the trainer has exited.
+        "restartPolicy": "Always",
+        "env": [
+            {"name": "LTJ_JOB_NAME", "value": job.meta.name},
+            {"name": "LTJ_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "LTJ_EVENTS_FILE", "value": C.EVENTS_FILE},
+        ],
+        "volumeMounts": [
+            _output_mount(job, read_only=True),
+            {"name": C.VOLUME_RELAY_TOKEN, "mountPath": C.SA_TOKEN_DIR, "readOnly": True},
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security_context(read_only_root=True),
+    }
+
+
+def _relay_token_volume(config: OperatorConfig) -> dict[str, Any]:
+    # The same three files as the kubelet's default kube-api-access volume, so the relay's in-cluster
+    # client config works unchanged; the audience is left at the API server's default.
+    return {
+        "name": C.VOLUME_RELAY_TOKEN,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token",
+                                         "expirationSeconds": config.relay_token_expiration_seconds}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    }
+
+
+def _volumes(job: Job, rank: int, config: OperatorConfig) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": C.VOLUME_CONFIG, "configMap": {"name": config_map_name(job.meta.name)}},
+        {"name": C.VOLUME_OUTPUT, "persistentVolumeClaim": {"claimName": job.spec.output.claim(job.meta.name)}},
+        {"name": C.VOLUME_SHM, "emptyDir": {"medium": "Memory"}},
+    ]
+    if rank == 0:
+        volumes.append(_relay_token_volume(config))
+    volumes.extend(thaw(v) for v in job.spec.pod_template.volumes)
+    return volumes
+
+
+def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume_from: str | None = None) -> Manifest:
+    """Pod `<job>-node-<rank>` of gang attempt `attempt`.
+
+    ``resume_from`` (restart attempts only) becomes LTJ_RESUME so every rank continues from the same
+    checkpoint."""
+    s = job.spec
+    pt = s.pod_template
+    if not 0 <= rank < s.nodes:
+        raise ValueError(f"rank {rank} out of range for {s.nodes} nodes")
+    name = pod_name(job.meta.name, rank)
+    pod_labels = {**pt.labels, **labels(job, C.COMPONENT_TRAINER),
+                  C.LABEL_NODE_RANK: str(rank), C.LABEL_ATTEMPT: str(attempt)}
+    metadata = _metadata(job, name, C.COMPONENT_TRAINER)
+    metadata["labels"] = pod_labels
+    if pt.annotations:
+        metadata["annotations"] = dict(pt.annotations)
+
+    spec: dict[str, Any] = {
+        "hostname": name,
+        "subdomain": job.meta.name,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        # Service links would flood the env in busy namespaces and can shadow MASTER_PORT-like names.
+        "enableServiceLinks": False,
+        "securityContext": _pod_security_context(),
+        "containers": [_trainer_container(job, rank, attempt, config, resume_from)],
+        "volumes": _volumes(job, rank, config),
+    }
+    if rank == 0:
+        # A projected token is always for the pod's own ServiceAccount; only the relay mounts it.
+        spec["serviceAccountName"] = relay_name(job.meta.name)
+        spec["initContainers"] = [_relay_container(job, config)]
+    if pt.node_selector:
+        spec["nodeSelector"] = dict(pt.node_selector)
+    if pt.tolerations:
+        spec["tolerations"] = [thaw(t) for t in pt.tolerations]
+    if pt.affinity is not None:
+        spec["affinity"] = thaw(pt.affinity)
+    if pt.priority_class_name:
+        spec["priorityClassName"] = pt.priority_class_name
+    if pt.scheduler_name:
+        spec["schedulerName"] = pt.scheduler_name
+    if pt.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in pt.image_pull_secrets]
+    if pt.termination_grace_period_seconds is not None:
+        spec["terminationGracePeriodSeconds"] = pt.termination_grace_period_seconds
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def render_pods(job: Job, attempt: int, config: OperatorConfig, resume_from: str | None = None,
+                ranks: Iterable[int] | None = None) -> list[Manifest]:
+    wanted = range(job.spec.nodes) if ranks is None else sorted(ranks)
+    return [render_pod(job, rank, attempt, config, resume_from) for rank in wanted]

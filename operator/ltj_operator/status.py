@@ -1,0 +1,709 @@
+"""The job's state machine: one pure function, `decide`, from what is observed to what should be.
+
+Inputs: the parsed job (or the reason it does not parse), the current status (including
+`status.training`, which the relay writes), the observed pods and claim, and the time. Output: the
+complete operator-owned status, the actions that bring the world closer to it (create pods, delete
+pods, delete the job), when to look again, and the Kubernetes Events worth posting. No I/O, no clock.
+
+Rules that keep it level-based and safe to repeat:
+- Succeeded and Failed are terminal: the phase never leaves them; later calls only clean up pods per
+  cleanPodPolicy, refine the result from late training data and expire the TTL.
+- The gang attempt only grows. Pods are labelled with their attempt; pods of another attempt are
+  stale and deleted, and the pods of a new attempt are created only once the stale ones are gone
+  (names are reused). A restart records the new attempt in the status BEFORE the old pods are
+  deleted, so a crash in between can neither lose nor double-count the restart.
+- A pod of the current attempt that vanishes after the whole gang was seen counts as a failure.
+- Conditions are keyed by type; lastTransitionTime changes only when the status does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Union
+
+from . import constants as C
+from .failures import PodFailure, classify, root_cause, vanished
+from .podview import PodView, parse_summary
+from .spec import Job, pod_name
+
+R = C.Reason
+
+# Status fields the operator owns (everything but `training`, which is the relay's).
+OPERATOR_FIELDS = ("phase", "conditions", "observedGeneration", "startTime", "completionTime", "restarts",
+                   "attempt", "launchedAttempt", "readyNodes", "nodes", "failure", "resumeFrom", "result")
+MAX_CONDITION_MESSAGE = 4096
+# How soon to look again while waiting for old pods to go (their deletion events also wake us).
+STALE_POD_RECHECK_SECONDS = 5.0
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment
+
+
+# --- inputs and outputs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    factor: float = 5.0
+    min_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    pods: tuple[PodView, ...] = ()
+    # The output claim's access modes when known (status of a bound claim, else its spec).
+    claim_access_modes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CreatePods:
+    ranks: tuple[int, ...]
+    attempt: int
+    resume_from: str | None  # LTJ_RESUME for the new pods (restart attempts only)
+
+
+@dataclass(frozen=True)
+class DeletePods:
+    pods: tuple[tuple[str, str], ...]  # (name, uid): the uid guards against deleting a newer namesake
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    reason: str
+
+
+Action = Union[CreatePods, DeletePods, DeleteJob]
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: Mapping[str, Any]
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    events: tuple[EventNote, ...] = ()
+
+    @property
+    def phase(self) -> str:
+        return str(self.status["phase"])
+
+    def condition(self, type_: str) -> Mapping[str, Any] | None:
+        for cond in self.status.get("conditions") or ():
+            if cond.get("type") == type_:
+                return cond
+        return None
+
+    def status_patch(self, current: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The merge patch (operator fields only) that turns `current` into this decision; empty when
+        nothing changed, so a repeated reconcile writes nothing. None removes a field."""
+        current = current or {}
+        patch: dict[str, Any] = {}
+        for key in OPERATOR_FIELDS:
+            new = self.status.get(key)
+            if new != current.get(key):
+                patch[key] = new
+        return patch
+
+
+# --- conditions ------------------------------------------------------------------------------
+
+
+class _Conditions:
+    def __init__(self, existing: Any, now: str, generation: int):
+        self.now = now
+        self.generation = generation
+        self.items: dict[str, dict[str, Any]] = {}
+        for cond in existing if isinstance(existing, list) else ():
+            if isinstance(cond, Mapping) and isinstance(cond.get("type"), str):
+                self.items[cond["type"]] = dict(cond)
+        self.before = {k: dict(v) for k, v in self.items.items()}
+
+    def set(self, type_: str, status: str, reason: str, message: str) -> None:
+        old = self.items.get(type_)
+        keep_time = old is not None and old.get("status") == status and old.get("lastTransitionTime")
+        self.items[type_] = {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message[:MAX_CONDITION_MESSAGE],
+            "lastTransitionTime": old["lastTransitionTime"] if keep_time and old else self.now,
+            "observedGeneration": self.generation,
+        }
+
+    def settle(self, type_: str, reason: str, message: str) -> None:
+        """Set to False, but only if the condition was ever reported (absent means 'never happened')."""
+        if type_ in self.items:
+            self.set(type_, C.FALSE, reason, message)
+
+    def is_true(self, type_: str) -> bool:
+        return self.items.get(type_, {}).get("status") == C.TRUE
+
+    def was_true(self, type_: str) -> bool:
+        return self.before.get(type_, {}).get("status") == C.TRUE
+
+    def became_true(self, type_: str) -> bool:
+        return self.is_true(type_) and not self.was_true(type_)
+
+    def since(self, type_: str) -> dt.datetime | None:
+        return parse_time(self.items.get(type_, {}).get("lastTransitionTime"))
+
+    def as_list(self) -> list[dict[str, Any]]:
+        order = {t: i for i, t in enumerate(C.CONDITION_TYPES)}
+        return sorted(self.items.values(), key=lambda c: (order.get(c["type"], len(order)), c["type"]))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _score(value: Any) -> str:
+    number = _number(value)
+    return f"{number:.6g}" if number is not None else "n/a"
+
+
+def _early_stop_info(training: Mapping[str, Any], summary: Mapping[str, Any] | None) -> tuple[bool, str]:
+    es = training.get("earlyStopped")
+    if isinstance(es, Mapping) and es:
+        detail = f"early stopping at epoch {es.get('epoch', '?')}"
+        if es.get("reason"):
+            detail += f": {es['reason']}"
+        return True, detail
+    if summary is not None and summary.get("early_stopped"):
+        detail = "early stopping (from the trainer's termination message)"
+        if isinstance(summary.get("early_stopped"), Mapping) and summary["early_stopped"].get("reason"):
+            detail += f": {summary['early_stopped']['reason']}"
+        return True, detail
+    return False, ""
+
+
+def _result(training: Mapping[str, Any], summary: Mapping[str, Any] | None,
+            previous: Any) -> dict[str, Any] | None:
+    """The final outcome: from status.training when the relay delivered the end of training, else
+    from the trainer's termination summary (the relay may have died), else what we had."""
+    if training.get("finished"):
+        out: dict[str, Any] = {"source": "training"}
+        epoch = training.get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            out["epochs"] = epoch + 1  # the relay reports Lightning's 0-based epoch index
+        values = {
+            "bestCheckpoint": training.get("bestCheckpoint"),
+            "bestScore": _number(training.get("bestScore")),
+            "monitor": training.get("monitor"),
+            "earlyStopped": bool(training.get("earlyStopped")),
+            "testMetrics": training.get("testMetrics"),
+        }
+    elif summary is not None:
+        out = {"source": "terminationMessage"}
+        epochs = summary.get("epochs")
+        if isinstance(epochs, int) and not isinstance(epochs, bool):
+            out["epochs"] = epochs
+        values = {
+            "bestCheckpoint": summary.get("best_checkpoint"),
+            "bestScore": _number(summary.get("best_score")),
+            "monitor": summary.get("monitor"),
+            "earlyStopped": bool(summary.get("early_stopped")),
+            "testMetrics": summary.get("test_metrics"),
+        }
+    else:
+        return dict(previous) if isinstance(previous, Mapping) else None
+    for key, value in values.items():
+        if key == "testMetrics":
+            if isinstance(value, Mapping):
+                metrics = {str(k): _number(v) for k, v in value.items() if _number(v) is not None}
+                if metrics:
+                    out[key] = metrics
+        elif key == "earlyStopped" or value is not None and value != "":
+            out[key] = value
+    return out
+
+
+# --- the decision ----------------------------------------------------------------------------
+
+
+class _Decider:
+    def __init__(self, job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime,
+                 generation: int, spec_error: str | None, stall: StallPolicy):
+        self.job = job
+        self.prev: Mapping[str, Any] = status or {}
+        self.observed = observed
+        self.now = now
+        self.now_s = format_time(now)
+        self.spec_error = spec_error
+        self.stall = stall
+        self.conds = _Conditions(self.prev.get("conditions"), self.now_s, generation)
+        training = self.prev.get("training")
+        self.training: Mapping[str, Any] = training if isinstance(training, Mapping) else {}
+        self.phase: str = self.prev.get("phase") if self.prev.get("phase") in C.PHASES else C.PHASE_PENDING
+        self.prev_phase = self.prev.get("phase")
+        self.restarts = _int(self.prev.get("restarts"), 0)
+        self.attempt = _int(self.prev.get("attempt"), 0)
+        self.launched = _int(self.prev.get("launchedAttempt"), -1)
+        self.start_time: str | None = self.prev.get("startTime")
+        self.completion_time: str | None = self.prev.get("completionTime")
+        self.failure: Any = self.prev.get("failure")
+        self.resume_from: str | None = self.prev.get("resumeFrom")
+        self.result: Any = self.prev.get("result")
+        self.generation = generation
+        self.ready = 0
+        self.actions: list[Action] = []
+        self.events: list[EventNote] = []
+        self.requeues: list[float] = []
+        self.summary: Mapping[str, Any] | None = None
+
+    # -- small tools --
+    @property
+    def nodes(self) -> int:
+        return self.job.spec.nodes if self.job is not None else _int(self.prev.get("nodes"), 0)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(EventNote(type_, reason, message[:1024]))
+
+    def requeue(self, seconds: float) -> None:
+        self.requeues.append(max(1.0, seconds))
+
+    def ours(self) -> list[PodView]:
+        uid = self.job.meta.uid if self.job is not None else None
+        return [p for p in self.observed.pods if not uid or p.owner_uid in (None, uid)]
+
+    def foreign(self) -> list[PodView]:
+        uid = self.job.meta.uid if self.job is not None else None
+        return [p for p in self.observed.pods if uid and p.owner_uid not in (None, uid)]
+
+    def current(self) -> dict[int, PodView]:
+        out: dict[int, PodView] = {}
+        for pod in self.ours():
+            if pod.attempt == self.attempt and pod.rank is not None and 0 <= pod.rank < max(self.nodes, 1):
+                out[pod.rank] = pod
+        return out
+
+    def stale(self) -> list[PodView]:
+        return [p for p in self.ours() if p.attempt != self.attempt or p.rank is None or p.rank >= self.nodes]
+
+    def delete(self, pods: Iterable[PodView], reason: str) -> int:
+        targets = tuple((p.name, p.uid) for p in pods if not p.deleting)
+        if targets:
+            self.actions.append(DeletePods(targets, reason))
+        return len(targets)
+
+    # -- the whole decision --
+    def run(self) -> Decision:
+        self.observe_training()
+        if self.phase in C.TERMINAL_PHASES:
+            self.terminal()
+        elif self.spec_error is not None or self.job is None:
+            self.fail(R.INVALID_SPEC, f"invalid spec: {self.spec_error or 'missing'}")
+        else:
+            self.active()
+        return self.build()
+
+    def observe_training(self) -> None:
+        rank0 = self.current().get(0)
+        if rank0 is not None and rank0.trainer is not None and rank0.trainer.state == "terminated":
+            self.summary = parse_summary(rank0.trainer.message)
+        last = self.training.get("lastCheckpoint")
+        if isinstance(last, str) and last:
+            if last != self.resume_from:
+                self.event("Normal", R.CHECKPOINT_SAVED, f"checkpoint saved: {last}")
+            self.resume_from = last
+            detail = f"latest checkpoint {last}"
+            if isinstance(self.training.get("epoch"), int):
+                detail += f" (epoch {self.training['epoch']}"
+                detail += f", step {self.training['step']})" if isinstance(self.training.get("step"), int) else ")"
+            self.conds.set(C.COND_CHECKPOINT_SAVED, C.TRUE, R.CHECKPOINT_SAVED, detail)
+        stopped, detail = _early_stop_info(self.training, self.summary)
+        if stopped:
+            self.conds.set(C.COND_EARLY_STOPPED, C.TRUE, R.EARLY_STOPPED, detail)
+            if self.conds.became_true(C.COND_EARLY_STOPPED):
+                self.event("Normal", R.EARLY_STOPPED, detail)
+
+    # -- terminal phases --
+    def terminal(self) -> None:
+        if self.phase == C.PHASE_SUCCEEDED:
+            stopped, _ = _early_stop_info(self.training, self.summary)
+            cond = self.conds.items.get(C.COND_SUCCEEDED)
+            if stopped and cond is not None and cond.get("reason") == R.MAX_EPOCHS_REACHED:
+                # The relay delivered the early stop after the pods finished: same status, better reason.
+                self.conds.set(C.COND_SUCCEEDED, C.TRUE, R.EARLY_STOPPED, self.success_message())
+        self.result = _result(self.training, self.summary, self.result)
+        self.cleanup()
+        self.expire()
+
+    def cleanup(self) -> None:
+        policy = self.job.spec.run_policy.clean_pod_policy if self.job is not None else C.CLEAN_POD_POLICY_RUNNING
+        stale = self.stale()
+        victims = list(stale)
+        for pod in self.current().values():
+            if policy == C.CLEAN_POD_POLICY_ALL:
+                victims.append(pod)
+            elif policy == C.CLEAN_POD_POLICY_RUNNING:
+                trainer_done = pod.trainer is not None and pod.trainer.state == "terminated"
+                # A pod whose trainer exited finishes on its own once the relay has drained.
+                if not pod.finished and not trainer_done:
+                    victims.append(pod)
+        count = self.delete(victims, R.CLEANED_UP)
+        if count:
+            self.event("Normal", R.CLEANED_UP, f"deleting {count} pod(s) (cleanPodPolicy {policy})")
+
+    def expire(self) -> None:
+        ttl = self.job.spec.run_policy.ttl_seconds_after_finished if self.job is not None else None
+        finished = parse_time(self.completion_time)
+        if ttl is None or finished is None:
+            return
+        expiry = finished + dt.timedelta(seconds=ttl)
+        if self.now >= expiry:
+            self.actions.append(DeleteJob(R.TTL_EXPIRED))
+            self.event("Normal", R.TTL_EXPIRED, f"deleting the job {ttl}s after it finished (ttlSecondsAfterFinished)")
+        else:
+            self.requeue((expiry - self.now).total_seconds())
+
+    def finish(self, phase: str, cond_type: str, reason: str, message: str, event_type: str) -> None:
+        self.phase = phase
+        self.completion_time = self.completion_time or self.now_s
+        self.conds.set(cond_type, C.TRUE, reason, message)
+        self.conds.set(C.COND_RUNNING, C.FALSE, R.JOB_FINISHED, f"the job {phase.lower()}")
+        for type_ in (C.COND_RESTARTING, C.COND_UNSCHEDULABLE, C.COND_STALLED, C.COND_SUSPENDED):
+            if self.conds.is_true(type_):
+                self.conds.set(type_, C.FALSE, R.JOB_FINISHED, f"the job {phase.lower()}")
+        self.event(event_type, reason, message)
+        self.terminal()
+
+    def fail(self, reason: str, message: str) -> None:
+        self.finish(C.PHASE_FAILED, C.COND_FAILED, reason, message, "Warning")
+
+    def success_message(self) -> str:
+        stopped, detail = _early_stop_info(self.training, self.summary)
+        if stopped:
+            message = f"training finished by {detail}"
+        elif self.job is not None:
+            message = f"training finished after maxEpochs ({self.job.spec.training.max_epochs})"
+        else:
+            message = "training finished"
+        if self.summary is not None and not self.training.get("finished"):
+            # The relay has not delivered the end of training: the trainer's own summary is newer.
+            best_ckpt, best, monitor = (self.summary.get("best_checkpoint"), self.summary.get("best_score"),
+                                        self.summary.get("monitor"))
+        else:
+            best_ckpt, best, monitor = (self.training.get("bestCheckpoint"), self.training.get("bestScore"),
+                                        self.training.get("monitor"))
+        if best_ckpt or _number(best) is not None:
+            message += f"; best {monitor or 'score'} {_score(best)}"
+            if best_ckpt:
+                message += f" at {best_ckpt}"
+        return message
+
+    def succeed(self) -> None:
+        stopped, _ = _early_stop_info(self.training, self.summary)
+        reason = R.EARLY_STOPPED if stopped else R.MAX_EPOCHS_REACHED
+        self.finish(C.PHASE_SUCCEEDED, C.COND_SUCCEEDED, reason, self.success_message(), "Normal")
+
+    # -- active phases --
+    def active(self) -> None:
+        job = self.job
+        assert job is not None
+        policy = job.spec.run_policy
+        self.check_volume()
+
+        if policy.suspend:
+            self.suspend()
+            return
+        if self.phase == C.PHASE_SUSPENDED:
+            self.resume()
+
+        current = self.current()
+        if len(current) == self.nodes:
+            if self.launched != self.attempt:
+                self.launched = self.attempt
+                self.conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED,
+                               f"created {self.nodes} pod(s) for attempt {self.attempt}")
+
+        rank0 = current.get(0)
+        if rank0 is not None and rank0.trainer_succeeded:
+            self.succeed()
+            return
+
+        if self.deadline_passed():
+            return
+
+        failures = self.failures(current)
+        if failures:
+            self.handle_failure(root_cause(failures))
+            return
+
+        self.create_missing(current)
+        self.update_running(current)
+        self.check_schedulable(current)
+        self.check_stalled()
+
+    def check_volume(self) -> None:
+        modes = self.observed.claim_access_modes
+        job = self.job
+        assert job is not None
+        if job.spec.nodes > 1 and modes is not None and "ReadWriteMany" not in modes:
+            claim = job.spec.output.claim(job.meta.name)
+            self.conds.set(C.COND_VOLUME_NOT_SHARED, C.TRUE, R.ACCESS_MODE_NOT_RWX,
+                           f"the output claim {claim} is {', '.join(modes) or 'without access modes'}, but this "
+                           f"{job.spec.nodes}-node job needs ReadWriteMany: every rank reads the same checkpoint "
+                           "when the gang resumes, so restarts may fail or the pods may not schedule together")
+            if self.conds.became_true(C.COND_VOLUME_NOT_SHARED):
+                self.event("Warning", R.ACCESS_MODE_NOT_RWX, self.conds.items[C.COND_VOLUME_NOT_SHARED]["message"])
+        elif modes is not None or job.spec.nodes == 1:
+            self.conds.settle(C.COND_VOLUME_NOT_SHARED, R.VOLUME_SHARED,
+                              "the output volume is shared (ReadWriteMany) or the job has one node")
+
+    def suspend(self) -> None:
+        count = self.delete(self.ours(), R.SUSPENDED)
+        if self.phase != C.PHASE_SUSPENDED:
+            self.event("Normal", R.SUSPENDED, f"job suspended: deleting {count} pod(s); status and checkpoints are kept")
+        self.phase = C.PHASE_SUSPENDED
+        self.conds.set(C.COND_SUSPENDED, C.TRUE, R.SUSPENDED,
+                       "the job is suspended (spec.runPolicy.suspend); its pods are deleted, status and checkpoints "
+                       "are kept")
+        self.conds.settle(C.COND_RUNNING, R.SUSPENDED, "the job is suspended")
+        self.conds.settle(C.COND_RESTARTING, R.SUSPENDED, "the job is suspended")
+        self.conds.settle(C.COND_UNSCHEDULABLE, R.SUSPENDED, "the job is suspended")
+        self.conds.settle(C.COND_STALLED, R.SUSPENDED, "the job is suspended")
+        # Like batch/v1 Job: the active deadline counts again from the resumption.
+        self.start_time = None
+        if self.stale() or any(p for p in self.ours()):
+            self.requeue(STALE_POD_RECHECK_SECONDS)
+
+    def resume(self) -> None:
+        if self.launched == self.attempt or any(p.attempt == self.attempt for p in self.ours()):
+            # The suspended gang ran: its successor is a new attempt that resumes from the checkpoint.
+            self.attempt += 1
+        self.phase = C.PHASE_PENDING
+        message = f"the job resumed (attempt {self.attempt})"
+        if self.attempt > 0:
+            message += f", continuing from {self.resume_from or 'the last checkpoint'}"
+        self.conds.set(C.COND_SUSPENDED, C.FALSE, R.RESUMED, message)
+        self.event("Normal", R.RESUMED, message)
+
+    def deadline_passed(self) -> bool:
+        job = self.job
+        assert job is not None
+        limit = job.spec.run_policy.active_deadline_seconds
+        started = parse_time(self.start_time)
+        if limit is None or started is None:
+            return False
+        deadline = started + dt.timedelta(seconds=limit)
+        if self.now >= deadline:
+            self.fail(R.DEADLINE_EXCEEDED, f"the job was active for longer than activeDeadlineSeconds ({limit}s) "
+                                           f"since {self.start_time}")
+            return True
+        self.requeue((deadline - self.now).total_seconds())
+        return False
+
+    def failures(self, current: Mapping[int, PodView]) -> list[PodFailure]:
+        job = self.job
+        assert job is not None
+        codes = job.spec.run_policy.retryable_exit_codes
+        found = [f for f in (classify(p, codes) for p in current.values()) if f is not None]
+        if self.launched == self.attempt:
+            for rank in range(self.nodes):
+                if rank not in current:
+                    found.append(vanished(pod_name(job.meta.name, rank), rank))
+        return found
+
+    def handle_failure(self, root: PodFailure) -> None:
+        job = self.job
+        assert job is not None
+        self.failure = root.as_status()
+        limit = job.spec.run_policy.backoff_limit
+        if not root.retryable:
+            self.fail(root.reason, root.message)
+        elif self.restarts >= limit:
+            self.fail(R.BACKOFF_LIMIT_EXCEEDED,
+                      f"{root.message}; the gang was already restarted {self.restarts} time(s) (backoffLimit {limit})")
+        else:
+            self.restart(root, limit)
+
+    def restart(self, root: PodFailure, limit: int) -> None:
+        old = list(self.current().values())
+        self.restarts += 1
+        self.attempt += 1
+        self.phase = C.PHASE_RESTARTING
+        message = (f"restart {self.restarts} of at most {limit} (attempt {self.attempt}) after {root.message}; "
+                   f"resuming from {self.resume_from or 'the last checkpoint'}")
+        self.conds.set(C.COND_RESTARTING, C.TRUE, root.reason, message)
+        self.conds.set(C.COND_RUNNING, C.FALSE, root.reason, f"restarting the gang after {root.message}")
+        self.conds.settle(C.COND_UNSCHEDULABLE, R.PODS_SCHEDULED, "restarting the gang")
+        self.conds.settle(C.COND_STALLED, R.NOT_RUNNING, "restarting the gang")
+        self.delete(old, root.reason)
+        self.event("Warning", root.reason, message)
+        self.requeue(STALE_POD_RECHECK_SECONDS)
+
+    def create_missing(self, current: Mapping[int, PodView]) -> None:
+        job = self.job
+        assert job is not None
+        if self.launched == self.attempt:
+            return
+        missing = [r for r in range(self.nodes) if r not in current]
+        if not missing:
+            return
+        taken = {p.name for p in self.stale()} | {p.name for p in self.foreign()}
+        foreign = sorted({p.name for p in self.foreign()} & {pod_name(job.meta.name, r) for r in missing})
+        ready = tuple(r for r in missing if pod_name(job.meta.name, r) not in taken)
+        if foreign:
+            self.conds.set(C.COND_CREATED, C.FALSE, R.POD_NAME_CONFLICT,
+                           f"pod name(s) {', '.join(foreign)} are taken by pods this job does not own")
+        elif self.conds.items.get(C.COND_CREATED, {}).get("reason") == R.POD_CREATION_FAILED:
+            pass  # keep the API server's refusal visible while we keep trying
+        elif not self.conds.is_true(C.COND_CREATED):
+            self.conds.set(C.COND_CREATED, C.FALSE, R.CREATING_PODS,
+                           f"creating {self.nodes} pod(s) for attempt {self.attempt}")
+        if ready:
+            resume = (self.resume_from or "last") if self.attempt > 0 else None
+            self.actions.append(CreatePods(ready, self.attempt, resume))
+            self.start_time = self.start_time or self.now_s
+            names = ", ".join(pod_name(job.meta.name, r) for r in ready)
+            self.event("Normal", R.CREATING_PODS, f"creating pod(s) {names} (attempt {self.attempt})")
+        if len(ready) < len(missing):
+            self.requeue(STALE_POD_RECHECK_SECONDS)
+
+    def update_running(self, current: Mapping[int, PodView]) -> None:
+        self.ready = sum(1 for p in current.values() if p.trainer_running)
+        all_running = len(current) == self.nodes and self.ready == self.nodes
+        if all_running:
+            if self.phase != C.PHASE_RUNNING:
+                self.event("Normal", R.ALL_PODS_RUNNING, f"all {self.nodes} pod(s) running (attempt {self.attempt})")
+            self.phase = C.PHASE_RUNNING
+            self.conds.set(C.COND_RUNNING, C.TRUE, R.ALL_PODS_RUNNING,
+                           f"all {self.nodes} pod(s) running (attempt {self.attempt})")
+            if self.conds.is_true(C.COND_RESTARTING):
+                self.conds.set(C.COND_RESTARTING, C.FALSE, R.RESTART_COMPLETE,
+                               f"the gang runs again after restart {self.restarts}")
+            return
+        if self.phase == C.PHASE_RUNNING and _int(self.prev.get("attempt"), 0) == self.attempt:
+            # Same gang, some rank already done (e.g. exited 0 before rank 0): still running.
+            return
+        if self.phase != C.PHASE_RESTARTING:
+            self.phase = C.PHASE_PENDING
+        waiting = [f"{p.name}: {p.pending_detail}" for _, p in sorted(current.items()) if p.pending_detail]
+        missing = self.nodes - len(current)
+        detail = f"{self.ready} of {self.nodes} pod(s) running"
+        if missing:
+            detail += f", {missing} not created yet"
+        if waiting:
+            detail += "; " + "; ".join(waiting)
+        self.conds.set(C.COND_RUNNING, C.FALSE, R.PODS_PENDING, detail)
+
+    def check_schedulable(self, current: Mapping[int, PodView]) -> None:
+        stuck = [f"{p.name}: {p.unschedulable}" for _, p in sorted(current.items()) if p.unschedulable]
+        if stuck:
+            self.conds.set(C.COND_UNSCHEDULABLE, C.TRUE, R.PODS_UNSCHEDULABLE, "; ".join(stuck))
+            if self.conds.became_true(C.COND_UNSCHEDULABLE):
+                self.event("Warning", R.PODS_UNSCHEDULABLE, "; ".join(stuck))
+        else:
+            self.conds.settle(C.COND_UNSCHEDULABLE, R.PODS_SCHEDULED, "all pods are scheduled")
+
+    def check_stalled(self) -> None:
+        if self.phase != C.PHASE_RUNNING:
+            if self.conds.is_true(C.COND_STALLED):
+                self.conds.set(C.COND_STALLED, C.FALSE, R.NOT_RUNNING, "the gang is not running")
+            return
+        # The last event's own time; the relay's write time only when it reports no event time (a relay
+        # that rewrites its status must not hide a silent trainer).
+        last_event = parse_time(self.training.get("lastEventTime")) or parse_time(self.training.get("updateTime"))
+        moments = [m for m in (self.conds.since(C.COND_RUNNING), last_event) if m is not None]
+        if not moments:
+            return
+        last = max(moments)
+        interval = _number(self.training.get("eventIntervalSeconds"))
+        threshold = self.stall.min_seconds
+        if interval is not None and interval > 0:
+            threshold = max(threshold, self.stall.factor * interval)
+        quiet = (self.now - last).total_seconds()
+        if quiet > threshold:
+            # No elapsed-time figure in the message: it must stay the same on every reconcile.
+            message = (f"no training event since {format_time(last)} while all pods run (threshold "
+                       f"{int(threshold)}s" + (f" = max({self.stall.factor:g} x recent event interval "
+                                                f"{interval:.0f}s, {self.stall.min_seconds:.0f}s)" if interval else "")
+                       + ")")
+            self.conds.set(C.COND_STALLED, C.TRUE, R.NO_RECENT_EVENTS, message)
+            if self.conds.became_true(C.COND_STALLED):
+                self.event("Warning", R.NO_RECENT_EVENTS, message)
+        else:
+            self.conds.settle(C.COND_STALLED, R.EVENTS_FLOWING, "training events arrive")
+            self.requeue(threshold - quiet + 1)
+
+    # -- output --
+    def build(self) -> Decision:
+        status: dict[str, Any] = {
+            "phase": self.phase,
+            "conditions": self.conds.as_list(),
+            "observedGeneration": self.generation,
+            "startTime": self.start_time,
+            "completionTime": self.completion_time,
+            "restarts": self.restarts,
+            "attempt": self.attempt,
+            "launchedAttempt": self.launched if self.launched >= 0 else None,
+            "readyNodes": self.ready,
+            "nodes": self.nodes,
+            "failure": self.failure,
+            "resumeFrom": self.resume_from,
+            "result": self.result,
+        }
+        return Decision(
+            status=status,
+            actions=tuple(self.actions),
+            requeue_after=min(self.requeues) if self.requeues else None,
+            events=tuple(self.events),
+        )
+
+
+def creation_failed(status: Mapping[str, Any] | None, message: str, now: dt.datetime,
+                    generation: int) -> dict[str, Any]:
+    """The status patch that reports the API server refusing the job's pods or children (quota,
+    admission, an invalid podTemplate): Created=False/PodCreationFailed with the server's message.
+    The reconciler keeps retrying with backoff; activeDeadlineSeconds bounds it like any wait."""
+    conds = _Conditions((status or {}).get("conditions"), format_time(now), generation)
+    conds.set(C.COND_CREATED, C.FALSE, R.POD_CREATION_FAILED, message)
+    return {"conditions": conds.as_list()}
+
+
+def decide(job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime, *,
+           generation: int | None = None, spec_error: str | None = None,
+           stall: StallPolicy = StallPolicy()) -> Decision:
+    """Decide the job's status and next actions (see the module docstring for the rules).
+
+    ``job`` is None exactly when the spec does not parse; then ``spec_error`` says why and
+    ``generation`` comes from the resource's metadata."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    gen = job.meta.generation if job is not None else _int(generation, _int((status or {}).get("observedGeneration"), 0))
+    return _Decider(job, status, observed, now, gen, spec_error, stall).run()

@@ -1,0 +1,92 @@
+"""Per-key serialized work: one worker task per job, wake-ups coalesce, requeue-after and resync.
+
+Why not kopf daemons/timers: they put a finalizer on every job, so deleting a job would hang while
+the operator is down or uninstalled. Here kopf only delivers watch events (no finalizers, no
+annotations on the job); each event pokes the job's key. A worker reconciles its key, then sleeps
+until the next poke or until the requested requeue time (or the resync period), and exits when the
+job is gone. Pokes that arrive during a reconcile cause exactly one more pass, never a parallel one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+# work(key) -> seconds until the next pass (None: the key is gone, forget it).
+Work = Callable[[K], Awaitable[float | None]]
+
+
+@dataclass
+class _Worker:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, work: Work[K], *, resync_seconds: float, min_backoff: float = 1.0,
+                 max_backoff: float = 60.0):
+        self._work = work
+        self._resync = resync_seconds
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._workers: dict[K, _Worker] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._workers
+
+    def poke(self, key: K) -> None:
+        """Reconcile `key` soon (call from the event loop's thread)."""
+        worker = self._workers.get(key)
+        if worker is None or worker.task is None or worker.task.done():
+            worker = _Worker()
+            self._workers[key] = worker
+            worker.task = asyncio.get_running_loop().create_task(self._run(key, worker), name=f"reconcile {key}")
+        worker.wake.set()
+
+    async def _run(self, key: K, worker: _Worker) -> None:
+        failures = 0
+        try:
+            while True:
+                await worker.wake.wait()
+                worker.wake.clear()
+                try:
+                    delay = await self._work(key)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a failed pass is retried with backoff, never fatal
+                    failures += 1
+                    backoff = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
+                    log.exception("reconcile of %s failed (attempt %d); retrying in %.0fs", key, failures, backoff)
+                    # Pokes do not cut the backoff short: the failed pass may itself have caused them
+                    # (a status write), and a hot loop against a refusing API server helps nobody.
+                    await asyncio.sleep(backoff)
+                    worker.wake.set()
+                    continue
+                if delay is None:
+                    if worker.wake.is_set():
+                        continue  # poked again while finishing: look once more before forgetting
+                    return
+                try:
+                    await asyncio.wait_for(worker.wake.wait(), timeout=min(delay, self._resync))
+                except asyncio.TimeoutError:
+                    worker.wake.set()
+        finally:
+            if self._workers.get(key) is worker:
+                del self._workers[key]
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()

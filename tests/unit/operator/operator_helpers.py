@@ -1,0 +1,106 @@
+"""Builders for the operator's unit tests: job bodies and pods shaped like the API server returns them."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+from ltj_operator import constants as C
+from ltj_operator.spec import Job, parse_job
+
+T0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+UID = "0b6f7a4e-1111-4222-8333-944455556666"
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def ts(seconds: float) -> str:
+    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge; a None value deletes the key."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+BASE_SPEC: dict[str, Any] = {
+    "model": {"name": "digits_cnn"},
+    "output": {"volumeClaimTemplate": {"storage": "1Gi"}},
+}
+
+
+def job_body(name: str = "mnist", namespace: str = "team-a", generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": C.KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": UID, "generation": generation},
+        "spec": merge(BASE_SPEC, spec),
+    }
+
+
+def make_job(name: str = "mnist", **spec: Any) -> Job:
+    return parse_job(job_body(name=name, **spec))
+
+
+def pod(job: str, rank: int, attempt: int = 0, *, phase: str = "Pending", trainer: dict[str, Any] | None = None,
+        owner: str = UID, deleting: bool = False, conditions: list[dict[str, Any]] | None = None,
+        reason: str | None = None, message: str | None = None, node: str | None = "node-a") -> dict[str, Any]:
+    """A pod of the gang as observed; `trainer` is the trainer container's `state`."""
+    status: dict[str, Any] = {"phase": phase}
+    if conditions is not None:
+        status["conditions"] = conditions
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    if trainer is not None:
+        status["containerStatuses"] = [{"name": C.TRAINER_CONTAINER, "ready": "running" in trainer,
+                                        "restartCount": 0, "image": "ltj-trainer:0.1.0", "imageID": "",
+                                        "state": trainer}]
+    meta: dict[str, Any] = {
+        "name": f"{job}-node-{rank}",
+        "namespace": "team-a",
+        "uid": f"pod-{job}-{rank}-{attempt}",
+        "labels": {C.LABEL_JOB_NAME: job, C.LABEL_NODE_RANK: str(rank), C.LABEL_ATTEMPT: str(attempt),
+                   C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_COMPONENT: C.COMPONENT_TRAINER},
+        "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND, "name": job, "uid": owner,
+                             "controller": True, "blockOwnerDeletion": True}],
+    }
+    if deleting:
+        meta["deletionTimestamp"] = ts(0)
+    return {"metadata": meta, "spec": {"nodeName": node} if node else {}, "status": status}
+
+
+def running(job: str, rank: int, attempt: int = 0, started: float = 0) -> dict[str, Any]:
+    return pod(job, rank, attempt, phase="Running", trainer={"running": {"startedAt": ts(started)}},
+               conditions=[{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}])
+
+
+def terminated(job: str, rank: int, attempt: int = 0, *, exit_code: int, reason: str = "Error",
+               message: str | None = None, finished: float = 0, signal: int | None = None,
+               phase: str | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"exitCode": exit_code, "reason": reason, "startedAt": ts(0), "finishedAt": ts(finished)}
+    if message is not None:
+        state["message"] = message
+    if signal is not None:
+        state["signal"] = signal
+    return pod(job, rank, attempt, phase=phase or ("Succeeded" if exit_code == 0 else "Failed"),
+               trainer={"terminated": state})
+
+
+def unschedulable(job: str, rank: int, attempt: int = 0,
+                  message: str = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.") -> dict[str, Any]:
+    return pod(job, rank, attempt, node=None,
+               conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": message}])

@@ -1,0 +1,72 @@
+"""handlers.py: what kopf gets registered, the settings applied at startup, and `kopf run -m` loading it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import kopf
+import pytest
+
+from ltj_operator import constants as C
+from ltj_operator import handlers
+from ltj_operator.config import OperatorConfig
+
+pytestmark = pytest.mark.unit
+
+
+def _resource_handlers() -> list[object]:
+    return list(kopf.get_default_registry()._watching.get_all_handlers())
+
+
+def test_watch_handlers_for_jobs_and_their_pods_only() -> None:
+    found = {getattr(h, "fn", None): h for h in _resource_handlers()}
+    job = found[handlers.job_event]
+    pod = found[handlers.pod_event]
+    assert (job.selector.group, job.selector.version, job.selector.any_name) == (C.GROUP, C.VERSION, C.PLURAL)
+    assert (pod.selector.group, pod.selector.version, pod.selector.any_name) == ("", "v1", "pods")
+    assert pod.labels == {C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_JOB_NAME: kopf.PRESENT}
+    # No daemons, timers or change handlers: kopf puts no finalizer on jobs, so deletion never hangs on us.
+    registry = kopf.get_default_registry()
+    assert not registry._spawning.get_all_handlers()
+    assert not registry._changing.get_all_handlers()
+
+
+def test_startup_and_cleanup_are_registered() -> None:
+    registry = kopf.get_default_registry()
+    fns = {h.fn for h in registry._activities.get_all_handlers()}
+    assert {handlers.startup, handlers.cleanup, handlers.reconcilers} <= fns
+
+
+def test_settings_for_a_single_replica() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure_settings(settings, OperatorConfig())
+    assert settings.peering.standalone is True
+    assert settings.persistence.finalizer == "ltj.dev/kopf-finalizer"
+    assert settings.posting.reporting_component == "ltj-operator"
+    assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
+
+
+def test_settings_with_peering() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure_settings(settings, OperatorConfig(peering_name="ltj", watch_namespaces=("a",), workers=8))
+    assert settings.peering.standalone is False and settings.peering.name == "ltj"
+    assert settings.peering.clusterwide is False and settings.peering.mandatory is True
+    assert settings.execution.max_workers == 8
+
+
+def test_namespace_filter() -> None:
+    memo = SimpleNamespace(config=OperatorConfig(watch_namespaces=("team-a",)))
+    assert handlers._watched(memo=memo, namespace="team-a")
+    assert not handlers._watched(memo=memo, namespace="team-b")
+    assert handlers._watched(memo=SimpleNamespace(config=OperatorConfig()), namespace="any")
+
+
+def test_kopf_run_loads_the_module_and_stops_on_bad_configuration() -> None:
+    env = {**os.environ, "LTJ_LOG_LEVEL": "chatty", "KUBECONFIG": os.devnull}
+    proc = subprocess.run([sys.executable, "-m", "kopf", "run", "-m", "ltj_operator.handlers", "--standalone",
+                           "--all-namespaces"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "invalid operator configuration: LTJ_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR" in proc.stderr

@@ -1,0 +1,294 @@
+"""render.py: the children's manifests (Contract 2) as pure functions of the parsed job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from ltj_operator import constants as C
+from ltj_operator.config import OperatorConfig
+from ltj_operator.render import (render_children, render_config_map, render_pod, render_pods, render_pvc,
+                                 render_relay_role, render_relay_role_binding, render_relay_service_account,
+                                 render_service, trainer_config)
+from unit.operator.operator_helpers import UID, make_job
+
+pytestmark = pytest.mark.unit
+
+CONFIG = OperatorConfig(default_trainer_image="reg.example/ltj-trainer:9", operator_image="reg.example/ltj-operator:9")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in container["env"]:
+        assert item["name"] not in out, f"duplicate env {item['name']}"
+        out[item["name"]] = item.get("value", item.get("valueFrom"))
+    return out
+
+
+def trainer(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in pod["spec"]["containers"] if c["name"] == C.TRAINER_CONTAINER]
+    return container
+
+
+def test_env_for_one_cpu_node() -> None:
+    job = make_job(name="tiny")
+    pod = render_pod(job, 0, 0, CONFIG)
+    env = env_of(trainer(pod))
+    assert env == {
+        "MASTER_ADDR": "tiny-node-0.tiny", "MASTER_PORT": "29500", "WORLD_SIZE": "1", "RANK": "0",
+        "PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "tiny-node-0.tiny",
+        "PET_MASTER_PORT": "29500", "LTJ_CONFIG": "/etc/ltj/trainer.yaml", "LTJ_JOB_NAME": "tiny", "LTJ_ATTEMPT": "0",
+    }
+    assert "resources" not in trainer(pod)  # no GPU, nothing requested
+    assert trainer(pod)["image"] == "reg.example/ltj-trainer:9"
+    assert "command" not in trainer(pod) and "args" not in trainer(pod)
+
+
+def test_env_and_gpus_for_two_nodes_with_four_gpus() -> None:
+    job = make_job(name="big", nodes=2, gpusPerNode=4, image="reg.example/custom:1",
+                   resources={"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "64Gi"}})
+    pods = render_pods(job, attempt=3, config=CONFIG)
+    assert [p["metadata"]["name"] for p in pods] == ["big-node-0", "big-node-1"]
+    for rank, pod in enumerate(pods):
+        env = env_of(trainer(pod))
+        assert env["WORLD_SIZE"] == "8" and env["RANK"] == str(rank) and env["PET_NODE_RANK"] == str(rank)
+        assert env["PET_NNODES"] == "2" and env["PET_NPROC_PER_NODE"] == "4"
+        assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == "big-node-0.big"
+        assert env["LTJ_ATTEMPT"] == "3"
+        assert "LOCAL_RANK" not in env and "NODE_RANK" not in env  # torchrun sets those per process
+        res = trainer(pod)["resources"]
+        assert res["requests"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "4"}
+        assert res["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "4"}
+        assert trainer(pod)["image"] == "reg.example/custom:1"
+        assert pod["spec"]["hostname"] == f"big-node-{rank}" and pod["spec"]["subdomain"] == "big"
+        assert pod["metadata"]["labels"][C.LABEL_NODE_RANK] == str(rank)
+        assert pod["metadata"]["labels"][C.LABEL_ATTEMPT] == "3"
+    cfg = trainer_config(job)
+    assert (cfg["accelerator"], cfg["devices"], cfg["num_nodes"]) == ("gpu", 4, 2)
+
+
+def test_user_env_is_preserved_after_the_distributed_env() -> None:
+    job = make_job(podTemplate={
+        "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "RANK", "value": "7"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "LTJ_MAX_EPOCHS", "value": "2"}],
+        "envFrom": [{"configMapRef": {"name": "extra"}, "prefix": "X_"}],
+    })
+    container = trainer(render_pod(job, 0, 0, CONFIG))
+    names = [e["name"] for e in container["env"]]
+    assert names[-3:] == ["NCCL_DEBUG", "TOKEN", "LTJ_MAX_EPOCHS"]
+    env = env_of(container)
+    assert env["RANK"] == "0"  # the operator's value wins for distributed variables
+    assert env["TOKEN"] == {"secretKeyRef": {"name": "s", "key": "k"}}
+    assert container["envFrom"] == [{"configMapRef": {"name": "extra"}, "prefix": "X_"}]
+
+
+def test_restart_attempt_resumes_from_the_given_checkpoint_overriding_user_resume() -> None:
+    job = make_job(podTemplate={"env": [{"name": "LTJ_RESUME", "value": "none"}]})
+    first = env_of(trainer(render_pod(job, 0, 0, CONFIG)))
+    assert first["LTJ_RESUME"] == "none"  # the first attempt honours the user
+    again = env_of(trainer(render_pod(job, 0, 2, CONFIG, resume_from="/output/checkpoints/last.ckpt")))
+    assert again["LTJ_RESUME"] == "/output/checkpoints/last.ckpt"
+
+
+def test_standard_labels_and_owner_reference_on_every_child() -> None:
+    job = make_job(name="lbl", nodes=2, podTemplate={"metadata": {"labels": {"team": "vision", C.LABEL_NAME: "x"}}})
+    children = render_children(job) + render_pods(job, 0, CONFIG)
+    kinds = sorted(c["kind"] for c in children)
+    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Pod", "Pod", "Role", "RoleBinding", "Service",
+                     "ServiceAccount"]
+    components = {"Pod": "trainer", "Service": "service", "ConfigMap": "config", "PersistentVolumeClaim": "output",
+                  "ServiceAccount": "relay", "Role": "relay", "RoleBinding": "relay"}
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "team-a"
+        labels = meta["labels"]
+        assert labels[C.LABEL_NAME] == "ltj"  # ours win over the template's
+        assert labels[C.LABEL_INSTANCE] == "lbl" and labels[C.LABEL_JOB_NAME] == "lbl"
+        assert labels[C.LABEL_MANAGED_BY] == "ltj-operator"
+        assert labels[C.LABEL_COMPONENT] == components[child["kind"]]
+        assert meta["ownerReferences"] == [{"apiVersion": "ltj.dev/v1alpha1", "kind": "LightningTrainingJob",
+                                            "name": "lbl", "uid": UID, "controller": True,
+                                            "blockOwnerDeletion": True}]
+    pods = [c for c in children if c["kind"] == "Pod"]
+    assert all(p["metadata"]["labels"]["team"] == "vision" for p in pods)
+    # Children are created in dependency order: the relay's ServiceAccount before any pod uses it.
+    assert [c["kind"] for c in render_children(job)][:1] == ["ServiceAccount"]
+
+
+def test_restricted_security_everywhere() -> None:
+    job = make_job(nodes=2)
+    for pod in render_pods(job, 0, CONFIG):
+        spec = pod["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["restartPolicy"] == "Never"
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 1000
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        shm = [v for v in spec["volumes"] if v["name"] == C.VOLUME_SHM]
+        assert shm == [{"name": C.VOLUME_SHM, "emptyDir": {"medium": "Memory"}}]
+        mounts = {m["mountPath"]: m for m in trainer(pod)["volumeMounts"]}
+        assert mounts["/dev/shm"]["name"] == C.VOLUME_SHM
+        assert mounts["/etc/ltj"] == {"name": C.VOLUME_CONFIG, "mountPath": "/etc/ltj", "readOnly": True}
+        assert C.SA_TOKEN_DIR not in mounts  # the trainer never sees a token
+        assert trainer(pod)["terminationMessagePath"] == "/dev/termination-log"
+        assert trainer(pod)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_relay_sidecar_only_in_rank_zero() -> None:
+    job = make_job(name="rel", nodes=3)
+    pods = render_pods(job, 0, CONFIG)
+    assert "initContainers" in pods[0]["spec"]
+    for pod in pods[1:]:
+        assert "initContainers" not in pod["spec"]
+        assert "serviceAccountName" not in pod["spec"]
+        assert all(v["name"] != C.VOLUME_RELAY_TOKEN for v in pod["spec"]["volumes"])
+    spec = pods[0]["spec"]
+    assert spec["serviceAccountName"] == "rel-relay"
+    (relay,) = spec["initContainers"]
+    assert relay["name"] == "relay" and relay["restartPolicy"] == "Always"
+    assert relay["image"] == "reg.example/ltj-operator:9" and relay["command"] == ["ltj-relay"]
+    env = env_of(relay)
+    assert env["LTJ_JOB_NAME"] == "rel" and env["LTJ_EVENTS_FILE"] == "/output/events.jsonl"
+    assert env["LTJ_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    mounts = {m["mountPath"]: m for m in relay["volumeMounts"]}
+    assert mounts["/output"]["readOnly"] is True and mounts["/output"]["subPath"] == "rel"
+    assert mounts[C.SA_TOKEN_DIR] == {"name": C.VOLUME_RELAY_TOKEN, "mountPath": C.SA_TOKEN_DIR, "readOnly": True}
+    assert relay["securityContext"]["readOnlyRootFilesystem"] is True
+    (token,) = [v for v in spec["volumes"] if v["name"] == C.VOLUME_RELAY_TOKEN]
+    sources = token["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}  # default audience
+    assert {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in sources
+
+
+def test_output_volume_existing_claim_with_sub_path() -> None:
+    job = make_job(name="out", output={"volumeClaimTemplate": None, "claimName": "shared", "subPath": "runs/out"})
+    assert render_pvc(job) is None
+    assert all(c["kind"] != "PersistentVolumeClaim" for c in render_children(job))
+    pod = render_pod(job, 0, 0, CONFIG)
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == C.VOLUME_OUTPUT]
+    assert vol == {"name": C.VOLUME_OUTPUT, "persistentVolumeClaim": {"claimName": "shared"}}
+    mounts = {m["mountPath"]: m for m in trainer(pod)["volumeMounts"]}
+    assert mounts["/output"] == {"name": C.VOLUME_OUTPUT, "mountPath": "/output", "subPath": "runs/out"}
+
+
+def test_output_claim_template() -> None:
+    job = make_job(name="tpl", nodes=2, output={"volumeClaimTemplate": {"storage": "5Gi", "storageClassName": "fast"}})
+    pvc = render_pvc(job)
+    assert pvc is not None and pvc["metadata"]["name"] == "tpl-output"
+    assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}},
+                           "storageClassName": "fast"}
+    pod = render_pod(job, 1, 0, CONFIG)
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == C.VOLUME_OUTPUT]
+    assert vol["persistentVolumeClaim"]["claimName"] == "tpl-output"
+    assert "storageClassName" not in render_pvc(make_job(name="tpl2"))["spec"]  # cluster default
+
+
+def test_headless_service_selects_the_pods() -> None:
+    job = make_job(name="svc", nodes=2)
+    svc = render_service(job)
+    assert svc["metadata"]["name"] == "svc"
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["ports"] == [{"name": "dist", "port": 29500, "targetPort": 29500, "protocol": "TCP"}]
+    for pod in render_pods(job, 5, CONFIG):
+        labels = pod["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+
+
+def test_relay_rbac_is_limited_to_this_job() -> None:
+    job = make_job(name="rb")
+    sa = render_relay_service_account(job)
+    assert sa["metadata"]["name"] == "rb-relay" and sa["automountServiceAccountToken"] is False
+    role = render_relay_role(job)
+    assert role["rules"] == [
+        {"apiGroups": ["ltj.dev"], "resources": ["lightningtrainingjobs/status"], "verbs": ["get", "patch"],
+         "resourceNames": ["rb"]},
+        {"apiGroups": ["ltj.dev"], "resources": ["lightningtrainingjobs"], "verbs": ["get"], "resourceNames": ["rb"]},
+    ]
+    binding = render_relay_role_binding(job)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rb-relay"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rb-relay", "namespace": "team-a"}]
+
+
+def test_pod_template_settings_are_passed_through() -> None:
+    template = {
+        "metadata": {"annotations": {"example.com/a": "1"}},
+        "nodeSelector": {"pool": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        "priorityClassName": "high",
+        "schedulerName": "volcano",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+        "terminationGracePeriodSeconds": 120,
+    }
+    job = make_job(imagePullPolicy="Always", podTemplate=template)
+    pod = render_pod(job, 0, 0, CONFIG)
+    spec = pod["spec"]
+    assert pod["metadata"]["annotations"] == {"example.com/a": "1"}
+    assert spec["nodeSelector"] == {"pool": "gpu"}
+    assert spec["tolerations"] == template["tolerations"]
+    assert spec["affinity"] == template["affinity"]
+    assert spec["priorityClassName"] == "high" and spec["schedulerName"] == "volcano"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert template["volumes"][0] in spec["volumes"]
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in trainer(pod)["volumeMounts"]
+    assert spec["terminationGracePeriodSeconds"] == 120
+    assert trainer(pod)["imagePullPolicy"] == "Always"
+
+
+def test_rendering_is_deterministic_and_leaves_the_job_untouched() -> None:
+    job = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
+    before = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
+    first = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
+    first[3]["data"]["trainer.yaml"] = "mutated"  # a caller's edit must not leak into the next render
+    second = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
+    assert second[3]["data"]["trainer.yaml"] != "mutated"
+    assert render_pods(job, 1, CONFIG, resume_from="/x") == second[-2:]
+    assert job == before
+
+
+def test_rank_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        render_pod(make_job(nodes=2), 2, 0, CONFIG)
+
+
+def test_config_map_round_trips_through_the_trainer_parser() -> None:
+    trainer_config_mod = pytest.importorskip("ltj_trainer.config")
+    job = make_job(
+        nodes=2, gpusPerNode=2, model={"name": "resnet", "args": {"depth": 18}},
+        data={"name": "csv", "args": {"path": "/data/x.csv"}, "batchSize": 16, "numWorkers": 2},
+        training={"maxEpochs": 4, "precision": "bf16", "valCheckInterval": 0.5, "seed": 3, "testAfterFit": False,
+                  "resume": "none", "monitor": {"metric": "val_acc", "mode": "max"},
+                  "earlyStopping": {"enabled": True, "patience": 5, "minDelta": 0.01}, "checkpoint": {"saveTopK": 2}})
+    cm = render_config_map(job)
+    assert cm["metadata"]["name"] == "mnist-config"
+    raw = yaml.safe_load(cm["data"]["trainer.yaml"])
+    parsed = trainer_config_mod.parse(raw, {})
+    # Every rendered key reaches the trainer unchanged (nothing renamed, nothing dropped).
+    assert {k: parsed.to_dict()[k] for k in trainer_config(job)} == trainer_config(job)
+    assert (parsed.model_class, parsed.model_args, parsed.data_class, parsed.data_args) == (
+        "resnet", {"depth": 18}, "csv", {"path": "/data/x.csv"})
+    assert (parsed.devices, parsed.num_nodes, parsed.accelerator, parsed.precision) == (2, 2, "gpu", "bf16")
+    assert (parsed.early_stop_metric, parsed.mode, parsed.early_stop_patience) == ("val_acc", "max", 5)
+    assert (parsed.val_check_interval, parsed.save_top_k, parsed.resume) == (0.5, 2, "none")
+    assert parsed.default_root_dir == "/output" and parsed.termination_log == "/dev/termination-log"
+    # The pod's env is what the trainer sees on top of the file: a restart's LTJ_RESUME wins.
+    env = env_of(trainer(render_pod(job, 1, 1, CONFIG, resume_from="/output/checkpoints/last.ckpt")))
+    overridden = trainer_config_mod.parse(raw, {k: v for k, v in env.items() if isinstance(v, str)})
+    assert overridden.resume == "/output/checkpoints/last.ckpt"
+
+
+def test_config_map_for_cpu_defaults() -> None:
+    cfg = yaml.safe_load(render_config_map(make_job())["data"]["trainer.yaml"])
+    assert cfg["accelerator"] == "cpu" and cfg["devices"] == 1 and cfg["num_nodes"] == 1
+    assert cfg["model_class"] == "digits_cnn" and cfg["data_class"] == "digits"
+    assert cfg["val_check_interval"] == 1.0 and cfg["early_stopping"] is True

@@ -1,0 +1,526 @@
+"""status.decide: observed pods + current status -> phase, conditions, actions (a table), plus lifecycles
+driven through the pure function to check that nothing goes backwards and repeats change nothing."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ltj_operator import constants as C
+from ltj_operator.podview import observe_pod
+from ltj_operator.spec import Job, parse_job
+from ltj_operator.status import (CreatePods, Decision, DeleteJob, DeletePods, Observed, StallPolicy, decide,
+                                 format_time, parse_time)
+from unit.operator.operator_helpers import (at, job_body, make_job, pod, running, terminated, ts, unschedulable)
+
+pytestmark = pytest.mark.unit
+R = C.Reason
+
+J = "mnist"
+CKPT = "/output/checkpoints/digits_cnn_epoch=02-val_loss=0.31.ckpt"
+SUMMARY_ES = ('{"best_checkpoint": "/output/checkpoints/best.ckpt", "best_score": 0.2, "monitor": "val_loss", '
+              '"epochs": 5, "early_stopped": true, "test_metrics": {"test_acc": 0.97}, "last_seq": 40}')
+
+
+def cond(type_: str, status: str, reason: str, since: float = 0, message: str = "m") -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": ts(since), "observedGeneration": 1}
+
+
+def st(phase: str, *conds: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "conditions": list(conds), "restarts": 0, "attempt": 0, "nodes": 2,
+                              "observedGeneration": 1}
+    status.update(fields)
+    return status
+
+
+LAUNCHED = dict(launchedAttempt=0, startTime=ts(0))
+RUNNING = st(C.PHASE_RUNNING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
+             cond(C.COND_RUNNING, "True", R.ALL_PODS_RUNNING, since=5), readyNodes=2, **LAUNCHED)
+RESTARTING = st(C.PHASE_RESTARTING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
+                cond(C.COND_RUNNING, "False", R.OOM_KILLED, since=30),
+                cond(C.COND_RESTARTING, "True", R.OOM_KILLED, since=30),
+                restarts=1, attempt=1, launchedAttempt=0, startTime=ts(0), resumeFrom=CKPT,
+                training={"lastCheckpoint": CKPT, "epoch": 2, "step": 90})
+SUCCEEDED = st(C.PHASE_SUCCEEDED, cond(C.COND_SUCCEEDED, "True", R.MAX_EPOCHS_REACHED, since=100),
+               completionTime=ts(100), **LAUNCHED)
+FAILED = st(C.PHASE_FAILED, cond(C.COND_FAILED, "True", R.NON_RETRYABLE_EXIT_CODE, since=100),
+            completionTime=ts(100), **LAUNCHED)
+SUSPENDED = st(C.PHASE_SUSPENDED, cond(C.COND_SUSPENDED, "True", R.SUSPENDED, since=50), launchedAttempt=0)
+
+
+@dataclass
+class Case:
+    id: str
+    status: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    phase: str
+    conditions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    creates: tuple[tuple[int, ...], int, str | None] | None = None
+    deletes: tuple[str, ...] = ()
+    delete_job: bool = False
+    spec: dict[str, Any] = field(default_factory=lambda: {"nodes": 2})
+    now: float = 60
+    restarts: int = 0
+    attempt: int = 0
+    failure: tuple[str, int, str] | None = None  # (pod, rank, reason)
+    requeue: float | None = None
+    modes: tuple[str, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # other status fields to check
+
+
+CASES = [
+    # --- creation ---
+    Case("new job creates every pod", None, [], C.PHASE_PENDING,
+         {C.COND_CREATED: ("False", R.CREATING_PODS), C.COND_RUNNING: ("False", R.PODS_PENDING)},
+         creates=((0, 1), 0, None), extra={"startTime": ts(60), "launchedAttempt": None}),
+    Case("created suspended: nothing runs", None, [], C.PHASE_SUSPENDED, {C.COND_SUSPENDED: ("True", R.SUSPENDED)},
+         spec={"nodes": 2, "runPolicy": {"suspend": True}}, extra={"startTime": None}),
+    Case("partial creation is completed, not a failure",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.CREATING_PODS), startTime=ts(0)),
+         [pod(J, 0)], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.CREATING_PODS)}, creates=((1,), 0, None)),
+    Case("all pods created and pending", st(C.PHASE_PENDING, startTime=ts(0)), [pod(J, 0), pod(J, 1)],
+         C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED), C.COND_RUNNING: ("False", R.PODS_PENDING)},
+         extra={"launchedAttempt": 0, "readyNodes": 0}),
+    Case("all pods running", st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), running(J, 1)], C.PHASE_RUNNING,
+         {C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)}, extra={"readyNodes": 2}),
+    Case("one rank running, one waiting: still pending", st(C.PHASE_PENDING, **LAUNCHED),
+         [running(J, 0), pod(J, 1, trainer={"waiting": {"reason": "ContainerCreating"}})], C.PHASE_PENDING,
+         {C.COND_RUNNING: ("False", R.PODS_PENDING)}, extra={"readyNodes": 1}),
+    Case("unschedulable pod surfaces the scheduler's message", st(C.PHASE_PENDING, **LAUNCHED),
+         [running(J, 0), unschedulable(J, 1)], C.PHASE_PENDING,
+         {C.COND_UNSCHEDULABLE: ("True", R.PODS_UNSCHEDULABLE)}),
+    Case("unschedulable resolved", st(C.PHASE_PENDING, cond(C.COND_UNSCHEDULABLE, "True", R.PODS_UNSCHEDULABLE),
+                                      **LAUNCHED),
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_UNSCHEDULABLE: ("False", R.PODS_SCHEDULED)}),
+    Case("foreign pod blocks its name", st(C.PHASE_PENDING, startTime=ts(0)),
+         [pod(J, 0), pod(J, 1, owner="someone-else")], C.PHASE_PENDING,
+         {C.COND_CREATED: ("False", R.POD_NAME_CONFLICT)}),
+    # --- running and restarts ---
+    Case("a rank that finished first does not make a running job pending", RUNNING,
+         [running(J, 0), terminated(J, 1, exit_code=0)], C.PHASE_RUNNING, {C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)}),
+    Case("OOMKilled rank restarts the gang", RUNNING,
+         [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")], C.PHASE_RESTARTING,
+         {C.COND_RESTARTING: ("True", R.OOM_KILLED), C.COND_RUNNING: ("False", R.OOM_KILLED)},
+         deletes=("mnist-node-0", "mnist-node-1"), restarts=1, attempt=1, failure=("mnist-node-1", 1, R.OOM_KILLED),
+         requeue=5),
+    Case("root cause wins over the collateral exit 1", RUNNING,
+         [terminated(J, 0, exit_code=1, finished=12), terminated(J, 1, exit_code=137, reason="OOMKilled", finished=10)],
+         C.PHASE_RESTARTING, {C.COND_RESTARTING: ("True", R.OOM_KILLED)},
+         deletes=("mnist-node-0", "mnist-node-1"), restarts=1, attempt=1, failure=("mnist-node-1", 1, R.OOM_KILLED)),
+    Case("SIGTERM exit 143 restarts", RUNNING, [running(J, 0), terminated(J, 1, exit_code=143)], C.PHASE_RESTARTING,
+         {C.COND_RESTARTING: ("True", R.SIGNALED)}, deletes=("mnist-node-0", "mnist-node-1"), restarts=1, attempt=1),
+    Case("listed exit code restarts", RUNNING, [running(J, 0), terminated(J, 1, exit_code=3)], C.PHASE_RESTARTING,
+         {C.COND_RESTARTING: ("True", R.RETRYABLE_EXIT_CODE)}, spec={"nodes": 2, "runPolicy": {"retryableExitCodes": [3]}},
+         deletes=("mnist-node-0", "mnist-node-1"), restarts=1, attempt=1),
+    Case("a vanished pod restarts the gang", RUNNING, [running(J, 0)], C.PHASE_RESTARTING,
+         {C.COND_RESTARTING: ("True", R.POD_DELETED)}, deletes=("mnist-node-0",), restarts=1, attempt=1,
+         failure=("mnist-node-1", 1, R.POD_DELETED)),
+    Case("node loss restarts the gang", RUNNING,
+         [running(J, 0), pod(J, 1, phase="Running", deleting=True, conditions=[
+             {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC"}])],
+         C.PHASE_RESTARTING, {C.COND_RESTARTING: ("True", R.NODE_LOST)}, deletes=("mnist-node-0",), restarts=1,
+         attempt=1),
+    Case("restart waits for the old pods to go", RESTARTING,
+         [pod(J, 0, attempt=0, deleting=True, phase="Running"), pod(J, 1, attempt=0, deleting=True)],
+         C.PHASE_RESTARTING, {C.COND_RESTARTING: ("True", R.OOM_KILLED)}, restarts=1, attempt=1, requeue=5),
+    Case("old pods gone: new attempt resumes from the last checkpoint", RESTARTING, [], C.PHASE_RESTARTING,
+         {C.COND_RESTARTING: ("True", R.OOM_KILLED)}, creates=((0, 1), 1, CKPT), restarts=1, attempt=1),
+    Case("stale pod still there: only the free name is used", RESTARTING, [pod(J, 0, attempt=0, deleting=True)],
+         C.PHASE_RESTARTING, creates=((1,), 1, CKPT), restarts=1, attempt=1, requeue=5),
+    Case("restarted gang runs again", RESTARTING, [running(J, 0, attempt=1), running(J, 1, attempt=1)],
+         C.PHASE_RUNNING, {C.COND_RESTARTING: ("False", R.RESTART_COMPLETE), C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)},
+         restarts=1, attempt=1, extra={"launchedAttempt": 1}),
+    Case("backoff limit exhausted", {**RUNNING, "restarts": 3, "attempt": 3, "launchedAttempt": 3},
+         [running(J, 0, attempt=3), terminated(J, 1, attempt=3, exit_code=137, reason="OOMKilled")], C.PHASE_FAILED,
+         {C.COND_FAILED: ("True", R.BACKOFF_LIMIT_EXCEEDED), C.COND_RUNNING: ("False", R.JOB_FINISHED)},
+         deletes=("mnist-node-0",), restarts=3, attempt=3, failure=("mnist-node-1", 1, R.OOM_KILLED),
+         extra={"completionTime": ts(60)}),
+    Case("backoffLimit 0 never restarts", RUNNING, [running(J, 0), terminated(J, 1, exit_code=137)], C.PHASE_FAILED,
+         {C.COND_FAILED: ("True", R.BACKOFF_LIMIT_EXCEEDED)}, spec={"nodes": 2, "runPolicy": {"backoffLimit": 0}},
+         deletes=("mnist-node-0",)),
+    # --- terminal paths ---
+    Case("exit 1 fails the job; cleanPodPolicy Running deletes the running rank", RUNNING,
+         [running(J, 0), terminated(J, 1, exit_code=1, message="ValueError: bad")], C.PHASE_FAILED,
+         {C.COND_FAILED: ("True", R.NON_RETRYABLE_EXIT_CODE)}, deletes=("mnist-node-0",),
+         failure=("mnist-node-1", 1, R.NON_RETRYABLE_EXIT_CODE)),
+    Case("exit 2 is an invalid config", RUNNING, [terminated(J, 0, exit_code=2), terminated(J, 1, exit_code=2)],
+         C.PHASE_FAILED, {C.COND_FAILED: ("True", R.INVALID_CONFIG)}, failure=("mnist-node-0", 0, R.INVALID_CONFIG)),
+    Case("failure with cleanPodPolicy None keeps every pod", RUNNING, [running(J, 0), terminated(J, 1, exit_code=1)],
+         C.PHASE_FAILED, {C.COND_FAILED: ("True", R.NON_RETRYABLE_EXIT_CODE)},
+         spec={"nodes": 2, "runPolicy": {"cleanPodPolicy": "None"}}),
+    Case("failure with cleanPodPolicy All deletes every pod", RUNNING, [running(J, 0), terminated(J, 1, exit_code=1)],
+         C.PHASE_FAILED, spec={"nodes": 2, "runPolicy": {"cleanPodPolicy": "All"}},
+         deletes=("mnist-node-0", "mnist-node-1")),
+    Case("rank 0 exit 0 succeeds; Running policy deletes ranks still running", RUNNING,
+         [terminated(J, 0, exit_code=0, reason="Completed"), running(J, 1)], C.PHASE_SUCCEEDED,
+         {C.COND_SUCCEEDED: ("True", R.MAX_EPOCHS_REACHED), C.COND_RUNNING: ("False", R.JOB_FINISHED)},
+         deletes=("mnist-node-1",), extra={"completionTime": ts(60)}),
+    Case("success keeps a pod whose trainer exited while its relay drains", RUNNING,
+         [terminated(J, 0, exit_code=0, phase="Running"), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED),
+    Case("success with cleanPodPolicy All", RUNNING,
+         [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED,
+         spec={"nodes": 2, "runPolicy": {"cleanPodPolicy": "All"}}, deletes=("mnist-node-0", "mnist-node-1")),
+    Case("early stop from status.training", {**RUNNING, "training": {"earlyStopped": {"epoch": 3, "reason": "no "
+                                                                                       "improvement"}}},
+         [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED,
+         {C.COND_SUCCEEDED: ("True", R.EARLY_STOPPED), C.COND_EARLY_STOPPED: ("True", R.EARLY_STOPPED)}),
+    Case("early stop from the termination message when the relay missed it", RUNNING,
+         [terminated(J, 0, exit_code=0, message=SUMMARY_ES), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED,
+         {C.COND_SUCCEEDED: ("True", R.EARLY_STOPPED), C.COND_EARLY_STOPPED: ("True", R.EARLY_STOPPED)},
+         extra={"result": {"source": "terminationMessage", "bestCheckpoint": "/output/checkpoints/best.ckpt",
+                           "bestScore": 0.2, "monitor": "val_loss", "epochs": 5, "earlyStopped": True,
+                           "testMetrics": {"test_acc": 0.97}}}),
+    Case("result from status.training when the relay delivered the end", {**RUNNING, "training": {
+        "finished": True, "epoch": 9, "bestScore": 0.1, "bestCheckpoint": "/output/checkpoints/b.ckpt",
+        "monitor": "val_loss", "lastCheckpoint": "/output/checkpoints/last.ckpt", "testMetrics": {"test_acc": 0.9}}},
+         [terminated(J, 0, exit_code=0, message=SUMMARY_ES), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED,
+         {C.COND_CHECKPOINT_SAVED: ("True", R.CHECKPOINT_SAVED)},
+         extra={"result": {"source": "training", "epochs": 10, "bestCheckpoint": "/output/checkpoints/b.ckpt",
+                           "bestScore": 0.1, "monitor": "val_loss", "earlyStopped": False,
+                           "testMetrics": {"test_acc": 0.9}},
+                "resumeFrom": "/output/checkpoints/last.ckpt"}),
+    Case("deadline exceeded while pods wait", st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), unschedulable(J, 1)],
+         C.PHASE_FAILED, {C.COND_FAILED: ("True", R.DEADLINE_EXCEEDED)},
+         spec={"nodes": 2, "runPolicy": {"activeDeadlineSeconds": 30}}, deletes=("mnist-node-0", "mnist-node-1")),
+    Case("deadline not yet: look again when it expires", st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), pod(J, 1)],
+         C.PHASE_PENDING, spec={"nodes": 2, "runPolicy": {"activeDeadlineSeconds": 100}}, requeue=40),
+    Case("terminal Failed never moves, even with running pods", FAILED, [running(J, 0), running(J, 1)],
+         C.PHASE_FAILED, {C.COND_FAILED: ("True", R.NON_RETRYABLE_EXIT_CODE)}, deletes=("mnist-node-0", "mnist-node-1")),
+    Case("terminal Succeeded never moves, even after a later pod failure", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=137)], C.PHASE_SUCCEEDED,
+         {C.COND_SUCCEEDED: ("True", R.MAX_EPOCHS_REACHED)}),
+    Case("late early-stop report refines the success reason", {**SUCCEEDED, "training": {"earlyStopped": {
+        "epoch": 4, "reason": "patience"}}}, [], C.PHASE_SUCCEEDED, {C.COND_SUCCEEDED: ("True", R.EARLY_STOPPED)}),
+    Case("TTL pending", SUCCEEDED, [], C.PHASE_SUCCEEDED, spec={"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 60}},
+         now=130, requeue=30),
+    Case("TTL expired deletes the job", SUCCEEDED, [], C.PHASE_SUCCEEDED,
+         spec={"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 60}}, now=161, delete_job=True),
+    Case("TTL after failure too", FAILED, [], C.PHASE_FAILED, spec={"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 0}},
+         now=100, delete_job=True),
+    Case("invalid spec fails the job", None, [], C.PHASE_FAILED, {C.COND_FAILED: ("True", R.INVALID_SPEC)},
+         spec={"nodes": 0}),
+    # --- suspension ---
+    Case("suspend deletes the pods and keeps the status", {**RUNNING, "resumeFrom": CKPT},
+         [running(J, 0), running(J, 1)], C.PHASE_SUSPENDED,
+         {C.COND_SUSPENDED: ("True", R.SUSPENDED), C.COND_RUNNING: ("False", R.SUSPENDED)},
+         spec={"nodes": 2, "runPolicy": {"suspend": True}}, deletes=("mnist-node-0", "mnist-node-1"), requeue=5,
+         extra={"startTime": None, "resumeFrom": CKPT, "launchedAttempt": 0}),
+    Case("suspended job stays quiet once its pods are gone", SUSPENDED, [], C.PHASE_SUSPENDED,
+         spec={"nodes": 2, "runPolicy": {"suspend": True}}),
+    Case("resume starts a new attempt from the last checkpoint", {**SUSPENDED, "resumeFrom": CKPT}, [],
+         C.PHASE_PENDING, {C.COND_SUSPENDED: ("False", R.RESUMED)}, creates=((0, 1), 1, CKPT), attempt=1,
+         extra={"startTime": ts(60), "restarts": 0}),
+    Case("resume of a job that never ran keeps attempt 0",
+         st(C.PHASE_SUSPENDED, cond(C.COND_SUSPENDED, "True", R.SUSPENDED)), [], C.PHASE_PENDING,
+         {C.COND_SUSPENDED: ("False", R.RESUMED)}, creates=((0, 1), 0, None)),
+    Case("resume right after suspend: old pods are stale, not failures",
+         st(C.PHASE_SUSPENDED, cond(C.COND_SUSPENDED, "True", R.SUSPENDED)), [pod(J, 0, deleting=True)],
+         C.PHASE_PENDING, creates=((1,), 1, "last"), attempt=1, requeue=5, extra={"restarts": 0}),
+    # --- warnings derived from the observation ---
+    Case("multi-node job on a ReadWriteOnce claim", st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, {C.COND_VOLUME_NOT_SHARED: ("True", R.ACCESS_MODE_NOT_RWX)}, modes=("ReadWriteOnce",)),
+    Case("shared claim: no warning", st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, modes=("ReadWriteMany", "ReadWriteOnce")),
+    Case("warning cleared once the claim is shared",
+         st(C.PHASE_RUNNING, cond(C.COND_VOLUME_NOT_SHARED, "True", R.ACCESS_MODE_NOT_RWX), **LAUNCHED),
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_VOLUME_NOT_SHARED: ("False", R.VOLUME_SHARED)},
+         modes=("ReadWriteMany",)),
+    Case("checkpoint from the relay becomes the resume point", {**RUNNING, "training": {
+        "lastCheckpoint": CKPT, "epoch": 2, "step": 90}}, [running(J, 0), running(J, 1)], C.PHASE_RUNNING,
+         {C.COND_CHECKPOINT_SAVED: ("True", R.CHECKPOINT_SAVED)}, extra={"resumeFrom": CKPT}),
+    Case("stalled: no event for longer than the minimum", {**RUNNING, "training": {"lastEventTime": ts(10)}},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_STALLED: ("True", R.NO_RECENT_EVENTS)}, now=611),
+    Case("a fresh relay write does not hide a silent trainer",
+         {**RUNNING, "training": {"lastEventTime": ts(10), "updateTime": ts(600)}},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_STALLED: ("True", R.NO_RECENT_EVENTS)}, now=611),
+    Case("not stalled: slow events, threshold is factor x interval",
+         {**RUNNING, "training": {"lastEventTime": ts(10), "eventIntervalSeconds": 200}},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, now=611, requeue=400),
+    Case("stall cleared when events flow again",
+         {**RUNNING, "conditions": RUNNING["conditions"] + [cond(C.COND_STALLED, "True", R.NO_RECENT_EVENTS)],
+          "training": {"lastEventTime": ts(700)}},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_STALLED: ("False", R.EVENTS_FLOWING)}, now=710),
+]
+
+
+def run_case(case: Case) -> Decision:
+    body = job_body(name=J, **case.spec)
+    try:
+        job: Job | None = parse_job(body)
+        error = None
+    except ValueError as exc:
+        job, error = None, str(exc)
+    observed = Observed(pods=tuple(observe_pod(p) for p in case.pods), claim_access_modes=case.modes)
+    return decide(job, case.status, observed, at(case.now), generation=1, spec_error=error,
+                  stall=StallPolicy(factor=5, min_seconds=600))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_transition_table(case: Case) -> None:
+    d = run_case(case)
+    assert d.phase == case.phase
+    for type_, (status, reason) in case.conditions.items():
+        got = d.condition(type_)
+        assert got is not None, f"no {type_} condition in {d.status['conditions']}"
+        assert (got["status"], got["reason"]) == (status, reason), got
+        assert got["message"]
+    creates = [a for a in d.actions if isinstance(a, CreatePods)]
+    if case.creates is None:
+        assert not creates
+    else:
+        assert [(a.ranks, a.attempt, a.resume_from) for a in creates] == [case.creates]
+    deleted = sorted(name for a in d.actions if isinstance(a, DeletePods) for name, _ in a.pods)
+    assert tuple(deleted) == tuple(sorted(case.deletes))
+    assert any(isinstance(a, DeleteJob) for a in d.actions) == case.delete_job
+    assert d.status["restarts"] == case.restarts
+    assert d.status["attempt"] == case.attempt
+    if case.failure is not None:
+        failure = d.status["failure"]
+        assert (failure["pod"], failure["rank"], failure["reason"]) == case.failure
+        assert failure["message"].startswith(f"pod {case.failure[0]} (rank {case.failure[1]})")
+    if case.requeue is not None:
+        assert d.requeue_after == pytest.approx(case.requeue, abs=1.01)
+    for key, value in case.extra.items():
+        assert d.status.get(key) == value, key
+    assert "training" not in d.status  # the relay's part is never written by the operator
+    # Condition invariants: keyed by type, well-formed.
+    types = [c["type"] for c in d.status["conditions"]]
+    assert len(types) == len(set(types))
+    for c in d.status["conditions"]:
+        assert c["status"] in ("True", "False") and c["reason"] and c["lastTransitionTime"]
+        assert parse_time(c["lastTransitionTime"]) is not None and c["observedGeneration"] == 1
+
+
+def test_every_terminal_path_is_covered() -> None:
+    reasons = {(c.phase, c.conditions.get(C.COND_FAILED, c.conditions.get(C.COND_SUCCEEDED, ("", "")))[1])
+               for c in CASES if c.phase in C.TERMINAL_PHASES}
+    for expected in [(C.PHASE_SUCCEEDED, R.MAX_EPOCHS_REACHED), (C.PHASE_SUCCEEDED, R.EARLY_STOPPED),
+                     (C.PHASE_FAILED, R.NON_RETRYABLE_EXIT_CODE), (C.PHASE_FAILED, R.INVALID_CONFIG),
+                     (C.PHASE_FAILED, R.BACKOFF_LIMIT_EXCEEDED), (C.PHASE_FAILED, R.DEADLINE_EXCEEDED),
+                     (C.PHASE_FAILED, R.INVALID_SPEC)]:
+        assert expected in reasons
+
+
+def test_unschedulable_message_is_the_schedulers() -> None:
+    d = run_case(CASES[[c.id for c in CASES].index("unschedulable pod surfaces the scheduler's message")])
+    message = d.condition(C.COND_UNSCHEDULABLE)["message"]
+    assert message == "mnist-node-1: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    assert any(e.type == "Warning" and e.reason == R.PODS_UNSCHEDULABLE for e in d.events)
+
+
+def test_failure_condition_message_names_pod_rank_and_exit_code() -> None:
+    d = run_case(CASES[[c.id for c in CASES].index("exit 1 fails the job; cleanPodPolicy Running deletes the "
+                                                   "running rank")])
+    message = d.condition(C.COND_FAILED)["message"]
+    assert "mnist-node-1" in message and "rank 1" in message and "code 1" in message and "ValueError: bad" in message
+    assert d.status["failure"]["exitCode"] == 1
+    assert any(e.type == "Warning" and e.reason == R.NON_RETRYABLE_EXIT_CODE for e in d.events)
+
+
+def test_last_transition_time_changes_only_with_the_status() -> None:
+    job = make_job(name=J, nodes=2)
+    pods = (observe_pod(running(J, 0)), observe_pod(running(J, 1)))
+    first = decide(job, st(C.PHASE_PENDING, **LAUNCHED), Observed(pods=pods), at(10))
+    running_since = first.condition(C.COND_RUNNING)["lastTransitionTime"]
+    assert running_since == ts(10)
+    later = decide(job, dict(first.status), Observed(pods=pods), at(500))
+    assert later.condition(C.COND_RUNNING)["lastTransitionTime"] == running_since
+    assert later.status_patch(first.status) == {}
+    # A status change moves it; a reason change with the same status does not.
+    failed = decide(job, dict(later.status), Observed(pods=(pods[0], observe_pod(terminated(J, 1, exit_code=1)))),
+                    at(600))
+    assert failed.condition(C.COND_RUNNING)["lastTransitionTime"] == ts(600)
+
+
+def test_repeating_a_decision_changes_nothing() -> None:
+    job = make_job(name=J, nodes=2)
+    observations = [
+        (),
+        (observe_pod(pod(J, 0)), observe_pod(pod(J, 1))),
+        (observe_pod(running(J, 0)), observe_pod(unschedulable(J, 1))),
+        (observe_pod(running(J, 0)), observe_pod(running(J, 1))),
+    ]
+    status: dict[str, Any] | None = None
+    for i, pods in enumerate(observations):
+        d = decide(job, status, Observed(pods=pods), at(10 * i))
+        again = decide(job, dict(d.status), Observed(pods=pods), at(10 * i + 5))
+        assert again.status_patch(d.status) == {}, i
+        assert again.phase == d.phase
+        # Creation is the only action repeated until the pods are seen (409-tolerant), and only then.
+        assert all(isinstance(a, CreatePods) for a in again.actions)
+        status = dict(d.status)
+
+
+class World:
+    """A tiny pod world for lifecycle tests: applies the decision's actions to a set of pod dicts."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.job_deleted = False
+
+    def apply(self, d: Decision) -> None:
+        for action in d.actions:
+            if isinstance(action, CreatePods):
+                for rank in action.ranks:
+                    name = f"{self.job.meta.name}-node-{rank}"
+                    assert name not in self.pods, "a pod was created over an existing one"
+                    self.pods[name] = pod(self.job.meta.name, rank, action.attempt)
+            elif isinstance(action, DeletePods):
+                for name, uid in action.pods:
+                    if name in self.pods and self.pods[name]["metadata"]["uid"] == uid:
+                        del self.pods[name]
+            elif isinstance(action, DeleteJob):
+                self.job_deleted = True
+
+    def set(self, rank: int, manifest_fn: Any, **kw: Any) -> None:
+        name = f"{self.job.meta.name}-node-{rank}"
+        attempt = int(self.pods[name]["metadata"]["labels"][C.LABEL_ATTEMPT])
+        self.pods[name] = manifest_fn(self.job.meta.name, rank, attempt, **kw)
+
+    def observed(self) -> Observed:
+        return Observed(pods=tuple(observe_pod(p) for p in self.pods.values()))
+
+
+PHASE_ORDER = {C.PHASE_PENDING: 0, C.PHASE_RUNNING: 1, C.PHASE_RESTARTING: 1, C.PHASE_SUSPENDED: 1,
+               C.PHASE_SUCCEEDED: 2, C.PHASE_FAILED: 2}
+
+
+def test_lifecycle_with_a_restart_and_early_stop() -> None:
+    job = parse_job(job_body(name=J, nodes=2, runPolicy={"ttlSecondsAfterFinished": 30}))
+    world = World(job)
+    status: dict[str, Any] | None = None
+    phases: list[str] = []
+    clock = itertools.count(0, 5)
+
+    def step(training: dict[str, Any] | None = None) -> Decision:
+        nonlocal status
+        current = dict(status or {})
+        if training is not None:
+            current["training"] = training  # what the relay wrote meanwhile
+        d = decide(job, current, world.observed(), at(next(clock)))
+        world.apply(d)
+        status = {**d.status, **({"training": current["training"]} if "training" in current else {})}
+        phases.append(d.phase)
+        return d
+
+    step()
+    assert len(world.pods) == 2
+    step()
+    assert status["launchedAttempt"] == 0
+    world.set(0, running)
+    world.set(1, running)
+    assert step().phase == C.PHASE_RUNNING
+    step({"lastCheckpoint": CKPT, "epoch": 2, "step": 90})
+    assert status["resumeFrom"] == CKPT
+    world.set(1, terminated, exit_code=137, reason="OOMKilled")
+    d = step()
+    assert d.phase == C.PHASE_RESTARTING and not world.pods and status["restarts"] == 1
+    d = step()
+    assert [(a.ranks, a.attempt, a.resume_from) for a in d.actions if isinstance(a, CreatePods)] == [((0, 1), 1, CKPT)]
+    world.set(0, running)
+    world.set(1, running)
+    assert step().phase == C.PHASE_RUNNING
+    world.set(0, terminated, exit_code=0, message=SUMMARY_ES)
+    world.set(1, terminated, exit_code=0)
+    d = step({"lastCheckpoint": CKPT, "earlyStopped": {"epoch": 4, "reason": "no improvement"}})
+    assert d.phase == C.PHASE_SUCCEEDED and d.condition(C.COND_SUCCEEDED)["reason"] == R.EARLY_STOPPED
+    for _ in range(10):
+        step()
+        if world.job_deleted:
+            break
+    assert world.job_deleted
+    # Never backwards: once terminal, always terminal; Pending only before the first run.
+    ranks = [PHASE_ORDER[p] for p in phases]
+    first_terminal = ranks.index(2)
+    assert all(r == 2 for r in ranks[first_terminal:])
+    assert C.PHASE_PENDING not in phases[phases.index(C.PHASE_RUNNING):]
+    assert status["restarts"] == 1 and status["attempt"] == 1
+
+
+def test_suspend_and_resume_lifecycle_keeps_checkpoint_and_counts_no_restart() -> None:
+    body = job_body(name=J, nodes=2)
+    job = parse_job(body)
+    suspended_job = parse_job(job_body(name=J, nodes=2, runPolicy={"suspend": True}))
+    world = World(job)
+    status: dict[str, Any] | None = None
+    now = itertools.count(0, 5)
+
+    def step(which: Job) -> Decision:
+        nonlocal status
+        d = decide(which, status, world.observed(), at(next(now)))
+        world.apply(d)
+        status = {**d.status, "training": {"lastCheckpoint": CKPT}}
+        return d
+
+    step(job)
+    step(job)
+    world.set(0, running)
+    world.set(1, running)
+    assert step(job).phase == C.PHASE_RUNNING
+    d = step(suspended_job)
+    assert d.phase == C.PHASE_SUSPENDED and not world.pods and status["startTime"] is None
+    assert step(suspended_job).phase == C.PHASE_SUSPENDED
+    d = step(job)
+    assert d.phase == C.PHASE_PENDING
+    assert [(a.attempt, a.resume_from) for a in d.actions if isinstance(a, CreatePods)] == [(1, CKPT)]
+    assert status["restarts"] == 0 and status["attempt"] == 1 and status["startTime"] is not None
+    world.set(0, running)
+    world.set(1, running)
+    d = step(job)
+    assert d.phase == C.PHASE_RUNNING and d.condition(C.COND_SUSPENDED)["status"] == "False"
+
+
+@pytest.mark.parametrize("terminal", [SUCCEEDED, FAILED], ids=["succeeded", "failed"])
+def test_terminal_phases_are_final_whatever_is_observed(terminal: dict[str, Any]) -> None:
+    rng = random.Random(7)
+    makers = [
+        lambda r, a: running(J, r, a), lambda r, a: pod(J, r, a),
+        lambda r, a: terminated(J, r, a, exit_code=rng.choice([0, 1, 2, 137, 143])),
+        lambda r, a: unschedulable(J, r, a), lambda r, a: pod(J, r, a, deleting=True, phase="Running"),
+    ]
+    for spec in ({"nodes": 2}, {"nodes": 2, "runPolicy": {"suspend": True}}, {"nodes": 0}):
+        body = job_body(name=J, **spec)
+        try:
+            job: Job | None = parse_job(body)
+            error = None
+        except ValueError as exc:
+            job, error = None, str(exc)
+        for _ in range(40):
+            pods = tuple(observe_pod(rng.choice(makers)(r, rng.randint(0, 2))) for r in range(rng.randint(0, 2)))
+            d = decide(job, terminal, Observed(pods=pods), at(rng.randint(100, 10_000)), generation=1,
+                       spec_error=error)
+            assert d.phase == terminal["phase"]
+            assert d.status["completionTime"] == terminal["completionTime"]
+            assert not any(isinstance(a, CreatePods) for a in d.actions)
+
+
+def test_time_helpers_round_trip() -> None:
+    assert format_time(at(0)) == "2025-03-01T12:00:00Z"
+    assert parse_time("2025-03-01T12:00:00Z") == at(0)
+    assert parse_time("2025-03-01T12:00:00.123456+00:00") is not None
+    assert parse_time("yesterday") is None and parse_time(None) is None
+    with pytest.raises(ValueError):
+        decide(make_job(), None, Observed(), at(0).replace(tzinfo=None))
+
+
+def test_refused_pod_creation_stays_visible_until_the_pods_exist() -> None:
+    from ltj_operator.status import creation_failed
+
+    job = make_job(name=J, nodes=2)
+    first = decide(job, None, Observed(), at(0))
+    refused = {**first.status, **creation_failed(first.status, "pods is forbidden: exceeded quota", at(1), 1)}
+    created = refused["conditions"][0]
+    assert (created["type"], created["status"], created["reason"]) == (C.COND_CREATED, "False", R.POD_CREATION_FAILED)
+    again = decide(job, refused, Observed(), at(30))
+    assert again.condition(C.COND_CREATED)["reason"] == R.POD_CREATION_FAILED
+    assert again.condition(C.COND_CREATED)["message"] == "pods is forbidden: exceeded quota"
+    assert [a.ranks for a in again.actions if isinstance(a, CreatePods)] == [(0, 1)]  # still trying
+    assert again.status_patch(refused) == {}
+    done = decide(job, dict(again.status), Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1)))), at(60))
+    assert done.condition(C.COND_CREATED)["reason"] == R.PODS_CREATED

@@ -1,0 +1,127 @@
+"""workqueue.py: per-job serialized reconciles on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ltj_operator.workqueue import WorkQueue
+
+pytestmark = pytest.mark.unit
+
+
+def run(coro: object) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout=20))  # type: ignore[arg-type]
+
+
+def test_pokes_during_a_pass_coalesce_into_one_more_pass_never_a_parallel_one() -> None:
+    async def scenario() -> None:
+        active = 0
+        peak = 0
+        passes = 0
+        release = asyncio.Event()
+
+        async def work(key: str) -> float | None:
+            nonlocal active, peak, passes
+            active += 1
+            peak = max(peak, active)
+            passes += 1
+            if passes == 1:
+                await release.wait()
+            active -= 1
+            return None if passes >= 2 else 3600.0
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600)
+        queue.poke("a")
+        await asyncio.sleep(0.05)
+        for _ in range(5):
+            queue.poke("a")  # while the first pass runs
+        release.set()
+        for _ in range(100):
+            if "a" not in queue:
+                break
+            await asyncio.sleep(0.02)
+        assert passes == 2 and peak == 1
+        assert "a" not in queue and len(queue) == 0  # gone after work said so
+
+    run(scenario())
+
+
+def test_requeue_after_and_independent_keys() -> None:
+    async def scenario() -> None:
+        calls: dict[str, int] = {"a": 0, "b": 0}
+
+        async def work(key: str) -> float | None:
+            calls[key] += 1
+            if key == "a":
+                return 0.05 if calls[key] < 3 else None
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, min_backoff=0.01)
+        queue.poke("a")
+        queue.poke("b")
+        await asyncio.sleep(0.5)
+        assert calls == {"a": 3, "b": 1}
+        assert len(queue) == 0
+
+    run(scenario())
+
+
+def test_resync_caps_the_wait() -> None:
+    async def scenario() -> None:
+        calls = 0
+
+        async def work(key: str) -> float | None:
+            nonlocal calls
+            calls += 1
+            return 3600.0 if calls < 3 else None
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=0.05)
+        queue.poke("k")
+        await asyncio.sleep(0.5)
+        assert calls == 3
+
+    run(scenario())
+
+
+def test_failures_are_retried_with_backoff_and_stop_cancels() -> None:
+    async def scenario() -> None:
+        calls = 0
+
+        async def work(key: str) -> float | None:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise RuntimeError("API server unavailable")
+            return 3600.0
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, min_backoff=0.02, max_backoff=0.05)
+        queue.poke("k")
+        await asyncio.sleep(0.4)
+        assert calls == 3 and "k" in queue  # alive, waiting for its next resync
+        await queue.stop()
+        assert len(queue) == 0
+
+    run(scenario())
+
+
+def test_pokes_do_not_cut_a_failure_backoff_short() -> None:
+    async def scenario() -> None:
+        times: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def work(key: str) -> float | None:
+            times.append(loop.time())
+            if len(times) == 1:
+                raise RuntimeError("refused")
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, min_backoff=0.3)
+        queue.poke("k")
+        await asyncio.sleep(0.05)
+        queue.poke("k")  # e.g. the watch event of the failed pass's own status write
+        await asyncio.sleep(0.6)
+        assert len(times) == 2 and times[1] - times[0] >= 0.29
+
+    run(scenario())
