@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .controlplane import ClusterInfo, ControlPlane, delete_bridge, stop_pids
+from .network import remove_pod_namespaces
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ def down(run_dir: str | os.PathLike[str]) -> None:
     run_dir = Path(run_dir).resolve()
     stop_pids(run_dir, grace=20)
     try:
-        delete_bridge(ClusterInfo.load(run_dir).bridge)
+        bridge = ClusterInfo.load(run_dir).bridge
     except FileNotFoundError:
-        pass
+        return
+    # Pod network namespaces outlive an agent that was SIGKILLed: remove them with the bridge.
+    remove_pod_namespaces(bridge)
+    delete_bridge(bridge)
