@@ -121,6 +121,7 @@ class Reason:
     # Succeeded
     EARLY_STOPPED: Final = "EarlyStopped"
     MAX_EPOCHS_REACHED: Final = "MaxEpochsReached"
+    EARLY_STOPPING_DISABLED: Final = "EarlyStoppingDisabled"
     # Failed
     BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED: Final = "DeadlineExceeded"

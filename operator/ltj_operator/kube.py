@@ -4,7 +4,9 @@ It speaks JSON over the `kubernetes` client's authenticated REST transport (in-c
 KUBECONFIG) instead of the typed API classes, so manifests travel exactly as rendered (no model
 round-trip that could drop fields the client's models do not know, such as native sidecars).
 Creates tolerate 409 (already there), deletes tolerate 404 (already gone) and guard with the uid
-so a newer object with the same name is never deleted by mistake.
+so a newer object with the same name is never deleted by mistake. An existing ConfigMap or claim
+with a child's name is used only when the job controls it: the operator never rewrites or mounts
+someone else's object (a user's, or a deleted namesake's that garbage collection has not removed yet).
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class NotOwned(ApiError):
+    """An object with a child's name exists but is not controlled by the job: left alone, reported."""
+
+    def __init__(self, kind: str, name: str, controller: Mapping[str, Any] | None):
+        who = (f"{controller.get('kind')} {controller.get('name')} (uid {controller.get('uid')})"
+               if controller else "none")
+        super().__init__(409, "AlreadyExists", f"{kind} {name} exists and is not controlled by this job "
+                                               f"(its controller: {who}); delete it or rename the job")
+
+
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
 
 
 @dataclass(frozen=True)
@@ -145,18 +164,39 @@ class Kube:
                 return False
             raise
 
+    @staticmethod
+    def _controlled(manifest: Manifest, current: Manifest | None) -> Manifest:
+        """After a 409: the object in the way, if the job (the manifest's controller) controls it."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if current is None:
+            # Deleted between our create and get (garbage collection of a namesake): try the pass again.
+            raise ApiError(409, "Conflict", f"{kind} {name} vanished while being created")
+        ours, theirs = controller_of(manifest), controller_of(current)
+        if ours is None or theirs is None or theirs.get("uid") != ours.get("uid"):
+            raise NotOwned(kind, name, theirs)
+        return current
+
     def ensure_config_map(self, manifest: Manifest) -> bool:
         """Create, or bring the data of an existing one up to date (spec edits apply to the next
-        attempt). True when something was written."""
+        attempt). True when something was written. NotOwned when the job does not control it."""
         if self.create(manifest):
             return True
         meta = manifest["metadata"]
-        current = self.get("v1", "ConfigMap", meta["namespace"], meta["name"])
-        if current is None or current.get("data") == manifest.get("data"):
+        current = self._controlled(manifest, self.get("v1", "ConfigMap", meta["namespace"], meta["name"]))
+        if current.get("data") == manifest.get("data"):
             return False
         self.request("PATCH", _item("v1", "ConfigMap", meta["namespace"], meta["name"]),
                      body={"data": manifest["data"]}, content_type="application/merge-patch+json")
         return True
+
+    def ensure_claim(self, manifest: Manifest) -> bool:
+        """Create the job's output claim unless it exists; True when this call created it. NotOwned when
+        an existing claim of that name is not the job's (its pods would write into someone else's volume)."""
+        if self.create(manifest):
+            return True
+        meta = manifest["metadata"]
+        self._controlled(manifest, self.get("v1", "PersistentVolumeClaim", meta["namespace"], meta["name"]))
+        return False
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
         return self._delete(_item("v1", "Pod", namespace, name), uid)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from . import constants as C
 from . import render
 from .config import OperatorConfig
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, NotOwned
 from .podview import observe_pod
 from .spec import Job, parse_or_error, pod_name
 from .status import (CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed, StallPolicy,
@@ -83,7 +83,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
             try:
                 events.extend(apply_actions(kube, config, job, decision))
             except ApiError as exc:
-                if exc.status not in REFUSALS:
+                if exc.status not in REFUSALS and not isinstance(exc, NotOwned):
                     raise
                 # The API server refuses what we create (quota, admission, an invalid podTemplate):
                 # say so in the status, then retry with backoff like any failed pass.
@@ -107,6 +107,8 @@ def ensure_children(kube: Kube, job: Job) -> None:
     for manifest in render.render_children(job):
         if manifest["kind"] == "ConfigMap":
             kube.ensure_config_map(manifest)
+        elif manifest["kind"] == "PersistentVolumeClaim":
+            kube.ensure_claim(manifest)
         else:
             kube.create(manifest)
 

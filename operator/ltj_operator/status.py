@@ -429,6 +429,13 @@ class _Decider:
     def succeed(self) -> None:
         stopped, _ = _early_stop_info(self.training, self.summary)
         reason = R.EARLY_STOPPED if stopped else R.MAX_EPOCHS_REACHED
+        if not stopped:
+            # Early-stopping state is part of every finished job's status, not only a stopped one's.
+            enabled = self.job is not None and self.job.spec.training.early_stopping.enabled
+            self.conds.set(C.COND_EARLY_STOPPED, C.FALSE,
+                           R.MAX_EPOCHS_REACHED if enabled else R.EARLY_STOPPING_DISABLED,
+                           "training ran to maxEpochs without stopping early" if enabled
+                           else "early stopping is disabled for this job")
         self.finish(C.PHASE_SUCCEEDED, C.COND_SUCCEEDED, reason, self.success_message(), "Normal")
 
     # -- active phases --
