@@ -1,0 +1,1 @@
+"""Example ltj trainer plugin: ``moons_mlp`` (model) and ``moons`` (data)."""

@@ -1,0 +1,80 @@
+"""The worker's pieces that need no training: resume resolution, constructor injection, run state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ltj_trainer import config, events, runstate
+from ltj_trainer.config import ConfigError
+from ltj_trainer.main import accepted_params, instantiate, resolve_resume
+
+pytestmark = pytest.mark.unit
+
+
+def cfg(tmp_path: Path, **kw: object) -> config.TrainerConfig:
+    return config.parse({"model_class": "digits_cnn", "default_root_dir": str(tmp_path), **kw}, {})
+
+
+def test_resume_policies(tmp_path: Path) -> None:
+    assert resolve_resume(cfg(tmp_path)) == "last"
+    assert resolve_resume(cfg(tmp_path, resume="none")) is None
+    with pytest.raises(ConfigError, match=r"^config: resume: checkpoint not found: /nope.ckpt$"):
+        resolve_resume(cfg(tmp_path, resume="/nope.ckpt"))
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(b"")
+    assert resolve_resume(cfg(tmp_path, resume=str(ckpt))) == str(ckpt)
+
+
+def test_resume_best_uses_the_latest_recorded_best_that_exists(tmp_path: Path) -> None:
+    c = cfg(tmp_path, resume="best")
+    assert resolve_resume(c) == "last"  # nothing recorded yet
+    w = events.Writer(c.events_path)
+    old, new = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    old.write_bytes(b"")
+    w.write(events.CHECKPOINT, path=str(old), kind="top_k", best_path=str(old), best_score=1.0)
+    assert resolve_resume(c) == str(old)
+    w.write(events.CHECKPOINT, path=str(new), kind="top_k", best_path=str(new), best_score=0.5)
+    assert resolve_resume(c) == "last"  # the recorded best is gone from disk
+    new.write_bytes(b"")
+    assert resolve_resume(c) == str(new)
+
+
+class Base:
+    def __init__(self, batch_size: int = 1, num_workers: int = 0) -> None:
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+
+class WithKwargs(Base):
+    def __init__(self, path: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.path = path
+
+
+class Closed:
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+
+
+def test_injection_follows_kwargs_to_the_base_and_never_overrides_the_user() -> None:
+    assert accepted_params(WithKwargs) == {"path", "batch_size", "num_workers"}
+    obj = instantiate(WithKwargs, {"path": "p", "num_workers": 3}, {"batch_size": 8, "num_workers": 1, "root_dir": "/o"},
+                      "data_args")
+    assert (obj.path, obj.batch_size, obj.num_workers) == ("p", 8, 3)
+    assert instantiate(Closed, {}, {"batch_size": 8}, "data_args").n == 1  # not named: not passed
+    with pytest.raises(ConfigError, match=r"^config: data_args: Closed: "):
+        instantiate(Closed, {"m": 1}, {}, "data_args")
+
+
+def test_run_state_round_trip_and_corruption(tmp_path: Path) -> None:
+    assert runstate.read(str(tmp_path)) == runstate.RunState()
+    s = runstate.RunState().with_fit(best_path="/b.ckpt", best_score=0.1, epochs=4, stopped_early=True)
+    runstate.write(str(tmp_path), s.with_test({"test_acc": 0.9}))
+    back = runstate.read(str(tmp_path))
+    assert back.fit_done and back.test_done and back.test_metrics == {"test_acc": 0.9} and back.epochs == 4
+    assert json.loads((tmp_path / runstate.FILENAME).read_text())["best_path"] == "/b.ckpt"
+    (tmp_path / runstate.FILENAME).write_text("{torn")
+    with pytest.raises(RuntimeError, match="delete it to train again"):
+        runstate.read(str(tmp_path))

@@ -1,0 +1,272 @@
+"""Real training through the image's entrypoint (`ltj-train` -> torchrun -> ltj_trainer.main) on
+CPU: early stopping, the event log and summary against Lightning's own state, 2-node DDP over
+gloo, SIGKILL + restart, SIGTERM -> resumable checkpoint + exit 143."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltj_trainer import events
+from unit.trainer.trainer_helpers import (
+    TrainProcess, callback_state, digits_config, free_port, wait_for, write_config,
+)
+
+pytestmark = [pytest.mark.unit, pytest.mark.slow]
+
+RUN_TIMEOUT = 240  # seconds; a healthy run takes ~20 s on 2 busy cores
+
+
+def _load(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _events(root: Path) -> list[events.Event]:
+    return events.read_all(root / "events.jsonl")
+
+
+def _of(evs: list[events.Event], type_: str) -> list[events.Event]:
+    return [e for e in evs if e.type == type_]
+
+
+def _ckpt_files(root: Path) -> set[str]:
+    return {str(p) for p in (root / "checkpoints").glob("*.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One single-process run that early-stops deterministically: min_delta is larger than any
+    improvement, so epoch 0 stays the best for EarlyStopping and patience 3 stops it at epoch 3,
+    while ModelCheckpoint ranks all four epochs by val_loss and keeps three."""
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = write_config(tmp / "trainer.yaml", **digits_config(
+        tmp, max_epochs=10, early_stop_patience=3, early_stop_min_delta=100.0, save_top_k=3))
+    proc = TrainProcess(cfg, tmp / "log.txt")
+    code = proc.wait(RUN_TIMEOUT)
+    return {"tmp": tmp, "root": tmp / "output", "cfg": cfg, "code": code, "log": proc.tail(200_000)}
+
+
+def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str, Any]) -> None:
+    assert finished_run["code"] == 0, finished_run["log"][-6000:]
+    root: Path = finished_run["root"]
+    last = _load(root / "checkpoints" / "last.ckpt")
+    mc = callback_state(last, "ModelCheckpoint")
+    es = callback_state(last, "EarlyStopping")
+
+    # Lightning's own record: stopped by patience at epoch 3 of max 10.
+    assert es["stopped_epoch"] == 3 and es["wait_count"] == 3
+    assert last["epoch"] == 3
+    # Files: exactly Lightning's top-3 plus last.ckpt (epoch 0's was evicted and deleted).
+    assert len(mc["best_k_models"]) == 3
+    assert _ckpt_files(root) == set(mc["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
+    assert all(Path(p).name.startswith("digits_cnn_epoch") and "-val_loss" in p for p in mc["best_k_models"])
+
+    evs = _events(root)
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+    started = _of(evs, "started")
+    assert len(started) == 1
+    s = started[0].fields
+    assert (s["world_size"], s["num_nodes"], s["devices"], s["precision"], s["accelerator"]) == (1, 1, 1, "32-true", "cpu")
+    assert s["sync_batchnorm"] is False and "GPU" in s["sync_batchnorm_note"]
+    assert s["resumed_from"] is None and (s["monitor"], s["mode"], s["model_class"]) == ("val_loss", "min", "digits_cnn")
+
+    vals = _of(evs, "validation")
+    assert [v.get("epoch") for v in vals] == [0, 1, 2, 3]  # never the sanity check
+    assert all("val_loss" in v.get("metrics") for v in vals)
+
+    ckpts = _of(evs, "checkpoint")
+    top_k_paths = {c.get("path") for c in ckpts if c.get("kind") == "top_k"}
+    assert set(mc["best_k_models"]) <= top_k_paths
+    assert {c.get("path") for c in ckpts if c.get("kind") == "last"} == {str(root / "checkpoints" / "last.ckpt")}
+    assert {t["path"] for t in ckpts[-1].get("top_k")} == set(mc["best_k_models"])
+    for c in ckpts:
+        if c.get("kind") == "top_k":
+            assert Path(c.get("path")).name.startswith(f"digits_cnn_epoch{c.get('epoch'):02d}-")
+
+    (stopped,) = _of(evs, "early_stopped")
+    assert stopped.get("epoch") == es["stopped_epoch"]
+    assert stopped.get("reason") == "patience_exhausted" and stopped.get("monitor") == "val_loss"
+    assert stopped.get("best_score") == pytest.approx(float(es["best_score"]))
+
+    (fit_end,) = _of(evs, "fit_end")
+    assert fit_end.get("best_path") == mc["best_model_path"]
+    assert fit_end.get("best_score") == pytest.approx(float(mc["best_model_score"]))
+    assert fit_end.get("stopped_early") is True and fit_end.get("epoch") == 3
+
+    (test,) = _of(evs, "test")
+    assert test.get("ckpt_path") == mc["best_model_path"]
+    assert set(test.get("metrics")) == {"test_loss", "test_acc"}
+    assert [e.type for e in evs][-3:] == ["early_stopped", "fit_end", "test"]
+
+    term = json.loads((finished_run["tmp"] / "termination-log").read_text())
+    assert term == {
+        "best_checkpoint": mc["best_model_path"], "best_score": pytest.approx(float(mc["best_model_score"])),
+        "monitor": "val_loss", "epochs": last["epoch"] + 1, "early_stopped": True,
+        "test_metrics": test.get("metrics"), "last_seq": evs[-1].seq,
+    }
+    assert "sync_batchnorm is off" in finished_run["log"]
+    assert (root / "csv" / "attempt_0" / "metrics.csv").is_file()
+
+
+def test_a_finished_run_does_not_train_again(finished_run: dict[str, Any]) -> None:
+    assert finished_run["code"] == 0
+    root: Path = finished_run["root"]
+    before = (root / "events.jsonl").read_bytes()
+    files = {p: p.stat().st_mtime_ns for p in (root / "checkpoints").iterdir()}
+    tmp: Path = finished_run["tmp"]
+    proc = TrainProcess(finished_run["cfg"], tmp / "log2.txt", env={"LTJ_ATTEMPT": "1"})
+    assert proc.wait(RUN_TIMEOUT) == 0, proc.tail()
+    assert (root / "events.jsonl").read_bytes() == before
+    assert {p: p.stat().st_mtime_ns for p in (root / "checkpoints").iterdir()} == files
+    assert "already finished" in proc.tail()
+    assert json.loads((tmp / "termination-log").read_text())["early_stopped"] is True
+
+
+def _two_pods(cfg: Path, tmp_path: Path) -> list[TrainProcess]:
+    """Two `ltj-train` processes with the env the operator injects into the pods of a 2-node CPU
+    job (loopback stands in for the headless Service); they share the output directory."""
+    port = free_port()
+    procs = []
+    for i in range(2):
+        env = {
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(i),
+            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": str(i),
+            "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
+            "LTJ_JOB_NAME": "ddp", "LTJ_ATTEMPT": "0", "LTJ_TERMINATION_LOG": str(tmp_path / f"term-{i}"),
+        }
+        procs.append(TrainProcess(cfg, tmp_path / f"node-{i}.txt", env=env))
+    return procs
+
+
+def test_two_nodes_ddp_over_gloo_through_the_entrypoint(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, max_epochs=2, early_stopping=False,
+                                                                   num_nodes=2, devices=1))
+    procs = _two_pods(cfg, tmp_path)
+    codes = [p.wait(RUN_TIMEOUT) for p in procs]
+    assert codes == [0, 0], "\n\n".join(p.tail() for p in procs)
+
+    root = tmp_path / "output"
+    evs = _events(root)
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))  # one writer: global rank 0
+    (started,) = _of(evs, "started")
+    assert (started.get("world_size"), started.get("num_nodes"), started.get("devices")) == (2, 2, 1)
+    assert started.get("strategy") == "ddp" and started.get("sync_batchnorm") is False
+    assert [v.get("epoch") for v in _of(evs, "validation")] == [0, 1]
+    assert len(_of(evs, "fit_end")) == 1 and len(_of(evs, "test")) == 1
+    last = _load(root / "checkpoints" / "last.ckpt")
+    mc = callback_state(last, "ModelCheckpoint")
+    assert _of(evs, "fit_end")[0].get("best_path") == mc["best_model_path"]
+    summaries = [json.loads((tmp_path / f"term-{i}").read_text()) for i in range(2)]
+    assert summaries[0]["best_checkpoint"] == summaries[1]["best_checkpoint"] == mc["best_model_path"]
+    assert summaries[0]["last_seq"] == evs[-1].seq
+    assert "--node-rank=1" in procs[1].tail(200_000)
+
+
+def test_sigkill_then_restart_resumes_from_last(tmp_path: Path) -> None:
+    # Small batches make epochs long enough (~1 s) to kill one mid-run.
+    cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, batch_size=8, max_epochs=8,
+                                                                   early_stopping=False, save_top_k=2))
+    root = tmp_path / "output"
+    first = TrainProcess(cfg, tmp_path / "run1.txt")
+
+    def second_last_checkpoint() -> bool:
+        return any(e.type == "checkpoint" and e.get("kind") == "last" and e.get("epoch") >= 2 for e in _events(root))
+
+    wait_for(second_last_checkpoint, RUN_TIMEOUT, "the epoch-2 checkpoint", first)
+    first.kill_tree(signal.SIGKILL)
+    first.wait(30)
+    before = _events(root)
+    assert not _of(before, "fit_end"), "the run finished before it was killed"
+    killed_at = _load(root / "checkpoints" / "last.ckpt")
+    killed_epoch = killed_at["epoch"]
+    killed_top_k = set(callback_state(killed_at, "ModelCheckpoint")["best_k_models"])
+
+    second = TrainProcess(cfg, tmp_path / "run2.txt", env={"LTJ_ATTEMPT": "1"})
+    assert second.wait(RUN_TIMEOUT) == 0, second.tail()
+    evs = _events(root)
+    after = evs[len(before):]
+    assert after[0].type == "started" and after[0].seq == before[-1].seq + 1  # seq continues
+    assert after[0].get("resumed_from") == str(root / "checkpoints" / "last.ckpt")
+    assert after[0].get("attempt") == 1
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+    epochs_after = [v.get("epoch") for v in _of(after, "validation")]
+    assert epochs_after == list(range(killed_epoch + 1, 8))  # did not restart at 0
+    # Top-k state survived: the first save after the restart ranks against the restored files ...
+    first_save = next(e for e in after if e.type == "checkpoint")
+    restored = {t["path"] for t in first_save.get("top_k")} & killed_top_k
+    assert restored, (first_save.fields, killed_top_k)
+    # ... and files evicted later were ones saved before the kill: only top-2 + last remain.
+    final = callback_state(_load(root / "checkpoints" / "last.ckpt"), "ModelCheckpoint")
+    assert _ckpt_files(root) == set(final["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
+    assert (root / "csv" / "attempt_1" / "metrics.csv").is_file()
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, batch_size=8, max_epochs=4,
+                                                                   early_stopping=False))
+    root = tmp_path / "output"
+    proc = TrainProcess(cfg, tmp_path / "run1.txt")
+    wait_for(lambda: any(e.type == "checkpoint" and e.get("kind") == "last" for e in _events(root)),
+             RUN_TIMEOUT, "the first checkpoint", proc)
+    proc.proc.send_signal(signal.SIGTERM)  # what the kubelet does to the container's PID 1
+    assert proc.wait(60) == 143, proc.tail()
+
+    sigterm_ckpt = root / "checkpoints" / "sigterm.ckpt"
+    assert sigterm_ckpt.is_file()
+    evs = _events(root)
+    saved = [e for e in evs if e.type == "checkpoint" and e.get("kind") == "sigterm"]
+    assert [e.get("path") for e in saved] == [str(sigterm_ckpt)]
+    state = _load(sigterm_ckpt)
+    assert state["global_step"] == saved[0].get("step") > 0
+    assert not _of(evs, "error") and not _of(evs, "fit_end")
+    term = json.loads((tmp_path / "termination-log").read_text())
+    assert (term["interrupted"], term["exit_code"], term["last_seq"]) == ("SIGTERM", 143, evs[-1].seq)
+
+    resumed = TrainProcess(cfg, tmp_path / "run2.txt", env={"LTJ_ATTEMPT": "1"})
+    assert resumed.wait(RUN_TIMEOUT) == 0, resumed.tail()
+    after = _events(root)[len(evs):]
+    assert after[0].type == "started" and after[0].get("resumed_from") == str(sigterm_ckpt)
+    steps_after = [v.get("step") for v in _of(after, "validation")]
+    assert steps_after and min(steps_after) > saved[0].get("step")  # continued, not restarted
+    assert not sigterm_ckpt.exists()  # removed once a fit completes normally
+
+
+def test_ddp_pods_signalled_at_different_times_all_stop_and_save(tmp_path: Path) -> None:
+    """Kubelets on different nodes deliver SIGTERM at different moments. Rank 1 alone is
+    signalled first: both ranks must stop at the same batch, save one resumable checkpoint and
+    exit 143 (Lightning's own handler deadlocks here; ltj_trainer.signals explains why)."""
+    cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, batch_size=8, max_epochs=6,
+                                                                   early_stopping=False, num_nodes=2))
+    root = tmp_path / "output"
+    procs = _two_pods(cfg, tmp_path)
+    wait_for(lambda: any(e.type == "checkpoint" and e.get("kind") == "last" for e in _events(root)),
+             RUN_TIMEOUT, "the first checkpoint", procs[0])
+    procs[1].proc.send_signal(signal.SIGTERM)
+    assert procs[1].wait(60) == 143, procs[1].tail()
+    procs[0].proc.send_signal(signal.SIGTERM)  # the other kubelet, later (may find it exiting)
+    assert procs[0].wait(60) == 143, procs[0].tail()
+    evs = _events(root)
+    saved = [e for e in evs if e.type == "checkpoint" and e.get("kind") == "sigterm"]
+    assert [e.get("path") for e in saved] == [str(root / "checkpoints" / "sigterm.ckpt")]
+    assert not _of(evs, "error")
+    assert _load(root / "checkpoints" / "sigterm.ckpt")["global_step"] == saved[0].get("step")
+    for i in range(2):
+        assert json.loads((tmp_path / f"term-{i}").read_text())["interrupted"] == "SIGTERM"
+
+
+def test_a_training_error_exits_1_with_an_error_event(tmp_path: Path) -> None:
+    # A misspelt monitor: EarlyStopping(strict=True) raises at the first validation.
+    cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, early_stop_metric="val_los", max_epochs=2))
+    proc = TrainProcess(cfg, tmp_path / "log.txt")
+    assert proc.wait(RUN_TIMEOUT) == 1, proc.tail()
+    evs = _events(tmp_path / "output")
+    (error,) = _of(evs, "error")
+    assert error.get("exception") == "RuntimeError" and "val_los" in error.get("message")
+    term = json.loads((tmp_path / "termination-log").read_text())
+    assert term["exit_code"] == 1 and "val_los" in term["error"] and term["last_seq"] == error.seq
