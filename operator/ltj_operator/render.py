@@ -18,6 +18,8 @@ from .spec import Job, config_map_name, output_claim_name, pod_name, relay_name,
 
 Manifest = dict[str, Any]
 
+DEFAULT_TERMINATION_GRACE_SECONDS = 60
+
 
 # --- metadata --------------------------------------------------------------------------------
 
@@ -399,8 +401,10 @@ def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume
         spec["schedulerName"] = pt.scheduler_name
     if pt.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in pt.image_pull_secrets]
-    if pt.termination_grace_period_seconds is not None:
-        spec["terminationGracePeriodSeconds"] = pt.termination_grace_period_seconds
+    # torchrun gives its workers 30 s after SIGTERM; the default leaves room to save a checkpoint.
+    spec["terminationGracePeriodSeconds"] = (pt.termination_grace_period_seconds
+                                             if pt.termination_grace_period_seconds is not None
+                                             else DEFAULT_TERMINATION_GRACE_SECONDS)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 

@@ -292,3 +292,9 @@ def test_config_map_for_cpu_defaults() -> None:
     assert cfg["accelerator"] == "cpu" and cfg["devices"] == 1 and cfg["num_nodes"] == 1
     assert cfg["model_class"] == "digits_cnn" and cfg["data_class"] == "digits"
     assert cfg["val_check_interval"] == 1.0 and cfg["early_stopping"] is True
+
+
+def test_grace_period_defaults_above_torchruns_30s_and_user_value_wins() -> None:
+    assert render_pod(make_job(name="g"), 0, 0, CONFIG)["spec"]["terminationGracePeriodSeconds"] == 60
+    job = make_job(name="g", podTemplate={"terminationGracePeriodSeconds": 120})
+    assert render_pod(job, 0, 0, CONFIG)["spec"]["terminationGracePeriodSeconds"] == 120
