@@ -34,7 +34,7 @@ def test_suspend_keeps_status_and_checkpoints_and_resume_continues(kube, namespa
 
 
 def test_active_deadline_fails_job_and_cleans_running_pods(kube, namespace, operator):
-    name = apply(kube, namespace, job("deadline", nodes=1, training={"maxEpochs": 1000000},
+    name = apply(kube, namespace, job("deadline", nodes=1, training={"maxEpochs": 1000000, "earlyStopping": {"enabled": False}},
                                       runPolicy={"activeDeadlineSeconds": 20, "cleanPodPolicy": "Running"}))
     st = wait_terminal(kube, namespace, name, timeout=180)
     assert st["phase"] == "Failed", dump(kube, namespace)
