@@ -13,11 +13,19 @@ dest="$cache/bin/k8s-v$KUBE_VERSION-etcd-v$ETCD_VERSION-helm-v$HELM_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
 
+version_of() {  # version_of NAME PATH: the binary's own version line
+  case "$1" in
+    kubectl) "$2" version --client 2>/dev/null | head -1 ;;
+    helm) "$2" version --short 2>/dev/null ;;
+    *) "$2" --version 2>/dev/null | head -1 ;;
+  esac
+}
+
 have() {  # have NAME VERSION: a matching binary from KUBEBUILDER_ASSETS or PATH, copied into dest
   local name=$1 want=$2 cand
   for cand in ${KUBEBUILDER_ASSETS:+"$KUBEBUILDER_ASSETS/$name"} "$(command -v "$name" 2>/dev/null || true)"; do
     [ -n "$cand" ] && [ -x "$cand" ] || continue
-    if "$cand" --version 2>/dev/null | grep -q "v\?$want\b"; then
+    if version_of "$name" "$cand" | grep -q "v\?$want\b"; then
       log "using $cand ($want)"; cp "$cand" "$dest/$name"; return 0
     fi
   done
