@@ -22,11 +22,22 @@ def test_sample_trains_over_two_pods_and_fills_status(kube, namespace, operator)
     kube.kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
     name = _name_of_sample()
 
-    # The training status arrives while the job runs, not only at the end.
-    live = wait_status(kube, namespace, name,
-                       lambda st: st.get("phase") == "Running" and (st.get("training") or {}).get("epoch") is not None,
-                       420, "Running with training progress")
-    assert live["training"]["metrics"], dump(kube, namespace)
+    # The training status arrives while the job runs, not only at the end: several epochs are
+    # seen, in order, with their metrics, before the job finishes.
+    seen: dict[int, dict] = {}
+
+    def progressed() -> bool:
+        st = status(kube, namespace, name)
+        tr = st.get("training") or {}
+        if st.get("phase") == "Running" and isinstance(tr.get("epoch"), int):
+            seen.setdefault(tr["epoch"], tr)
+        return len(seen) >= 3 or st.get("phase") in ("Succeeded", "Failed")
+
+    wait_for(progressed, 420, interval=0.3, what="live training progress")
+    assert len(seen) >= 3, (seen, dump(kube, namespace))
+    epochs = sorted(seen)
+    assert all(seen[e]["metrics"].get("val_loss") is not None for e in epochs)
+    assert [seen[e]["progress"] for e in epochs] == sorted(seen[e]["progress"] for e in epochs)
 
     st = wait_terminal(kube, namespace, name)
     assert st["phase"] == "Succeeded", dump(kube, namespace)
