@@ -294,7 +294,7 @@ def test_cpu_sample_is_small_and_shared() -> None:
     body["metadata"]["namespace"] = "default"
     s = parse_job(body).spec
     assert s.nodes == 2 and s.gpus_per_node == 0 and s.model.name == "digits_cnn"
-    assert 3 <= s.training.max_epochs <= 5
+    assert 3 <= s.training.max_epochs <= 15  # ~1 s an epoch on the local cluster
     vct = s.output.volume_claim_template
     assert vct is not None and vct.storage_class_name == "ltj-local"
     assert vct.access_modes == ("ReadWriteMany",) and vct.storage == "1Gi"
