@@ -41,8 +41,10 @@ class Kube:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
-    """Polls until predicate returns a truthy value; returns it, or fails naming what it waited for."""
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition",
+             diagnose: Callable[[], str] | None = None) -> Any:
+    """Polls until predicate returns a truthy value; returns it, or fails naming what it waited for
+    (with ``diagnose()``'s output, when given)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -50,7 +52,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    extra = f"\n{diagnose()}" if diagnose else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){extra}")
 
 
 def sample() -> dict[str, Any]:

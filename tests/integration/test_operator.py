@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
-from kubetest import Kube, apply, condition, dump, get_job, job, pods, status
+from kubetest import Kube, apply, condition, dump, get_job, job, pods, sample, status, wait_for
 from ltj_operator import constants as C
 
 pytestmark = pytest.mark.integration
@@ -33,15 +33,7 @@ CHILD_LABELS = {C.LABEL_NAME: C.APP_NAME, C.LABEL_MANAGED_BY: C.MANAGED_BY}
 # -- helpers -------------------------------------------------------------------------------------------------
 def until(predicate: Callable[[], Any], timeout: float, what: str, diagnose: Callable[[], str] | None = None,
           interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    extra = f"\n{diagnose()}" if diagnose else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){extra}")
+    return wait_for(predicate, timeout, interval=interval, what=what, diagnose=diagnose)
 
 
 def pinned(name: str, **spec: Any) -> dict[str, Any]:
@@ -173,9 +165,12 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
                                           C.LABEL_COMPONENT: component}.items(), key
 
     config = yaml.safe_load(found["ConfigMap/kids-config"]["data"][C.CONFIG_FILE_NAME])
+    training = sample()["spec"]["training"]
     assert config.items() >= {"model_class": "digits_cnn", "data_class": "digits", "num_nodes": 2, "devices": 1,
-                              "accelerator": "cpu", "max_epochs": 4, "precision": "fp32", "save_top_k": 2,
-                              "early_stop_metric": "val_loss", "early_stop_patience": 2, "mode": "min",
+                              "accelerator": "cpu", "max_epochs": training["maxEpochs"], "precision": "fp32",
+                              "save_top_k": training["checkpoint"]["saveTopK"],
+                              "early_stop_metric": training["monitor"]["metric"],
+                              "early_stop_patience": training["earlyStopping"]["patience"], "mode": "min",
                               "default_root_dir": C.OUTPUT_DIR}.items()
 
     svc = found["Service/kids"]["spec"]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from kubetest import Kube, wait_for
 from ltj_operator import constants as C
 from ltj_operator import render
 from ltj_operator.relay.kube import ApiError, Endpoint, JobStatusClient
@@ -37,25 +38,17 @@ RELAY_BIN = Path(sys.executable).parent / "ltj-relay"
 
 # -- helpers ----------------------------------------------------------------------------------------
 def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})")
+    return wait_for(predicate, timeout, interval, what)
 
 
 @dataclass
 class Admin:
     """Reads objects with the cluster's admin client certificate (an observer independent of the relay)."""
 
-    kubeconfig: str
-    kubectl_bin: Path
+    kube: Kube
 
     def __post_init__(self) -> None:
-        cfg = yaml.safe_load(Path(self.kubeconfig).read_text())
+        cfg = yaml.safe_load(Path(self.kube.kubeconfig).read_text())
         cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
         self.server: str = cluster["server"]
         self.ca: str = cluster["certificate-authority"]
@@ -65,11 +58,7 @@ class Admin:
         self._host, self._port = url.hostname or "127.0.0.1", url.port or 443
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(self.kubectl_bin), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
-                              text=True, input=input, timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-        return proc
+        return self.kube.kubectl(*args, input=input, check=check)
 
     def job(self, namespace: str, name: str) -> dict[str, Any]:
         conn = http.client.HTTPSConnection(self._host, self._port, context=self._ctx, timeout=10)
@@ -159,7 +148,7 @@ def checkpoint(w: Writer, epoch: int, loss: float, top: list[tuple[str, float]],
 
 @pytest.fixture
 def admin(kube: Any) -> Admin:
-    return Admin(kube.kubeconfig, Path(kube.bin_dir) / "kubectl")
+    return Admin(kube)
 
 
 @pytest.fixture
@@ -370,7 +359,7 @@ def private_cluster(tmp_path: Path) -> Iterator[tuple[Admin, Path]]:
     run_dir = tmp_path / "cp"
     info = ControlPlane(run_dir, ensure_binaries()).start()
     try:
-        admin = Admin(info.kubeconfig, Path(info.bin_dir) / "kubectl")
+        admin = Admin(Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "agent"))
         admin.kubectl("apply", "--server-side", "-f", str(CRD))
         # `kubectl wait` errors out (instead of waiting) while the new CRD has no conditions yet.
         poll(lambda: admin.kubectl("wait", "--for=condition=Established", "--timeout=10s", f"crd/{C.CRD_NAME}",

@@ -1,0 +1,478 @@
+"""The Helm chart on the real local API server: install, the operator running with the chart's
+ServiceAccount credentials (a TokenRequest token, not admin) through a real job, least privilege,
+the aggregated user roles, Pod Security, upgrade and uninstall.
+
+The chart's Deployment is installed with replicaCount=0: no container image can run here, and the
+operator runs in-process instead, with the exact command line and environment the Deployment gives
+it, under the chart's ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetest import Kube, dump, job, status, wait_for, wait_status
+from unit.chart.chartlib import CHART, REPO, container, env_of, find, one
+
+pytestmark = [pytest.mark.integration]
+
+OPERATOR_PKG = REPO / "operator" / "ltj_operator"
+# How RBAC refusals read in the operator's log: kopf's warnings for its observers, and the API's message.
+RBAC_REFUSAL = re.compile(r'Not enough permissions|is forbidden: User "[^"]*" cannot')
+
+
+# --- helm against the local cluster ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Helm:
+    bin: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(self.bin), *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def helm(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {**os.environ, "KUBECONFIG": kube.kubeconfig, "HELM_CONFIG_HOME": str(home / "config"),
+           "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+    return Helm(kube.bin_dir / "helm", env)
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    values: dict[str, Any]
+    objects: list[dict[str, Any]]  # what helm rendered for the cluster (helm get manifest)
+    notes: str
+
+    @property
+    def fullname(self) -> str:
+        return one(self.objects, "Deployment")["metadata"]["name"]
+
+    @property
+    def service_account(self) -> str:
+        return one(self.objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def _values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def install(helm: Helm, kube: Kube, tmp_path: Path, name: str, namespace: str, values: dict[str, Any],
+            upgrade: bool = False) -> Release:
+    """helm install (or upgrade) --wait; returns what the release holds now."""
+    values = {"replicaCount": 0, **values}
+    verb = ["upgrade"] if upgrade else ["install"]
+    out = helm(*verb, name, str(CHART), "--namespace", namespace, "--wait", "--timeout", "120s",
+               "-f", str(_values_file(tmp_path, values))).stdout
+    manifest = helm("get", "manifest", name, "--namespace", namespace).stdout
+    notes = helm("get", "notes", name, "--namespace", namespace).stdout
+    assert out.strip(), "helm printed nothing"
+    return Release(name, namespace, values, [d for d in yaml.safe_load_all(manifest) if d], notes)
+
+
+@pytest.fixture
+def operator_ns(kube: Kube, namespace: str) -> Iterator[str]:
+    """The release's namespace (the per-test `namespace` is where jobs go)."""
+    name = f"{namespace[:50]}-op"
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def release_name(namespace: str) -> str:
+    return f"ltj-{namespace[-5:]}"  # the namespace fixture's random suffix: unique per test
+
+
+# --- the operator with the chart's credentials ------------------------------------------------------
+
+
+def token_kubeconfig(kube: Kube, release: Release, path: Path) -> Path:
+    """A kubeconfig holding a bound token of the chart's ServiceAccount (TokenRequest API)."""
+    from ltj_localcluster.controlplane import ClusterInfo
+
+    token = kube.kubectl("create", "token", release.service_account, "-n", release.namespace,
+                         "--duration=2h").stdout.strip()
+    info = ClusterInfo.load(kube.run_dir)
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "chart-sa",
+        "clusters": [{"name": "local", "cluster": {"server": info.server,
+                                                   "certificate-authority": str(Path(info.pki_dir) / "ca.crt")}}],
+        "users": [{"name": "chart-sa", "user": {"token": token}}],
+        "contexts": [{"name": "chart-sa", "context": {"cluster": "local", "user": "chart-sa"}}],
+    }))
+    return path
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+
+@contextmanager
+def chart_operator(release: Release, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """kopf in-process with the Deployment's command line and environment, as the chart's ServiceAccount.
+
+    Yields the operator's log lines (kopf's and ours, collected from the root logger); after the block
+    the operator has stopped, and the log holds no RBAC refusal (kopf only warns about those)."""
+    from kopf.testing import KopfRunner
+
+    c = container(release.objects)
+    assert c["command"][0] == "kopf"
+    for name, value in env_of(release.objects).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)
+    runner = KopfRunner(c["command"][1:], timeout=60)
+    runner.__enter__()
+    try:
+        yield collect.lines
+    finally:
+        runner.__exit__(None, None, None)
+        logging.getLogger().removeHandler(collect)
+    assert runner.exception is None, runner.output[-5000:]
+    refusals = [ln for ln in collect.lines if RBAC_REFUSAL.search(ln)]
+    assert not refusals, "RBAC refusals in the operator's log:\n" + "\n".join(refusals[:20])
+    assert any("ltj operator configured" in ln for ln in collect.lines), "no operator log collected"
+
+
+def health_port() -> int:
+    from ltj_localcluster.controlplane import free_port
+
+    return free_port()
+
+
+def probe(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as rsp:
+        assert rsp.status == 200
+        return json.loads(rsp.read() or b"{}")
+
+
+def children(kube: Kube, namespace: str, name: str) -> dict[str, set[str]]:
+    """kind -> names of the job's children, found by the contract's labels."""
+    items = kube.get("pods,services,configmaps,serviceaccounts,roles,rolebindings", "-n", namespace,
+                     "-l", f"ltj.dev/job-name={name}")["items"]
+    out: dict[str, set[str]] = {}
+    for item in items:
+        out.setdefault(item["kind"], set()).add(item["metadata"]["name"])
+    return out
+
+
+def small_job(name: str, nodes: int) -> dict[str, Any]:
+    return job(name, nodes=nodes, training={"maxEpochs": 1, "earlyStopping": {"enabled": False}})
+
+
+def run_job_flow(kube: Kube, release: Release, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 nodes: int, until_succeeded: bool) -> None:
+    kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
+    # The token really is the ServiceAccount's, with its rights and not more.
+    who = subprocess.run([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o",
+                          "jsonpath={.status.userInfo.username}"], capture_output=True, text=True, timeout=30)
+    assert who.stdout == f"system:serviceaccount:{release.namespace}:{release.service_account}", who.stderr
+    name = f"chart-{uuid.uuid4().hex[:5]}"
+    with chart_operator(release, kubeconfig, monkeypatch) as log:
+        port = release.values["healthPort"]
+        wait_for(lambda: _probe_ok(port), 30, what="kopf's health endpoint")
+        kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(small_job(name, nodes)))
+        expected = {"Pod": {f"{name}-node-{i}" for i in range(nodes)}, "Service": {name},
+                    "ConfigMap": {f"{name}-config"}, "ServiceAccount": {f"{name}-relay"},
+                    "Role": {f"{name}-relay"}, "RoleBinding": {f"{name}-relay"}}
+        wait_for(lambda: children(kube, namespace, name) == expected, 90,
+                 what=f"{name}'s pods, service, config map and relay RBAC")
+        wait_status(kube, namespace, name, lambda st: st.get("phase") in ("Running", "Succeeded"), 240,
+                    "Running")
+        if until_succeeded:
+            # The relay reports with the token of the Role the operator granted: training status arrives.
+            st = wait_status(kube, namespace, name, lambda st: st.get("phase") in ("Succeeded", "Failed"), 420,
+                             "a terminal phase")
+            assert st["phase"] == "Succeeded", dump(kube, namespace)
+            assert (st.get("training") or {}).get("finished") is True, dump(kube, namespace)
+        assert probe(port) is not None  # still healthy at the end
+        assert any("Handler 'pod_event' succeeded" in ln for ln in log), "pod watch events never arrived"
+
+
+def _probe_ok(port: int) -> bool:
+    try:
+        probe(port)
+        return True
+    except OSError:
+        return False
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+def test_cluster_wide_install_runs_a_job_with_the_charts_credentials(kube, helm, namespace, operator_ns, tmp_path,
+                                                                      monkeypatch):
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"healthPort": health_port(), "rbac": {"create": True, "aggregatedRoles": {"create": False,
+                                                                                            "namePrefix": "ltj"}}})
+    assert "--all-namespaces" in container(rel.objects)["command"]
+    # NOTES tell the user how to submit a first job and watch it.
+    assert "kubectl -n default apply -f crds/samples/cpu-digits-2node.yaml" in rel.notes
+    assert "kubectl -n default get ltj -w" in rel.notes
+    run_job_flow(kube, rel, namespace, tmp_path, monkeypatch, nodes=2, until_succeeded=True)
+
+
+def test_namespaced_install_runs_a_job_with_only_roles_in_the_watched_namespace(kube, helm, namespace, operator_ns,
+                                                                                 tmp_path, monkeypatch):
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"healthPort": health_port(), "watchNamespaces": [namespace],
+                   "rbac": {"create": True, "aggregatedRoles": {"create": False, "namePrefix": "ltj"}}})
+    sa = f"system:serviceaccount:{operator_ns}:{rel.service_account}"
+
+    def can(*args: str) -> bool:
+        proc = kube.kubectl("auth", "can-i", f"--as={sa}", *args, check=False)
+        return proc.stdout.strip() == "yes"
+
+    assert can("create", "pods", "-n", namespace)
+    assert not can("create", "pods", "-n", operator_ns)  # only the watched namespace
+    assert not can("list", "pods", "--all-namespaces")
+    assert not can("list", "lightningtrainingjobs.ltj.dev", "--all-namespaces")
+    assert can("list", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can("get", "secrets", "-n", namespace)
+    run_job_flow(kube, rel, namespace, tmp_path, monkeypatch, nodes=1, until_succeeded=False)
+    # NOTES point at the watched namespace.
+    assert f"kubectl -n {namespace} get ltj -w" in rel.notes
+
+
+# Where the operator (or kopf on its behalf) makes each call; every rule in the chart must be listed
+# here and every listed call must still be in the code. Regexes over operator/ltj_operator (without the
+# relay, which runs with its own per-job token) or over kopf's own source.
+EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
+    ("ltj.dev", "lightningtrainingjobs", "list"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
+    ("ltj.dev", "lightningtrainingjobs", "watch"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
+    ("ltj.dev", "lightningtrainingjobs", "get"): [("op", r"kube\.get_job\("),
+                                                  ("op", r'def get_job\(.*\n.*\n?.*request\("GET"')],
+    ("ltj.dev", "lightningtrainingjobs", "delete"): [("op", r"kube\.delete_job\("),
+                                                     ("op", r"def delete_job\(.*\n.*self\._delete\(")],
+    ("ltj.dev", "lightningtrainingjobs/status", "patch"): [("op", r"kube\.patch_job_status\("),
+                                                           ("op", r'request\("PATCH", [^\n]*\+ "/status"')],
+    ("", "pods", "list"): [("op", r"kube\.list_pods\("), ("op", r'request\("GET", _collection\("v1", "Pod"')],
+    ("", "pods", "watch"): [("op", r'@kopf\.on\.event\("v1", "pods"')],
+    ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(manifest\)")],
+    ("", "pods", "get"): [("op", r'kube\.get\("v1", "Pod"')],
+    ("", "pods", "delete"): [("op", r"kube\.delete_pod\(")],
+    ("", "configmaps", "create"): [("op", r"render_config_map\(job\)"), ("op", r"kube\.ensure_config_map\(")],
+    ("", "configmaps", "get"): [("op", r'self\.get\("v1", "ConfigMap"')],
+    ("", "configmaps", "patch"): [("op", r'request\("PATCH", _item\("v1", "ConfigMap"')],
+    ("", "persistentvolumeclaims", "create"): [("op", r"pvc = render_pvc\(job\)")],
+    ("", "persistentvolumeclaims", "get"): [("op", r"kube\.claim_access_modes\("),
+                                            ("op", r'self\.get\("v1", "PersistentVolumeClaim"')],
+    ("", "services", "create"): [("op", r"render_service\(job\),")],
+    ("", "serviceaccounts", "create"): [("op", r"render_relay_service_account\(job\),")],
+    ("rbac.authorization.k8s.io", "roles", "create"): [("op", r"render_relay_role\(job\),")],
+    ("rbac.authorization.k8s.io", "rolebindings", "create"): [("op", r"render_relay_role_binding\(job\),")],
+    ("", "events", "create"): [("op", r"kopf\.event\("), ("kopf", r"EVENTS = Selector\('v1', 'events'\)")],
+    # kopf's resource observer watches CRDs (warns and stops noticing CRD changes without it).
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): [
+        ("kopf", r"resource = await insights\.backbone\.wait_for\(references\.CRDS\)")],
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): [
+        ("kopf", r"resource = await insights\.backbone\.wait_for\(references\.CRDS\)")],
+    # kopf's namespace observer, only when serving a list of namespaces (watchNamespaces set).
+    ("", "namespaces", "list"): [("kopf", r"if not settings\.scanning\.disabled and not clusterwide:")],
+    ("", "namespaces", "watch"): [("kopf", r"if not settings\.scanning\.disabled and not clusterwide:")],
+}
+
+
+def _sources() -> dict[str, str]:
+    import kopf
+
+    op = "\n".join(p.read_text() for p in sorted(OPERATOR_PKG.rglob("*.py")) if "relay" not in p.parts)
+    kopf_dir = Path(kopf.__file__).parent
+    return {"op": op, "kopf": "\n".join(p.read_text() for p in sorted(kopf_dir.rglob("*.py")))}
+
+
+def _relay_grants() -> set[tuple[str, str, str]]:
+    """What the operator grants each job's relay, from its own renderer (RBAC: it must hold it)."""
+    from ltj_operator import render, spec
+
+    body = job("grant-check", nodes=1)
+    body["metadata"].update(namespace="ns", uid="00000000-0000-0000-0000-000000000000", generation=1)
+    role = render.render_relay_role(spec.parse_job(body))
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def _rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    assert all("resourceNames" not in r and "nonResourceURLs" not in r for r in rules)
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_every_rule_is_used_by_the_operator(kube, helm, namespace, operator_ns, tmp_path):
+    """Least privilege: each (group, resource, verb) the chart grants is used by the code, or granted on."""
+    sources = _sources()
+    used = {key for key, evidence in EVIDENCE.items()
+            if all(re.search(pattern, sources[where]) for where, pattern in evidence)}
+    stale = sorted(set(EVIDENCE) - used)
+    assert not stale, f"the code no longer makes these calls; drop the rules (and the evidence): {stale}"
+    grants = _relay_grants()
+    assert grants, "the relay's Role grants nothing?"
+
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"rbac": {"create": True, "aggregatedRoles": {"create": False, "namePrefix": "ltj"}}})
+    installed = kube.get("clusterrole", rel.fullname)
+    granted = _rule_set(installed["rules"])
+    assert granted == _rule_set(one(rel.objects, "ClusterRole", rel.fullname)["rules"])
+    namespace_rules = {k for k in granted if k[1] == "namespaces"}
+    assert not namespace_rules, "cluster-wide kopf never lists namespaces"
+    unused = sorted(granted - used - grants)
+    assert not unused, f"rules no code uses (least privilege): {unused}"
+    # And the other way round: everything used or granted on is in the rules.
+    missing = sorted((used | grants) - granted - {k for k in used if k[1] == "namespaces"})
+    assert not missing, f"calls without a rule: {missing}"
+    # No rule lets the operator escalate around RBAC or read secrets.
+    assert not {v for _, _, v in granted} & {"escalate", "bind", "impersonate", "*"}
+    assert not {r for _, r, _ in granted} & {"secrets", "*", "clusterroles", "clusterrolebindings"}
+
+    # Namespaced mode: the namespaces observer is the only extra, and only there.
+    rendered = helm("template", "x", str(CHART), "--kube-version", "1.34.0", "--set",
+                    f"watchNamespaces={{{namespace}}}").stdout
+    objects = [d for d in yaml.safe_load_all(rendered) if d]
+    cluster = _rule_set(one(objects, "ClusterRole", "x-ltj-operator")["rules"])
+    role = _rule_set(one(objects, "Role", "x-ltj-operator")["rules"])
+    assert cluster == {k for k in used if k[0] == "apiextensions.k8s.io" or k[1] == "namespaces"}
+    assert role == granted - cluster
+
+
+def test_ltj_edit_user_submits_and_watches_jobs_only_in_their_namespace(kube, helm, namespace, operator_ns, tmp_path):
+    prefix = f"ltj-{namespace[-5:]}"
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"rbac": {"create": True, "aggregatedRoles": {"create": True, "namePrefix": prefix}}})
+    assert {o["metadata"]["name"] for o in find(rel.objects, "ClusterRole")} >= {f"{prefix}-edit", f"{prefix}-view"}
+    alice, bob, carol = (f"{n}-{namespace[-5:]}" for n in ("alice", "bob", "carol"))
+    kube.kubectl("create", "rolebinding", "alice-ltj", f"--clusterrole={prefix}-edit", f"--user={alice}",
+                 "-n", namespace)
+
+    def can(user: str, *args: str) -> bool:
+        return kube.kubectl("auth", "can-i", f"--as={user}", *args, check=False).stdout.strip() == "yes"
+
+    ltj = "lightningtrainingjobs.ltj.dev"
+    for verb in ("create", "get", "list", "watch", "patch", "delete"):
+        assert can(alice, verb, ltj, "-n", namespace), verb
+    assert can(alice, "get", ltj, "--subresource=status", "-n", namespace)
+    assert not can(alice, "patch", ltj, "--subresource=status", "-n", namespace)
+    assert not can(alice, "patch", "pods", "--subresource=status", "-n", namespace)
+    assert not can(alice, "patch", "pods", "-n", namespace)
+    assert not can(alice, "create", ltj, "-n", operator_ns)
+    assert not can(alice, "list", ltj, "--all-namespaces")
+
+    def as_user(user: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return kube.kubectl(f"--as={user}", *args, check=False, **kw)
+
+    # Real requests, not only can-i: create, watch, and the refused writes.
+    manifest = yaml.safe_dump(small_job("alices-job", 1))
+    created = as_user(alice, "create", "-n", namespace, "-f", "-", input=manifest)
+    assert created.returncode == 0, created.stderr
+    watch = as_user(alice, "get", "--raw",
+                    f"/apis/ltj.dev/v1alpha1/namespaces/{namespace}/lightningtrainingjobs?watch=1&timeoutSeconds=2")
+    assert watch.returncode == 0, watch.stderr
+    assert json.loads(watch.stdout.splitlines()[0])["object"]["metadata"]["name"] == "alices-job"
+    patched = as_user(alice, "patch", "ltj", "alices-job", "-n", namespace, "--subresource=status", "--type=merge",
+                      "-p", '{"status":{"phase":"Succeeded"}}')
+    assert patched.returncode != 0 and "forbidden" in patched.stderr.lower(), patched.stderr
+    elsewhere = as_user(alice, "create", "-n", operator_ns, "-f", "-", input=manifest)
+    assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr.lower(), elsewhere.stderr
+    assert not status(kube, namespace, "alices-job").get("phase") == "Succeeded"
+
+    # Aggregation: the built-in edit and view roles now carry the job rights.
+    kube.kubectl("create", "rolebinding", "bob-edit", "--clusterrole=edit", f"--user={bob}", "-n", namespace)
+    kube.kubectl("create", "rolebinding", "carol-view", "--clusterrole=view", f"--user={carol}", "-n", namespace)
+    wait_for(lambda: can(bob, "create", ltj, "-n", namespace), 30, what="aggregation into edit")
+    wait_for(lambda: can(carol, "get", ltj, "--subresource=status", "-n", namespace), 30, what="aggregation into view")
+    assert can(carol, "watch", ltj, "-n", namespace)
+    assert not can(carol, "create", ltj, "-n", namespace)
+    assert not can(bob, "patch", ltj, "--subresource=status", "-n", namespace)
+    kube.kubectl("delete", "ltj", "alices-job", "-n", namespace, "--wait=false")
+
+
+def test_operator_pod_passes_restricted_pod_security(kube, helm, namespace, operator_ns, tmp_path):
+    """The operator pod is admitted by Pod Security `restricted` (server-side dry run of the real pod)."""
+    kube.kubectl("label", "namespace", operator_ns, "pod-security.kubernetes.io/enforce=restricted")
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"rbac": {"create": True, "aggregatedRoles": {"create": False, "namePrefix": "ltj"}}})
+    template = one(rel.objects, "Deployment")["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psa-check", **template["metadata"]},
+           "spec": template["spec"]}
+    ok = kube.kubectl("create", "--dry-run=server", "-n", operator_ns, "-f", "-", input=json.dumps(pod), check=False)
+    assert ok.returncode == 0, ok.stderr
+    # The check is live: the same pod allowed to escalate privileges is refused.
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    bad = kube.kubectl("create", "--dry-run=server", "-n", operator_ns, "-f", "-", input=json.dumps(pod),
+                       check=False)
+    assert bad.returncode != 0 and "violates PodSecurity" in bad.stderr, bad.stderr
+
+
+def _labelled(kube: Kube, release: str) -> set[str]:
+    """kind/name (namespace) of every object in the cluster with the release's instance label."""
+    kinds = kube.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+    kinds = [k for k in kinds if k not in ("events", "events.events.k8s.io")]
+    out = kube.kubectl("get", ",".join(kinds), "-A", "-l", f"app.kubernetes.io/instance={release}",
+                       "-o", "json").stdout
+    return {f"{i['kind']}/{i['metadata']['name']} ({i['metadata'].get('namespace', '')})"
+            for i in json.loads(out)["items"]}
+
+
+def test_upgrade_and_uninstall_leave_no_orphans(kube, helm, namespace, operator_ns, tmp_path):
+    name = release_name(namespace)
+    prefix = f"ltj-{namespace[-5:]}"
+    values = {"rbac": {"create": True, "aggregatedRoles": {"create": True, "namePrefix": prefix}}}
+    rel = install(helm, kube, tmp_path, name, operator_ns, values)
+
+    def rendered(r: Release) -> set[str]:
+        return {f"{o['kind']}/{o['metadata']['name']} ({o['metadata'].get('namespace', '')})" for o in r.objects}
+
+    def live() -> set[str]:
+        # ReplicaSets carry the pod template's labels; the Deployment owns them.
+        return {o for o in _labelled(kube, name) if not o.startswith("ReplicaSet/")}
+
+    assert live() == rendered(rel)
+    # Upgrade to namespaced RBAC: the Role and RoleBinding appear, the rules move out of the ClusterRole.
+    narrow = install(helm, kube, tmp_path, name, operator_ns, {**values, "watchNamespaces": [namespace],
+                                                                "logLevel": "DEBUG"}, upgrade=True)
+    assert one(narrow.objects, "Role", rel.fullname, namespace)
+    assert live() == rendered(narrow)
+    deployed = kube.get("deployment", rel.fullname, "-n", operator_ns)["spec"]["template"]["spec"]
+    assert {"name": "LTJ_LOG_LEVEL", "value": "DEBUG"} in deployed["containers"][0]["env"]
+    assert f"--namespace={namespace}" in deployed["containers"][0]["command"]
+    # Back to cluster-wide: helm deletes what is no longer rendered.
+    wide = install(helm, kube, tmp_path, name, operator_ns, values, upgrade=True)
+    assert not find(wide.objects, "Role")
+    assert live() == rendered(wide)
+    assert kube.kubectl("get", "role", rel.fullname, "-n", namespace, check=False).returncode != 0
+
+    helm("uninstall", name, "--namespace", operator_ns, "--wait", "--timeout", "120s")
+    # ReplicaSets (labelled through the pod template) go with the garbage collector.
+    wait_for(lambda: not _labelled(kube, name), 60, what="no objects of the release left")
+    secrets = kube.get("secrets", "-n", operator_ns, "-l", f"owner=helm,name={name}")["items"]
+    assert not secrets, "helm's release records left behind"
+    # The CRD stays (Helm never deletes crds/; deleting it would delete every job): documented.
+    assert kube.kubectl("get", "crd", "lightningtrainingjobs.ltj.dev", check=False).returncode == 0
