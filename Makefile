@@ -31,7 +31,7 @@ demo: venv binaries
 test: venv binaries
 	@bash hack/run-pytest.sh tests $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv binaries  # the chart's unit tests run helm
 	@bash hack/run-pytest.sh tests/unit $(PYTEST_ARGS)
 
 test-integration: venv binaries

@@ -58,8 +58,13 @@ if [ ! -x "$dest/etcd" ] && ! have etcd "$ETCD_VERSION"; then
 fi
 if [ ! -x "$dest/helm" ] && ! have helm "$HELM_VERSION"; then
   log "building helm v$HELM_VERSION"
-  GOBIN="$dest" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  # Without the k8sVersion stamps helm assumes Kubernetes v1.20 for `helm template`/`lint`.
+  kminor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  hldf="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    hldf+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
+  done
+  GOBIN="$dest" go install -trimpath -ldflags "$hldf" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 fi
 log "binaries ready in $dest ($(( $(date +%s) - start ))s)"
 echo "$dest"
