@@ -13,19 +13,20 @@ dest="$cache/bin/k8s-v$KUBE_VERSION-etcd-v$ETCD_VERSION-helm-v$HELM_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
 
-version_of() {  # version_of NAME PATH: the binary's own version line
+version_of() {  # version_of NAME PATH: the binary's own version output (captured: no SIGPIPE races)
   case "$1" in
-    kubectl) "$2" version --client 2>/dev/null | head -1 ;;
-    helm) "$2" version --short 2>/dev/null ;;
-    *) "$2" --version 2>/dev/null | head -1 ;;
+    kubectl) "$2" version --client 2>/dev/null || true ;;
+    helm) "$2" version --short 2>/dev/null || true ;;
+    *) "$2" --version 2>/dev/null || true ;;
   esac
 }
 
 have() {  # have NAME VERSION: a matching binary from KUBEBUILDER_ASSETS or PATH, copied into dest
-  local name=$1 want=$2 cand
+  local name=$1 want=$2 cand out
   for cand in ${KUBEBUILDER_ASSETS:+"$KUBEBUILDER_ASSETS/$name"} "$(command -v "$name" 2>/dev/null || true)"; do
     [ -n "$cand" ] && [ -x "$cand" ] || continue
-    if version_of "$name" "$cand" | grep -q "v\?$want\b"; then
+    out=$(version_of "$name" "$cand")
+    if [[ "$out" =~ (^|[^0-9.])v?${want//./\.}([^0-9]|$) ]]; then
       log "using $cand ($want)"; cp "$cand" "$dest/$name"; return 0
     fi
   done

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .controlplane import ClusterInfo
 from .env import service_env_vars
 from .hostsfiles import HostsRegistry
 from .kubeapi import Informer, KubeApi
@@ -45,57 +46,11 @@ from .pods import AgentContext, PodManager, default_base_env
 from .provisioner import Provisioner
 from .proxy import TcpProxy
 from .quantity import QuantityError, parse_quantity
+from .simulate import SimulatedPods
 
 log = logging.getLogger("ltj_localcluster.agent")
 
 HOST_IP = "127.0.0.1"
-
-
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    kubeconfig: str
-    server: str
-    api_host: str
-    api_port: int
-    bridge: str
-    bridge_ip: str
-    subnet: str
-    pki_dir: str
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "cluster.json") -> "ClusterInfo":
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: must be a JSON object")
-        values: dict[str, Any] = {}
-        for name, typ in (
-            ("kubeconfig", str),
-            ("server", str),
-            ("api_host", str),
-            ("api_port", int),
-            ("bridge", str),
-            ("bridge_ip", str),
-            ("subnet", str),
-            ("pki_dir", str),
-        ):
-            if name not in raw:
-                raise ConfigError(f"{source}: {name}: required")
-            value = raw[name]
-            if typ is int and isinstance(value, bool) or not isinstance(value, typ):
-                raise ConfigError(f"{source}: {name}: must be {typ.__name__}, got {value!r}")
-            values[name] = value
-        return cls(**values)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "ClusterInfo":
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        return cls.from_dict(raw, str(path))
 
 
 @dataclass(frozen=True)
@@ -111,6 +66,7 @@ class AgentConfig:
     default_storage_class: bool = True
     backoff_base: float = 10.0
     pass_env: tuple[str, ...] = ()
+    simulate: bool = False  # pods go Running without processes (simulate.py)
 
     @property
     def node_names(self) -> list[str]:
@@ -133,6 +89,8 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, str]:
     p.add_argument("--no-default-storage-class", action="store_true", help="do not mark ltj-local as default")
     p.add_argument("--restart-backoff", type=float, default=10.0, help="base of the container restart back-off")
     p.add_argument("--pass-env", action="append", default=[], help="agent environment variable to pass to containers")
+    p.add_argument("--simulate", action="store_true",
+                   help="report pods Running without running them (benchmarks; see simulate.py)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     if a.nodes < 1:
@@ -146,8 +104,8 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, str]:
         except QuantityError as exc:
             p.error(f"{flag}: {exc}")
     try:
-        info = ClusterInfo.load(a.cluster_info)
-    except ConfigError as exc:
+        info = ClusterInfo.read(a.cluster_info)
+    except ValueError as exc:
         p.error(str(exc))
     cfg = AgentConfig(
         cluster_info=info,
@@ -161,6 +119,7 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, str]:
         default_storage_class=not a.no_default_storage_class,
         backoff_base=a.restart_backoff,
         pass_env=tuple(a.pass_env),
+        simulate=a.simulate,
     )
     return cfg, a.log_level
 
@@ -233,7 +192,7 @@ class Agent:
         logs_server = LogsServer(index)
         tasks: list[asyncio.Task[Any]] = []
         nodes: NodeManager | None = None
-        manager: PodManager | None = None
+        manager: PodManager | SimulatedPods | None = None
         try:
             version = await wait_for_api(api, 120)
             await network.check()
@@ -274,7 +233,7 @@ class Agent:
                 base_env=base_env,
                 backoff_base=cfg.backoff_base,
             )
-            manager = PodManager(ctx, set(cfg.node_names))
+            manager = SimulatedPods(api, set(cfg.node_names), HOST_IP) if cfg.simulate else PodManager(ctx, set(cfg.node_names))
             pods = Informer(api, "/api/v1/pods", manager.on_event, {"fieldSelector": "spec.nodeName!="}, name="pods")
             tasks.append(asyncio.create_task(pods.run(), name="pods"))
             await asyncio.wait_for(pods.synced.wait(), 60)

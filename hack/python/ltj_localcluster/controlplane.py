@@ -16,8 +16,9 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from . import pki as pkimod
 
@@ -32,8 +33,6 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 class ClusterInfo:
     """What clients of a running cluster need; written to <run>/cluster.json."""
 
-    run_dir: str
-    bin_dir: str
     kubeconfig: str
     server: str
     api_host: str
@@ -42,10 +41,38 @@ class ClusterInfo:
     bridge_ip: str
     subnet: str
     pki_dir: str
+    run_dir: str = ""
+    bin_dir: str = ""
 
-    @staticmethod
-    def load(run_dir: str | os.PathLike[str]) -> "ClusterInfo":
-        return ClusterInfo(**json.loads((Path(run_dir) / "cluster.json").read_text()))
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "cluster.json") -> "ClusterInfo":
+        """Validated: a missing or mistyped entry is a ValueError naming it."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: must be a JSON object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            typ = int if f.type in ("int", int) else str
+            if f.name not in raw:
+                if f.default is MISSING:
+                    raise ValueError(f"{source}: {f.name}: required")
+                continue
+            value = raw[f.name]
+            if isinstance(value, bool) or not isinstance(value, typ):
+                raise ValueError(f"{source}: {f.name}: must be {typ.__name__}, got {value!r}")
+            values[f.name] = value
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> "ClusterInfo":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> "ClusterInfo":
+        return cls.read(Path(run_dir) / "cluster.json")
 
 
 def free_port() -> int:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ltj_localcluster.agent import ClusterInfo, ConfigError, parse_args
+from ltj_localcluster.agent import parse_args
+from ltj_localcluster.controlplane import ClusterInfo
 from ltj_localcluster.images import ImageError, image_name, resolve_argv
 from ltj_localcluster.kubeapi import load_kubeconfig
 from ltj_localcluster.network import IpPool, NetworkError
@@ -57,9 +58,9 @@ def test_image_entrypoints() -> None:
 def test_cluster_info_validation() -> None:
     info = ClusterInfo.from_dict(CLUSTER)
     assert info.api_port == 6443 and info.bridge == "ltjbr1"
-    with pytest.raises(ConfigError, match="cluster.json: bridge_ip: required"):
+    with pytest.raises(ValueError, match="cluster.json: bridge_ip: required"):
         ClusterInfo.from_dict({k: v for k, v in CLUSTER.items() if k != "bridge_ip"})
-    with pytest.raises(ConfigError, match="api_port: must be int"):
+    with pytest.raises(ValueError, match="api_port: must be int"):
         ClusterInfo.from_dict({**CLUSTER, "api_port": "6443"})
 
 
