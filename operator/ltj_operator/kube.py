@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -92,7 +93,9 @@ class Kube:
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
+            # KUBECONFIG read now: the client's own default is frozen when `kubernetes` is first imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                    client_configuration=configuration)
         return cls(client.ApiClient(configuration))
 
     # -- transport --
