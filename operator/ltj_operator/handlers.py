@@ -53,6 +53,13 @@ def _watched(memo: Any, namespace: str | None, **_: Any) -> bool:
     return config is None or config.watches(namespace)
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster token, else KUBECONFIG as it is now (kopf's default login goes through the kubernetes
+    client, whose KUBECONFIG default is frozen when the library is first imported)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     try:
