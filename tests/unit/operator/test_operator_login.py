@@ -36,3 +36,18 @@ def test_kubeconfig_is_read_at_login(tmp_path) -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "https://127.0.0.1:6999"
+
+
+def test_kopf_login_reads_kubeconfig_at_login(tmp_path, monkeypatch) -> None:
+    import logging
+
+    import kopf
+
+    from ltj_operator.handlers import login
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    info = login(settings=kopf.OperatorSettings(), logger=logging.getLogger("t"))
+    assert info is not None and info.server == "https://127.0.0.1:6999" and info.token == "t"
