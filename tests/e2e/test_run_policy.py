@@ -15,7 +15,7 @@ def _patch(kube, namespace, name, patch: str) -> None:
 
 
 def test_suspend_keeps_status_and_checkpoints_and_resume_continues(kube, namespace, operator):
-    name = apply(kube, namespace, job("suspend", nodes=1, training={"maxEpochs": 6, "earlyStopping": {"enabled": False}}))
+    name = apply(kube, namespace, job("suspend", nodes=1, training={"maxEpochs": 30, "earlyStopping": {"enabled": False}}))
     wait_status(kube, namespace, name, lambda st: (st.get("training") or {}).get("lastCheckpoint"), 420,
                 "a first checkpoint")
     _patch(kube, namespace, name, '{"spec":{"runPolicy":{"suspend":true}}}')
@@ -24,6 +24,7 @@ def test_suspend_keeps_status_and_checkpoints_and_resume_continues(kube, namespa
     assert condition(st, "Suspended")["status"] == "True"
     kept = status(kube, namespace, name)["training"]
     assert kept["lastCheckpoint"]
+    assert not kept.get("finished"), "the job finished before the suspension took effect: make it longer"
 
     _patch(kube, namespace, name, '{"spec":{"runPolicy":{"suspend":false}}}')
     st = wait_terminal(kube, namespace, name)

@@ -80,7 +80,7 @@ def test_early_stopping_is_reported(kube, namespace, operator):
 
 
 def test_sigkilled_trainer_restarts_gang_and_resumes_from_checkpoint(kube, namespace, operator):
-    name = apply(kube, namespace, job("kill", training={"maxEpochs": 8, "earlyStopping": {"enabled": False}}))
+    name = apply(kube, namespace, job("kill", training={"maxEpochs": 20, "earlyStopping": {"enabled": False}}))
     before = wait_status(kube, namespace, name, lambda st: (st.get("training") or {}).get("lastCheckpoint"),
                          420, "a first checkpoint")
     kill_trainer(kube, namespace, f"{name}-node-1", signal.SIGKILL)
