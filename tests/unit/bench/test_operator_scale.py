@@ -1,0 +1,123 @@
+"""Pure parts of benchmarks/operator_scale.py: statistics, ratios, tables, audit counting, manifests."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+_PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "operator_scale.py"
+_spec = importlib.util.spec_from_file_location("operator_scale", _PATH)
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["operator_scale"] = bench  # dataclasses look their module up while the class is made
+_spec.loader.exec_module(bench)
+
+
+def test_percentile_interpolates_and_ignores_nan() -> None:
+    assert bench.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 99) == pytest.approx(3.97)
+    assert bench.percentile([5.0], 99) == 5.0
+    assert bench.percentile([1.0, float("nan"), 3.0], 50) == 2.0
+    assert math.isnan(bench.percentile([], 50))
+
+
+def test_ratio() -> None:
+    assert bench.ratio(3.0, 2.0) == 1.5
+    assert math.isnan(bench.ratio(1.0, 0.0))
+    assert math.isnan(bench.ratio(float("nan"), 1.0))
+
+
+def test_parse_sizes() -> None:
+    assert bench.parse_sizes("200, 1,50,50", "--sizes") == [1, 50, 200]
+    assert bench.parse_sizes("", "--scale") == []
+    with pytest.raises(argparse.ArgumentTypeError, match="--sizes: 'x' is not an integer"):
+        bench.parse_sizes("1,x", "--sizes")
+    with pytest.raises(argparse.ArgumentTypeError, match="--scale: sizes must be >= 1"):
+        bench.parse_sizes("0", "--scale")
+
+
+def test_table_is_markdown_with_dashes_for_missing() -> None:
+    text = bench.table(["system", "N", "s"], [["ltj", 50, 1.234], ["peer", 200, float("nan")]])
+    lines = text.splitlines()
+    assert lines[0] == "| system | N   | s    |"
+    assert lines[1] == "|-------:|----:|-----:|"
+    assert lines[2] == "|    ltj |  50 | 1.23 |"
+    assert lines[3] == "|   peer | 200 |    - |"
+
+
+def _audit(ua: str, verb: str, stage: str, ts: str, resource: str = "pods", sub: str = "") -> str:
+    ref = {"resource": resource, **({"subresource": sub} if sub else {})}
+    return json.dumps({"userAgent": ua, "verb": verb, "stage": stage, "requestReceivedTimestamp": ts,
+                       "objectRef": ref, "requestURI": f"/api/v1/{resource}"})
+
+
+def test_audit_counts_by_agent_verb_and_window() -> None:
+    t = bench._rfc3339("2026-01-02T03:04:05.500000Z")
+    assert t is not None and t % 1 == pytest.approx(0.5)
+    lines = [
+        _audit("kopf/1.0", "create", "ResponseComplete", "2026-01-02T03:04:05.500000Z", "events"),
+        _audit("OpenAPI-Generator/37/python", "patch", "ResponseComplete", "2026-01-02T03:04:06.000000Z",
+               "lightningtrainingjobs", "status"),
+        # a watch counts once, when it starts
+        _audit("kopf/1.0", "watch", "ResponseStarted", "2026-01-02T03:04:06.000000Z"),
+        _audit("kopf/1.0", "watch", "ResponseComplete", "2026-01-02T03:04:06.000000Z"),
+        # only the completed stage of other requests
+        _audit("training-operator/v0.0.0", "create", "ResponseStarted", "2026-01-02T03:04:06.000000Z"),
+        _audit("training-operator/v0.0.0", "create", "ResponseComplete", "2026-01-02T03:04:06.000000Z"),
+        # outside the window, someone else's, garbage
+        _audit("kopf/1.0", "get", "ResponseComplete", "2026-01-02T03:04:09.000000Z"),
+        _audit("kube-scheduler/v1.34", "create", "ResponseComplete", "2026-01-02T03:04:06.000000Z", "bindings"),
+        '{"torn',
+    ]
+    counts = bench.audit_counts(lines, {"ltj": ("kopf/", "OpenAPI-Generator/"), "peer": ("training-operator",)},
+                                t, t + 1.0)
+    assert counts == {"ltj": {"create events": 1, "patch lightningtrainingjobs/status": 1, "watch pods": 1},
+                      "peer": {"create pods": 1}}
+
+
+def test_workload_summary_and_ratios() -> None:
+    w = bench.Workload("ltj", 2, t0=100.0, submit={"a": 100.0, "b": 100.5}, created={"a": 101.0, "b": 102.5},
+                       running={"a": 102.0}, requests={"create pods": 4, "get pods": 6})
+    s = w.summary()
+    assert s["created_p50_s"] == pytest.approx(1.5) and s["created_total_s"] == pytest.approx(2.5)
+    assert s["running_p50_s"] == pytest.approx(2.0)
+    assert math.isnan(s["running_total_s"])  # not every job ran: no total
+    assert s["requests_per_job"] == 5.0 and s["writes_per_job"] == 2.0
+    floor = bench.Workload("floor", 2, t0=0.0, submit={"a": 0.0, "b": 0.0}, created={"a": 1.0, "b": 1.25},
+                           running={"a": 1.0, "b": 2.0})
+    rows = bench.workload_rows([w, floor])
+    assert rows[0]["created_vs_floor"] == pytest.approx(2.0)
+    assert math.isnan(rows[0]["running_vs_floor"])
+    assert "created_vs_peer" not in rows[0]
+
+
+def test_job_manifests() -> None:
+    ltj = bench.ltj_job("ns", "j1", finish=True)
+    assert ltj["spec"]["nodes"] == 2 and ltj["spec"]["output"] == {"claimName": bench.OUTPUT_CLAIM}
+    assert ltj["spec"]["podTemplate"]["metadata"]["annotations"] == {bench.SIM_EXIT: "0"}
+    assert "podTemplate" not in bench.ltj_job("ns", "j1", finish=False)["spec"]
+    pt = bench.pytorch_job("ns", "j1", finish=False)
+    specs = pt["spec"]["pytorchReplicaSpecs"]
+    assert sorted(specs) == ["Master", "Worker"] and all(r["replicas"] == 1 for r in specs.values())
+    assert pt["spec"]["runPolicy"]["cleanPodPolicy"] == ltj["spec"]["runPolicy"]["cleanPodPolicy"] == "None"
+    assert bench.condition_true({"status": {"conditions": [{"type": "Running", "status": "True"}]}}, "Running")
+    assert not bench.condition_true({"status": {"conditions": [{"type": "Running", "status": "False"}]}}, "Running")
+
+
+def test_floor_objects_are_the_operators_pods_without_owner() -> None:
+    objs = bench.floor_objects("ns", "j1", everything=False)
+    assert [o["kind"] for o in objs] == ["ServiceAccount", "Service", "Pod", "Pod"]
+    assert all("ownerReferences" not in o["metadata"] for o in objs)
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Pod"] == ["j1-node-0", "j1-node-1"]
+    everything = bench.floor_objects("ns", "j1", everything=True)
+    assert sorted(o["kind"] for o in everything) == ["ConfigMap", "Pod", "Pod", "Role", "RoleBinding",
+                                                    "Service", "ServiceAccount"]
