@@ -12,17 +12,25 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Mapping
 
 import kopf
 
 from . import constants as C
 from .config import ConfigError, OperatorConfig
-from .kube import Kube
+from .diffbase import EventsOnlyDiffBaseStorage
+from .kube import Kube, ObjectCache
 from .reconcile import reconcile
 from .workqueue import WorkQueue
 
 log = logging.getLogger("ltj_operator")
+
+# A finished job changes only through events (its pods finishing or being cleaned up; the TTL comes
+# back as a requeue time), so it is resynced this many times less often than an active one: the
+# periodic reads of hundreds of finished jobs would otherwise be most of the operator's API traffic.
+FINISHED_RESYNC_FACTOR = 10
+# Only our pods: the API server filters the pod watch instead of sending every pod of the cluster.
+POD_SELECTOR = f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY},{C.LABEL_JOB_NAME}"
 
 
 def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -38,14 +46,24 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     # kopf's own bookkeeping (unused by event handlers, but never under kopf.zalando.org on our objects).
     settings.persistence.finalizer = f"{C.GROUP}/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=C.GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = EventsOnlyDiffBaseStorage()
     # Re-establish watches regularly so a silently dropped connection cannot stall the operator.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.execution.max_workers = max(4, config.workers)
+    settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
+
+
+def next_pass_in(outcome: Any, config: OperatorConfig) -> float | None:
+    """Seconds until the job's next pass (None: the job is gone)."""
+    if outcome.gone:
+        return None
+    decision = outcome.decision
+    finished = decision is not None and decision.status.get("phase") in C.TERMINAL_PHASES
+    resync = config.resync_seconds * (FINISHED_RESYNC_FACTOR if finished else 1)
+    return resync if outcome.requeue_after is None else min(outcome.requeue_after, resync)
 
 
 def _watched(memo: Any, namespace: str | None, **_: Any) -> bool:
@@ -67,8 +85,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     except ConfigError as exc:
         raise kopf.PermanentError(f"invalid operator configuration: {exc}") from None
     logging.getLogger("ltj_operator").setLevel(config.log_level)
+    # kopf logs every handled watch event at INFO ("Handler 'pod_event' succeeded."): thousands of lines
+    # and a twentieth of the event loop's time when many jobs start at once. Its warnings still show.
+    logging.getLogger("kopf.objects").setLevel(config.log_level if config.log_level == "DEBUG" else "WARNING")
     configure_settings(settings, config)
-    kube = Kube.from_environment()
+    # Cached reads are re-checked against the API server once per resync period (see ObjectCache).
+    cache = ObjectCache(max_age=0.9 * config.resync_seconds)
+    kube = Kube.from_environment(cache, workers=config.workers)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ltj-reconcile")
 
     async def work(key: tuple[str, str]) -> float | None:
@@ -80,14 +103,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                 kopf.event(dict(outcome.body), type=note.type, reason=note.reason, message=note.message)
         if outcome.error is not None:
             raise outcome.error  # the work queue retries with backoff
-        if outcome.gone:
-            return None
-        return outcome.requeue_after if outcome.requeue_after is not None else config.resync_seconds
+        return next_pass_in(outcome, config)
 
     memo.config = config
     memo.kube = kube
+    memo.cache = cache
     memo.executor = executor
-    memo.queue = WorkQueue(work, resync_seconds=config.resync_seconds)
+    memo.queue = WorkQueue(work, resync_seconds=config.resync_seconds * FINISHED_RESYNC_FACTOR)
     logger.info("ltj operator configured: %s", config)
 
 
@@ -99,17 +121,29 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     executor = getattr(memo, "executor", None)
     if executor is not None:
         executor.shutdown(wait=False, cancel_futures=True)
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.close()
 
 
 @kopf.on.event(C.GROUP, C.VERSION, C.PLURAL, when=_watched)
-async def job_event(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(namespace: str, name: str, event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     # Listing at startup delivers every existing job here too: that is how reconciliation resumes.
+    if event.get("type") == "DELETED":
+        memo.cache.forget_job(namespace, name)
+    elif isinstance(event.get("object"), Mapping):
+        memo.cache.put_job(event["object"])
     memo.queue.poke((namespace, name))
 
 
 @kopf.on.event("v1", "pods", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_JOB_NAME: kopf.PRESENT},
                when=_watched)
-async def pod_event(namespace: str, labels: Any, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(namespace: str, labels: Any, event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    if isinstance(event.get("object"), Mapping):
+        if event.get("type") == "DELETED":
+            memo.cache.forget_pod(event["object"])
+        else:
+            memo.cache.put_pod(event["object"])
     memo.queue.poke((namespace, labels[C.LABEL_JOB_NAME]))
 
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from . import constants as C
+from .podview import PodView, observe_pod
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +81,159 @@ def _item(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{_collection(api_version, kind, namespace)}/{quote(name, safe='')}"
 
 
-class Kube:
-    """Synchronous calls; the reconciler runs them in a worker thread."""
+def _rv(obj: Mapping[str, Any]) -> int | None:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
 
-    def __init__(self, api_client: Any, timeout: float = 30.0, field_manager: str = C.MANAGED_BY):
+
+def _newer(rv: int | None, than: int | None) -> bool:
+    """Whether a version with resourceVersion `rv` may replace one with `than` (unknown: yes)."""
+    return rv is None or than is None or rv >= than
+
+
+@dataclass(frozen=True)
+class _CachedPod:
+    rv: int | None
+    view: PodView
+
+
+class ObjectCache:
+    """The newest version seen of each active job and of the views of its pods, fed by watch events,
+    by the responses to our own writes and by direct reads (thread-safe: events arrive on the event
+    loop, reads and writes in worker threads).
+
+    A job's body is served from here within `max_age` of the last time the API server showed it (a
+    GET, a status patch's response, or a watch event); a job's pod list within max_age of the last
+    LIST of them (single pod events keep it current but cannot prove that no pod is missing). After
+    that the reconciler reads the API server again and the cache is corrected. So a watch event kopf
+    never delivers (it does not report objects deleted while a watch was down) cannot mislead the
+    operator for longer than max_age, while the passes that events trigger in between cost no reads.
+    Finished jobs are not kept (their passes are rare); pods are kept as PodViews, not bodies.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic):
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, str], tuple[Manifest, float]] = {}  # key -> (body, verified at)
+        self._pods: dict[tuple[str, str], dict[str, _CachedPod]] = {}  # (ns, job) -> pod name -> view
+        self._pods_verified: dict[tuple[str, str], float] = {}
+        self._deleted: dict[str, float] = {}  # uids of deleted pods (a late write response must not revive one)
+        self._claims: dict[tuple[str, str], tuple[tuple[str, ...], float]] = {}
+
+    # -- claims (access modes of a bound claim do not change; several jobs often share one claim) --
+    def claim_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        with self._lock:
+            entry = self._claims.get((namespace, name))
+            if entry is None or self.clock() - entry[1] > self.max_age:
+                return None
+            return entry[0]
+
+    def put_claim_modes(self, namespace: str, name: str, modes: tuple[str, ...]) -> None:
+        with self._lock:
+            self._claims[(namespace, name)] = (modes, self.clock())
+
+    # -- jobs --
+    def job(self, namespace: str, name: str) -> Manifest | None:
+        with self._lock:
+            entry = self._jobs.get((namespace, name))
+            if entry is None or self.clock() - entry[1] > self.max_age:
+                return None
+            return entry[0]
+
+    def put_job(self, body: Mapping[str, Any]) -> None:
+        """A job's body as the API server just showed it (a read, a write's response or a watch event)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        finished = (body.get("status") or {}).get("phase") in C.TERMINAL_PHASES
+        with self._lock:
+            entry = self._jobs.get(key)
+            if finished or meta.get("deletionTimestamp"):
+                self._jobs.pop(key, None)
+            elif entry is None or _newer(_rv(body), _rv(entry[0])):
+                self._jobs[key] = (dict(body), self.clock())
+
+    def forget_job(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._jobs.pop((namespace, name), None)
+            self._pods.pop((namespace, name), None)
+            self._pods_verified.pop((namespace, name), None)
+
+    # -- pods --
+    def pods(self, namespace: str, job_name: str) -> tuple[PodView, ...] | None:
+        key = (namespace, job_name)
+        with self._lock:
+            verified = self._pods_verified.get(key)
+            if verified is None or self.clock() - verified > self.max_age:
+                return None
+            return tuple(p.view for p in self._pods.get(key, {}).values())
+
+    def put_pods(self, namespace: str, job_name: str, items: Sequence[Mapping[str, Any]], list_rv: int | None) -> None:
+        """The result of a LIST of the job's pods: authoritative as of list_rv."""
+        key = (namespace, job_name)
+        with self._lock:
+            fresh = {str((p.get("metadata") or {}).get("name")): _CachedPod(_rv(p), observe_pod(p)) for p in items
+                     if str((p.get("metadata") or {}).get("uid") or "") not in self._deleted}
+            # Keep what events or writes brought in after the list was taken.
+            for name, cached in self._pods.get(key, {}).items():
+                if list_rv is not None and cached.rv is not None and cached.rv > list_rv:
+                    if name not in fresh or _newer(cached.rv, fresh[name].rv):
+                        fresh[name] = cached
+            self._pods[key] = fresh
+            self._pods_verified[key] = self.clock()
+
+    def put_pod(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        job_name = (meta.get("labels") or {}).get(C.LABEL_JOB_NAME)
+        if not job_name:
+            return
+        key, name = (str(meta.get("namespace") or ""), str(job_name)), str(meta.get("name") or "")
+        rv = _rv(body)
+        with self._lock:
+            if str(meta.get("uid") or "") in self._deleted:
+                return
+            pods = self._pods.setdefault(key, {})
+            current = pods.get(name)
+            if current is None or _newer(rv, current.rv):
+                pods[name] = _CachedPod(rv, observe_pod(body))
+
+    def forget_pod(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        job_name = (meta.get("labels") or {}).get(C.LABEL_JOB_NAME)
+        uid = str(meta.get("uid") or "")
+        now = self.clock()
+        with self._lock:
+            if uid:
+                self._deleted[uid] = now
+                if len(self._deleted) > 1000:  # tombstones only need to outlive in-flight write responses
+                    for old in [u for u, t in self._deleted.items() if now - t > 10 * self.max_age]:
+                        del self._deleted[old]
+            pods = self._pods.get((str(meta.get("namespace") or ""), str(job_name or "")))
+            name = str(meta.get("name") or "")
+            if pods is not None and name in pods and (not uid or pods[name].view.uid == uid):
+                del pods[name]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs) + sum(len(p) for p in self._pods.values())
+
+
+class Kube:
+    """Synchronous calls; the reconciler runs them in a worker thread. With an ObjectCache, job and
+    pod reads are served from it while it is fresh (see ObjectCache)."""
+
+    def __init__(self, api_client: Any, timeout: float = 30.0, field_manager: str = C.MANAGED_BY,
+                 cache: ObjectCache | None = None, fanout: int = 8):
         self.api = api_client
         self.timeout = timeout
         self.field_manager = field_manager
+        self.cache = cache
+        self._fanout = ThreadPoolExecutor(max_workers=max(fanout, 1), thread_name_prefix="ltj-io")
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls, cache: ObjectCache | None = None, workers: int = 4) -> "Kube":
         from kubernetes import client, config  # imported here: unit tests of pure modules need no client
 
         configuration = client.Configuration()
@@ -96,7 +243,32 @@ class Kube:
             # KUBECONFIG read now: the client's own default is frozen when `kubernetes` is first imported.
             config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
                                     client_configuration=configuration)
-        return cls(client.ApiClient(configuration))
+        fanout = 2 * max(workers, 4)
+        # A kept-alive connection for every thread that may call at once: beyond the pool's size urllib3
+        # opens (TLS handshake) and discards a connection per request.
+        configuration.connection_pool_maxsize = workers + fanout
+        return cls(client.ApiClient(configuration), cache=cache, fanout=fanout)
+
+    def all(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Runs independent calls at once (one round trip for a pass's writes instead of one each);
+        their results in order. All of them finish before the first error, if any, is raised."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        futures = [self._fanout.submit(call) for call in calls]
+        results: list[Any] = []
+        error: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others finished
+                error = error or exc
+                results.append(None)
+        if error is not None:
+            raise error
+        return results
+
+    def close(self) -> None:
+        self._fanout.shutdown(wait=False, cancel_futures=True)
 
     # -- transport --
     def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None,
@@ -125,18 +297,30 @@ class Kube:
 
     # -- the job --
     def get_job(self, namespace: str, name: str) -> Manifest | None:
+        if self.cache is not None:
+            cached = self.cache.job(namespace, name)
+            if cached is not None:
+                return cached
         try:
-            return self.request("GET", _item(C.API_VERSION, C.KIND, namespace, name))
+            body = self.request("GET", _item(C.API_VERSION, C.KIND, namespace, name))
         except ApiError as exc:
             if exc.status == 404:
+                if self.cache is not None:
+                    self.cache.forget_job(namespace, name)
                 return None
             raise
+        if self.cache is not None and body is not None:
+            self.cache.put_job(body)
+        return body
 
     def patch_job_status(self, namespace: str, name: str, status_patch: Mapping[str, Any]) -> Manifest:
         """JSON merge patch of some status fields (lists such as conditions are replaced whole; the
         relay's `training` is never part of the operator's patches, so it is left alone)."""
-        return self.request("PATCH", _item(C.API_VERSION, C.KIND, namespace, name) + "/status",
+        body = self.request("PATCH", _item(C.API_VERSION, C.KIND, namespace, name) + "/status",
                             body={"status": dict(status_patch)}, content_type="application/merge-patch+json")
+        if self.cache is not None and body is not None:
+            self.cache.put_job(body)
+        return body
 
     def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         return self._delete(_item(C.API_VERSION, C.KIND, namespace, name), uid, propagation="Background")
@@ -144,8 +328,26 @@ class Kube:
     # -- children --
     def list_pods(self, namespace: str, job_name: str) -> list[Manifest]:
         selector = f"{C.LABEL_JOB_NAME}={job_name},{C.LABEL_MANAGED_BY}={C.MANAGED_BY}"
-        data = self.request("GET", _collection("v1", "Pod", namespace), query=[("labelSelector", selector)])
-        return list((data or {}).get("items") or [])
+        query = [("labelSelector", selector)]
+        if self.cache is not None:
+            # resourceVersion=0: served from the API server's watch cache at once, where a consistent
+            # list first waits for that cache to catch up with etcd (~65 ms per call here). What such a
+            # list may lack or still show (pods created or deleted an instant ago) the ObjectCache
+            # already knows from our writes and the watch, and keeps when it merges the list.
+            query.append(("resourceVersion", "0"))
+        data = self.request("GET", _collection("v1", "Pod", namespace), query=query)
+        items = list((data or {}).get("items") or [])
+        if self.cache is not None:
+            self.cache.put_pods(namespace, job_name, items, _rv(data or {}))
+        return items
+
+    def pod_views(self, namespace: str, job_name: str) -> tuple[PodView, ...]:
+        """What the reconciler needs of the job's pods: from the cache while fresh, else listed."""
+        if self.cache is not None:
+            cached = self.cache.pods(namespace, job_name)
+            if cached is not None:
+                return cached
+        return tuple(observe_pod(p) for p in self.list_pods(namespace, job_name))
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
@@ -159,8 +361,10 @@ class Kube:
         """Create unless it exists; True when this call created it."""
         meta = manifest["metadata"]
         try:
-            self.request("POST", _collection(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
-                         body=manifest)
+            created = self.request("POST", _collection(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
+                                   body=manifest)
+            if self.cache is not None and manifest["kind"] == "Pod" and created:
+                self.cache.put_pod(created)  # the next pass sees it before its watch event arrives
             return True
         except ApiError as exc:
             if exc.status == 409:
@@ -202,16 +406,18 @@ class Kube:
         return False
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
-        return self._delete(_item("v1", "Pod", namespace, name), uid)
+        return self._delete(_item("v1", "Pod", namespace, name), uid, pod=True)
 
-    def _delete(self, path: str, uid: str, propagation: str | None = None) -> bool:
+    def _delete(self, path: str, uid: str, propagation: str | None = None, pod: bool = False) -> bool:
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if uid:
             body["preconditions"] = {"uid": uid}
         if propagation:
             body["propagationPolicy"] = propagation
         try:
-            self.request("DELETE", path, body=body)
+            deleted = self.request("DELETE", path, body=body)
+            if pod and self.cache is not None and isinstance(deleted, Mapping) and deleted.get("kind") == "Pod":
+                self.cache.put_pod(deleted)  # now marked as deleting
             return True
         except ApiError as exc:
             # 404: already gone; 409: the uid precondition failed, i.e. a newer namesake exists.
@@ -220,9 +426,16 @@ class Kube:
             raise
 
     def claim_access_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        if self.cache is not None:
+            cached = self.cache.claim_modes(namespace, name)
+            if cached is not None:
+                return cached
         pvc = self.get("v1", "PersistentVolumeClaim", namespace, name)
         if pvc is None:
             return None
         # A bound claim reports what the volume really offers; before binding, what was asked.
-        modes = (pvc.get("status") or {}).get("accessModes") or (pvc.get("spec") or {}).get("accessModes") or []
-        return tuple(str(m) for m in modes)
+        bound = (pvc.get("status") or {}).get("accessModes")
+        modes = tuple(str(m) for m in (bound or (pvc.get("spec") or {}).get("accessModes") or []))
+        if self.cache is not None and bound:
+            self.cache.put_claim_modes(namespace, name, modes)
+        return modes

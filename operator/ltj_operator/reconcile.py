@@ -17,7 +17,6 @@ from . import constants as C
 from . import render
 from .config import OperatorConfig
 from .kube import ApiError, Kube, NotOwned
-from .podview import observe_pod
 from .spec import Job, parse_or_error, pod_name
 from .status import (CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed, StallPolicy,
                      creation_failed, decide)
@@ -46,7 +45,7 @@ def _utcnow() -> dt.datetime:
 
 
 def observe(kube: Kube, job: Job | None, body: Mapping[str, Any], namespace: str, name: str) -> Observed:
-    pods = tuple(observe_pod(p) for p in kube.list_pods(namespace, name))
+    pods = kube.pod_views(namespace, name)
     modes: tuple[str, ...] | None = None
     phase = (body.get("status") or {}).get("phase")
     if job is not None and job.spec.nodes > 1 and phase not in C.TERMINAL_PHASES:
@@ -104,13 +103,15 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
 
 
 def ensure_children(kube: Kube, job: Job) -> None:
-    for manifest in render.render_children(job):
+    """All children but the pods, created together (none of them needs another to exist first)."""
+    def ensure(manifest: dict[str, Any]) -> Callable[[], Any]:
         if manifest["kind"] == "ConfigMap":
-            kube.ensure_config_map(manifest)
-        elif manifest["kind"] == "PersistentVolumeClaim":
-            kube.ensure_claim(manifest)
-        else:
-            kube.create(manifest)
+            return lambda: kube.ensure_config_map(manifest)
+        if manifest["kind"] == "PersistentVolumeClaim":
+            return lambda: kube.ensure_claim(manifest)
+        return lambda: kube.create(manifest)
+
+    kube.all([ensure(m) for m in render.render_children(job)])
 
 
 def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision) -> list[EventNote]:
@@ -118,13 +119,14 @@ def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decisi
     ns, name = job.meta.namespace, job.meta.name
     for action in decision.actions:
         if isinstance(action, DeletePods):
-            for pod, uid in action.pods:
-                kube.delete_pod(ns, pod, uid)
+            kube.all([lambda pod=pod, uid=uid: kube.delete_pod(ns, pod, uid) for pod, uid in action.pods])
         elif isinstance(action, CreatePods):
-            ensure_children(kube, job)
-            for rank in action.ranks:
-                manifest = render.render_pod(job, rank, action.attempt, config, action.resume_from)
-                if kube.create(manifest):
+            ensure_children(kube, job)  # before any pod: pods mount the ConfigMap and claim, rank 0 uses the SA
+            manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from)
+                         for rank in action.ranks]
+            created = kube.all([lambda m=m: kube.create(m) for m in manifests])
+            for rank, was_created in zip(action.ranks, created):
+                if was_created:
                     continue
                 existing = kube.get("v1", "Pod", ns, pod_name(name, rank))
                 owners = [r.get("uid") for r in ((existing or {}).get("metadata") or {}).get("ownerReferences") or []]

@@ -149,6 +149,7 @@ def chart_operator(release: Release, kubeconfig: Path, monkeypatch: pytest.Monke
     for name, value in env_of(release.objects).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("LTJ_LOG_LEVEL", "DEBUG")  # kopf then logs each handled watch event (checked below)
     collect = _Collect()
     logging.getLogger().addHandler(collect)
     runner = KopfRunner(c["command"][1:], timeout=60)
@@ -271,14 +272,15 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("ltj.dev", "lightningtrainingjobs", "list"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
     ("ltj.dev", "lightningtrainingjobs", "watch"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
     ("ltj.dev", "lightningtrainingjobs", "get"): [("op", r"kube\.get_job\("),
-                                                  ("op", r'def get_job\(.*\n.*\n?.*request\("GET"')],
+                                                  ("op", r'request\("GET", _item\(C\.API_VERSION, C\.KIND')],
     ("ltj.dev", "lightningtrainingjobs", "delete"): [("op", r"kube\.delete_job\("),
                                                      ("op", r"def delete_job\(.*\n.*self\._delete\(")],
     ("ltj.dev", "lightningtrainingjobs/status", "patch"): [("op", r"kube\.patch_job_status\("),
                                                            ("op", r'request\("PATCH", [^\n]*\+ "/status"')],
-    ("", "pods", "list"): [("op", r"kube\.list_pods\("), ("op", r'request\("GET", _collection\("v1", "Pod"')],
+    ("", "pods", "list"): [("op", r"kube\.pod_views\("), ("op", r"self\.list_pods\("),
+                           ("op", r'request\("GET", _collection\("v1", "Pod"')],
     ("", "pods", "watch"): [("op", r'@kopf\.on\.event\("v1", "pods"')],
-    ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(manifest\)")],
+    ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(m\) for m in manifests")],
     ("", "pods", "get"): [("op", r'kube\.get\("v1", "Pod"')],
     ("", "pods", "delete"): [("op", r"kube\.delete_pod\(")],
     ("", "configmaps", "create"): [("op", r"render_config_map\(job\)"), ("op", r"kube\.ensure_config_map\(")],

@@ -121,3 +121,13 @@ def test_floor_objects_are_the_operators_pods_without_owner() -> None:
     everything = bench.floor_objects("ns", "j1", everything=True)
     assert sorted(o["kind"] for o in everything) == ["ConfigMap", "Pod", "Pod", "Role", "RoleBinding",
                                                     "Service", "ServiceAccount"]
+
+
+def test_the_median_run_of_repeated_small_workloads_is_reported() -> None:
+    def run(total: float | None) -> bench.Workload:
+        running = {"a": total} if total is not None else {}
+        return bench.Workload("ltj", 1, t0=0.0, submit={"a": 0.0}, created={"a": 0.01}, running=running)
+
+    runs = [run(0.3), run(None), run(0.1), run(0.2), run(0.5)]
+    assert bench.median_run(runs) is runs[0]  # 0.1, 0.2, [0.3], 0.5, never Running
+    assert bench.median_run(runs[2:4]) is runs[2]

@@ -13,6 +13,7 @@ import pytest
 from ltj_operator import constants as C
 from ltj_operator import handlers
 from ltj_operator.config import OperatorConfig
+from ltj_operator.diffbase import EventsOnlyDiffBaseStorage
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +48,10 @@ def test_settings_for_a_single_replica() -> None:
     assert settings.persistence.finalizer == "ltj.dev/kopf-finalizer"
     assert settings.posting.reporting_component == "ltj-operator"
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
+    # No change handlers (checked above), so kopf's per-event essence is never read: not built either.
+    assert isinstance(settings.persistence.diffbase_storage, EventsOnlyDiffBaseStorage)
+    assert settings.persistence.diffbase_storage.build(body=kopf.Body({"spec": {"a": 1}})) == {}
+    assert settings.persistence.diffbase_storage.fetch(body=kopf.Body({})) is None
 
 
 def test_settings_with_peering() -> None:
