@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: all venv binaries demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: all venv binaries demo test test-unit test-integration test-e2e lint bench bench-relay bench-operator clean
 
 all: test
 
@@ -44,8 +45,17 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/hadolint trainer_image/Dockerfile operator/Dockerfile
 
+## bench: the trainer's overhead over plain Lightning
 bench: venv binaries
 	@$(PY) benchmarks/trainer_overhead.py
+
+## bench-relay: event -> status latency of the relay against a real API server
+bench-relay: venv binaries
+	@$(PY) benchmarks/relay_latency.py
+
+## bench-operator: ltj vs Kubeflow's training-operator vs a plain client (root, Go; ~30 min)
+bench-operator: venv binaries
+	@$(PY) benchmarks/operator_scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache

@@ -844,7 +844,7 @@ def run_workload(cluster: Cluster, system: System, n: int, logs: Path, settle: f
         names = job_names("job", 0, n)
         spy = None
         if profile is not None and proc is not None and isinstance(system, Ltj):
-            # py-spy (pip install py-spy) samples the operator during the workload; raw = collapsed stacks.
+            # py-spy (the dev extra) samples the operator during the workload; raw = collapsed stacks.
             profile.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                                     str(proc.popen.pid), "--rate", "200", "--format", "raw", "--threads",

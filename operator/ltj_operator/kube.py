@@ -110,7 +110,8 @@ class ObjectCache:
     that the reconciler reads the API server again and the cache is corrected. So a watch event kopf
     never delivers (it does not report objects deleted while a watch was down) cannot mislead the
     operator for longer than max_age, while the passes that events trigger in between cost no reads.
-    Finished jobs are not kept (their passes are rare); pods are kept as PodViews, not bodies.
+    Finished jobs and their pods are not kept (their passes are rare: a thousand finished jobs cost no
+    memory here); pods are kept as PodViews, not bodies.
     """
 
     def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic):
@@ -152,6 +153,8 @@ class ObjectCache:
             entry = self._jobs.get(key)
             if finished or meta.get("deletionTimestamp"):
                 self._jobs.pop(key, None)
+                self._pods.pop(key, None)
+                self._pods_verified.pop(key, None)
             elif entry is None or _newer(_rv(body), _rv(entry[0])):
                 self._jobs[key] = (dict(body), self.clock())
 
@@ -194,6 +197,8 @@ class ObjectCache:
         with self._lock:
             if str(meta.get("uid") or "") in self._deleted:
                 return
+            if key not in self._jobs and key not in self._pods_verified:
+                return  # a finished job's (or one not seen yet): its next pass lists them
             pods = self._pods.setdefault(key, {})
             current = pods.get(name)
             if current is None or _newer(rv, current.rv):

@@ -70,9 +70,18 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
                       generation=meta.get("generation"), spec_error=error,
                       stall=StallPolicy(factor=config.stall_factor, min_seconds=config.stall_min_seconds))
     patch = decision.status_patch(status)
+    creates = job is not None and any(isinstance(a, CreatePods) for a in decision.actions)
+    children_ready = False
     if patch:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
-        kube.patch_job_status(namespace, name, patch)
+        if creates:
+            assert job is not None
+            # The job's other children are create-if-absent and harmless before the status records the
+            # new attempt; only its pods must follow that record. Written together: a round trip less.
+            _, children_ready = kube.all([lambda: kube.patch_job_status(namespace, name, patch),
+                                          lambda: _children_created(kube, job)])
+        else:
+            kube.patch_job_status(namespace, name, patch)
     events = list(decision.events)
     if job is not None and status.get("observedGeneration") != job.meta.generation:
         events.extend(EventNote("Warning", "SpecWarning", w) for w in job.spec.warnings)
@@ -80,7 +89,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     try:
         if job is not None:
             try:
-                events.extend(apply_actions(kube, config, job, decision))
+                events.extend(apply_actions(kube, config, job, decision, children_ready))
             except ApiError as exc:
                 if exc.status not in REFUSALS and not isinstance(exc, NotOwned):
                     raise
@@ -114,14 +123,26 @@ def ensure_children(kube: Kube, job: Job) -> None:
     kube.all([ensure(m) for m in render.render_children(job)])
 
 
-def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision) -> list[EventNote]:
+def _children_created(kube: Kube, job: Job) -> bool:
+    """ensure_children, where a refusal is left for apply_actions to meet again and report."""
+    try:
+        ensure_children(kube, job)
+        return True
+    except ApiError as exc:
+        log.debug("%s/%s: children refused before the status write: %s", job.meta.namespace, job.meta.name, exc)
+        return False
+
+
+def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision,
+                  children_ready: bool = False) -> list[EventNote]:
     events: list[EventNote] = []
     ns, name = job.meta.namespace, job.meta.name
     for action in decision.actions:
         if isinstance(action, DeletePods):
             kube.all([lambda pod=pod, uid=uid: kube.delete_pod(ns, pod, uid) for pod, uid in action.pods])
         elif isinstance(action, CreatePods):
-            ensure_children(kube, job)  # before any pod: pods mount the ConfigMap and claim, rank 0 uses the SA
+            if not children_ready:  # before any pod: pods mount the ConfigMap and claim, rank 0 uses the SA
+                ensure_children(kube, job)
             manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from)
                          for rank in action.ranks]
             created = kube.all([lambda m=m: kube.create(m) for m in manifests])

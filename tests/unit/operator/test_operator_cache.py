@@ -112,6 +112,17 @@ def test_pods_of_other_jobs_and_unlabelled_pods() -> None:
     assert cache.pods("ns", "k") is None
 
 
+def test_a_finished_jobs_pods_are_dropped_and_not_collected_again() -> None:
+    cache = ObjectCache(max_age=50, clock=Clock())
+    cache.put_job(job(5, "Running"))
+    cache.put_pod(pod("j-node-0", 6))  # the job is known: its pods are followed before the first list
+    cache.put_pods("ns", "j", [pod("j-node-0", 6), pod("j-node-1", 7)], list_rv=7)
+    assert len(cache) == 3
+    cache.put_job(job(9, "Succeeded"))
+    cache.put_pod(pod("j-node-0", 10, phase="Succeeded"))  # later events of its pods
+    assert len(cache) == 0 and cache.pods("ns", "j") is None  # its next (rare) pass lists them
+
+
 def test_claim_modes_expire() -> None:
     clock = Clock()
     cache = ObjectCache(max_age=50, clock=clock)
