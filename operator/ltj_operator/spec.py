@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import constants as C
 
@@ -331,12 +331,7 @@ class _Fields:
         return value
 
     def mapping(self, key: str, *, identifier_keys: bool = False) -> Mapping[str, Any]:
-        value = self.data.get(key)
-        if value is None:
-            return _EMPTY
-        if not isinstance(value, Mapping):
-            self.error(key, f"must be an object, got {_fmt(value)}")
-            return _EMPTY
+        value = self._object(key)
         if identifier_keys:
             bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
             if bad:
@@ -345,32 +340,42 @@ class _Fields:
                 return _EMPTY
         return freeze(value)
 
-    def string_map(self, key: str, *, key_pattern: re.Pattern[str] | None = None,
-                   value_pattern: re.Pattern[str] | None = None, value_max: int | None = None,
-                   what: str = "key") -> Mapping[str, str]:
+    def _object(self, key: str) -> Mapping[str, Any]:
         value = self.data.get(key)
         if value is None:
             return _EMPTY
         if not isinstance(value, Mapping):
             self.error(key, f"must be an object, got {_fmt(value)}")
             return _EMPTY
+        return value
+
+    def checked_map(self, key: str, entry: Callable[[Any, Any], tuple[str | None, str]]) -> Mapping[str, str]:
+        """An object whose entries entry(k, v) checks: (value, "") to keep, (None, why) to report."""
+        value = self._object(key)
         out: dict[str, str] = {}
         for k, v in value.items():
-            path = f"{self.at(key)}[{k}]"
-            if not isinstance(k, str) or (key_pattern is not None and (not key_pattern.match(k) or len(k) > 316)):
-                self.errors.append(f"{path}: {_fmt(k)} is not a valid {what}")
-                continue
-            if not isinstance(v, str):
-                self.errors.append(f"{path}: must be a string, got {_fmt(v)}")
-                continue
-            if value_max is not None and len(v) > value_max:
-                self.errors.append(f"{path}: must be at most {value_max} characters")
-                continue
-            if value_pattern is not None and not value_pattern.match(v):
-                self.errors.append(f"{path}: {_fmt(v)} is not a valid value")
-                continue
-            out[k] = v
+            kept, problem = entry(k, v)
+            if kept is None:
+                self.errors.append(f"{self.at(key)}[{k}]: {problem}")
+            else:
+                out[k] = kept
         return MappingProxyType(out)
+
+    def string_map(self, key: str, *, key_pattern: re.Pattern[str] | None = None,
+                   value_pattern: re.Pattern[str] | None = None, value_max: int | None = None,
+                   what: str = "key") -> Mapping[str, str]:
+        def entry(k: Any, v: Any) -> tuple[str | None, str]:
+            if not isinstance(k, str) or (key_pattern is not None and (not key_pattern.match(k) or len(k) > 316)):
+                return None, f"{_fmt(k)} is not a valid {what}"
+            if not isinstance(v, str):
+                return None, f"must be a string, got {_fmt(v)}"
+            if value_max is not None and len(v) > value_max:
+                return None, f"must be at most {value_max} characters"
+            if value_pattern is not None and not value_pattern.match(v):
+                return None, f"{_fmt(v)} is not a valid value"
+            return v, ""
+
+        return self.checked_map(key, entry)
 
     def items(self, key: str, max_items: int = 64) -> list[tuple[str, Any]]:
         """(path, item) for each entry of a list field."""
@@ -539,30 +544,17 @@ def _parse_training(f: _Fields) -> TrainingSpec:
 
 
 def _quantity_map(r: _Fields, key: str) -> Mapping[str, str]:
-    value = r.data.get(key)
-    if value is None:
-        return _EMPTY
-    if not isinstance(value, Mapping):
-        r.error(key, f"must be an object, got {_fmt(value)}")
-        return _EMPTY
-    out: dict[str, str] = {}
-    for name, qty in value.items():
-        path = f"{r.at(key)}[{name}]"
+    def entry(name: Any, qty: Any) -> tuple[str | None, str]:
         if not isinstance(name, str) or not _QUALIFIED_NAME.match(name):
-            r.errors.append(f"{path}: {_fmt(name)} is not a valid resource name")
-            continue
+            return None, f"{_fmt(name)} is not a valid resource name"
         if name == C.GPU_RESOURCE:
-            r.errors.append(f"{path}: set by spec.gpusPerNode; remove it from spec.resources")
-            continue
-        if isinstance(qty, bool) or not isinstance(qty, (str, int, float)):
-            r.errors.append(f"{path}: must be a quantity such as '2', '500m' or '4Gi', got {_fmt(qty)}")
-            continue
-        text = str(qty) if not isinstance(qty, float) else repr(qty)
-        if not _QUANTITY.match(text):
-            r.errors.append(f"{path}: must be a quantity such as '2', '500m' or '4Gi', got {_fmt(qty)}")
-            continue
-        out[name] = text
-    return MappingProxyType(out)
+            return None, "set by spec.gpusPerNode; remove it from spec.resources"
+        text = repr(qty) if isinstance(qty, float) else str(qty)
+        if isinstance(qty, bool) or not isinstance(qty, (str, int, float)) or not _QUANTITY.match(text):
+            return None, f"must be a quantity such as '2', '500m' or '4Gi', got {_fmt(qty)}"
+        return text, ""
+
+    return r.checked_map(key, entry)
 
 
 def _parse_resources(f: _Fields) -> ResourcesSpec:
