@@ -144,4 +144,6 @@ def dump(kube: Kube, namespace: str) -> str:
     out = [kube.kubectl("get", "ltj,pods,svc,pvc,cm", "-n", namespace, "-o", "wide", check=False).stdout]
     for item in kube.get("ltj", "-n", namespace)["items"]:
         out.append(json.dumps(item.get("status"), indent=1)[:4000])
+    out.append(kube.kubectl("get", "events", "-n", namespace, "--sort-by=.metadata.creationTimestamp",
+                            check=False).stdout[-6000:])
     return "\n".join(out)

@@ -582,9 +582,13 @@ class _Decider:
         missing = [r for r in range(self.nodes) if r not in current]
         if not missing:
             return
-        taken = {p.name for p in self.stale()} | {p.name for p in self.foreign()}
         foreign = sorted({p.name for p in self.foreign()} & {pod_name(job.meta.name, r) for r in missing})
-        ready = tuple(r for r in missing if pod_name(job.meta.name, r) not in taken)
+        # A new gang starts once the whole old one is gone: a new rank started beside an old rank 0 that
+        # is still shutting down rendezvouses with it at the same address, fails, and restarts the gang again.
+        stale = self.stale()
+        self.delete(stale, R.CLEANED_UP)  # normally deleting already; not if a restart or suspension was interrupted
+        ready = () if stale else tuple(r for r in missing
+                                       if pod_name(job.meta.name, r) not in {p.name for p in self.foreign()})
         if foreign:
             self.conds.set(C.COND_CREATED, C.FALSE, R.POD_NAME_CONFLICT,
                            f"pod name(s) {', '.join(foreign)} are taken by pods this job does not own")

@@ -87,7 +87,7 @@ def test_sigkilled_trainer_restarts_gang_and_resumes_from_checkpoint(kube, names
 
     st = wait_terminal(kube, namespace, name, timeout=900)
     assert st["phase"] == "Succeeded", dump(kube, namespace)
-    assert st["restarts"] == 1
+    assert st["restarts"] == 1, dump(kube, namespace)
     evs = events(kube, namespace, name)
     starts = [e for e in evs if e["type"] == "started"]
     assert len(starts) == 2, starts
