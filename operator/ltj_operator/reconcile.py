@@ -3,7 +3,8 @@
 Order matters for crash safety: the status (new attempt, restart count, terminal phase) is written
 before pods are deleted, so an operator that dies in between finds the old pods stale on its next
 pass instead of mistaking them for a new failure; pods are created only after their ConfigMap,
-Service, claim and the relay's RBAC exist.
+Service, claim and the relay's RBAC exist. A job's first gang is the exception: it has no earlier
+gang to mistake, so its status is first written once its pods exist (derived from them), a write less.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     patch = decision.status_patch(status)
     creates = job is not None and any(isinstance(a, CreatePods) for a in decision.actions)
     children_ready = False
-    if patch:
+    # A job's first gang needs no record before its pods: an operator that dies before the next write
+    # finds pods of attempt 0 and derives the same status from them (no restart to double-count). The
+    # pass the new pods' events trigger writes it, often already Running: a status write less per job.
+    deferred = creates and status.get("attempt") is None
+    if patch and not deferred:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
         if creates:
             assert job is not None
@@ -96,8 +101,8 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
                 # The API server refuses what we create (quota, admission, an invalid podTemplate):
                 # say so in the status, then retry with backoff like any failed pass.
                 message = f"the API server refused to create the job's objects: {exc}"
-                kube.patch_job_status(namespace, name, creation_failed(
-                    {**status, **decision.status}, message, now(), job.meta.generation))
+                refusal = creation_failed({**status, **decision.status}, message, now(), job.meta.generation)
+                kube.patch_job_status(namespace, name, {**patch, **refusal} if deferred else refusal)
                 events.append(EventNote("Warning", C.Reason.POD_CREATION_FAILED, message))
                 raise
         else:

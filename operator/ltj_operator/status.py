@@ -452,6 +452,9 @@ class _Decider:
             self.resume()
 
         current = self.current()
+        if current and self.start_time is None:
+            # The first gang's status is written after its pods exist (see reconcile): it started when seen.
+            self.start_time = self.now_s
         if len(current) == self.nodes:
             if self.launched != self.attempt:
                 self.launched = self.attempt

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
 from typing import Any, Callable, Iterator
 
@@ -240,6 +241,29 @@ def static_claim(kube: Kube, namespace: str) -> Iterator[str]:
         yield "static"
     finally:
         kube.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
+
+
+def test_a_new_jobs_first_status_already_counts_its_pods(kube: Kube, namespace: str, operator: Any) -> None:
+    """Decision: a job's first gang gets no status write before its pods (an operator stopped in between finds
+    attempt-0 pods and derives the same status from them); the first write comes once they exist. So every
+    version of the job the API server shows with a status already has the gang launched."""
+    watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
+                              C.PLURAL, "-n", namespace, "--watch", "--output-watch-events", "-o", "json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        name = apply(kube, namespace, pinned("first"))
+        wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
+        time.sleep(1)  # the watch has seen what the API server holds by now
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=30)
+    decoder, versions, at = json.JSONDecoder(), [], 0
+    while out[at:].strip():
+        event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
+        versions.append(event["object"])
+    statuses = [v["status"] for v in versions if v["metadata"]["name"] == name and v.get("status")]
+    assert statuses, f"the watch saw no status of {name}: {out[:2000]}"
+    assert all(s.get("launchedAttempt") == 0 and s.get("startTime") for s in statuses), statuses
 
 
 def test_unschedulable_job_shows_the_schedulers_message(kube: Kube, namespace: str, operator: Any,

@@ -78,6 +78,17 @@ CASES = [
     Case("new job creates every pod", None, [], C.PHASE_PENDING,
          {C.COND_CREATED: ("False", R.CREATING_PODS), C.COND_RUNNING: ("False", R.PODS_PENDING)},
          creates=((0, 1), 0, None), extra={"startTime": ts(60), "launchedAttempt": None}),
+    # The first gang's status is written only after its pods exist (reconcile), so an operator that stopped in
+    # between finds pods and no status: the status follows from the pods; nothing is recreated or restarted.
+    Case("first gang's pods found before any status: recorded as launched", None, [pod(J, 0), pod(J, 1)],
+         C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED), C.COND_RUNNING: ("False", R.PODS_PENDING)},
+         extra={"startTime": ts(60), "launchedAttempt": 0, "readyNodes": 0}),
+    Case("first gang found running before any status", None, [running(J, 0), running(J, 1)], C.PHASE_RUNNING,
+         {C.COND_CREATED: ("True", R.PODS_CREATED), C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)},
+         extra={"startTime": ts(60), "launchedAttempt": 0, "readyNodes": 2}),
+    Case("first gang half created before any status: completed", None, [pod(J, 0)], C.PHASE_PENDING,
+         {C.COND_CREATED: ("False", R.CREATING_PODS)}, creates=((1,), 0, None),
+         extra={"startTime": ts(60), "launchedAttempt": None}),
     Case("created suspended: nothing runs", None, [], C.PHASE_SUSPENDED, {C.COND_SUSPENDED: ("True", R.SUSPENDED)},
          spec={"nodes": 2, "runPolicy": {"suspend": True}}, extra={"startTime": None}),
     Case("partial creation is completed, not a failure",
