@@ -123,6 +123,7 @@ class ObjectCache:
         self._pods_verified: dict[tuple[str, str], float] = {}
         self._deleted: dict[str, float] = {}  # uids of deleted pods (a late write response must not revive one)
         self._claims: dict[tuple[str, str], tuple[tuple[str, ...], float]] = {}
+        self._companions: dict[tuple[str, str], str] = {}  # key -> uid of the job whose companions we created
 
     # -- claims (access modes of a bound claim do not change; several jobs often share one claim) --
     def claim_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
@@ -135,6 +136,15 @@ class ObjectCache:
     def put_claim_modes(self, namespace: str, name: str, modes: tuple[str, ...]) -> None:
         with self._lock:
             self._claims[(namespace, name)] = (modes, self.clock())
+
+    # -- the children created after the pods (see reconcile) --
+    def companions_created(self, namespace: str, name: str, uid: str) -> bool:
+        with self._lock:
+            return self._companions.get((namespace, name)) == uid
+
+    def put_companions_created(self, namespace: str, name: str, uid: str) -> None:
+        with self._lock:
+            self._companions[(namespace, name)] = uid
 
     # -- jobs --
     def job(self, namespace: str, name: str) -> Manifest | None:
@@ -152,17 +162,19 @@ class ObjectCache:
         with self._lock:
             entry = self._jobs.get(key)
             if finished or meta.get("deletionTimestamp"):
-                self._jobs.pop(key, None)
-                self._pods.pop(key, None)
-                self._pods_verified.pop(key, None)
+                self._forget(key)
             elif entry is None or _newer(_rv(body), _rv(entry[0])):
                 self._jobs[key] = (dict(body), self.clock())
 
     def forget_job(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._jobs.pop((namespace, name), None)
-            self._pods.pop((namespace, name), None)
-            self._pods_verified.pop((namespace, name), None)
+            self._forget((namespace, name))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._jobs.pop(key, None)
+        self._pods.pop(key, None)
+        self._pods_verified.pop(key, None)
+        self._companions.pop(key, None)
 
     # -- pods --
     def pods(self, namespace: str, job_name: str) -> tuple[PodView, ...] | None:
@@ -299,6 +311,14 @@ class Kube:
                 pass
             raise ApiError(response.status, str(reason), str(message))
         return json.loads(data) if data else None
+
+    # -- what the cache remembers of our own writes --
+    def companions_created(self, namespace: str, name: str, uid: str) -> bool:
+        return self.cache is not None and self.cache.companions_created(namespace, name, uid)
+
+    def put_companions_created(self, namespace: str, name: str, uid: str) -> None:
+        if self.cache is not None:
+            self.cache.put_companions_created(namespace, name, uid)
 
     # -- the job --
     def get_job(self, namespace: str, name: str) -> Manifest | None:

@@ -1,10 +1,14 @@
 """One reconcile of one job: observe -> decide -> write status -> act. Synchronous, in a worker thread.
 
 Order matters for crash safety: the status (new attempt, restart count, terminal phase) is written
-before pods are deleted, so an operator that dies in between finds the old pods stale on its next
-pass instead of mistaking them for a new failure; pods are created only after their ConfigMap,
-Service, claim and the relay's RBAC exist. A job's first gang is the exception: it has no earlier
-gang to mistake, so its status is first written once its pods exist (derived from them), a write less.
+before pods are deleted or a new gang is created, so an operator that dies in between finds the old
+pods stale on its next pass instead of mistaking them for a new failure. A job's first gang is the
+exception: it has no earlier gang to mistake, so its status is first written once its pods exist
+(derived from them), a write less. Pods are created once what they need at creation exists (the
+relay's ServiceAccount and Role, the ConfigMap, the claim); the Service and the relay's RoleBinding
+follow them, off the path to the pods. Whatever stops those two (a refusal, an error) cannot leave
+the gang without them: the pass that records the gang as launched first makes sure they exist,
+unless this process created them already, and records nothing until they do.
 """
 
 from __future__ import annotations
@@ -48,14 +52,21 @@ def _utcnow() -> dt.datetime:
 def observe(kube: Kube, job: Job | None, body: Mapping[str, Any], namespace: str, name: str) -> Observed:
     pods = kube.pod_views(namespace, name)
     modes: tuple[str, ...] | None = None
-    phase = (body.get("status") or {}).get("phase")
-    if job is not None and job.spec.nodes > 1 and phase not in C.TERMINAL_PHASES:
+    status = body.get("status") or {}
+    # The claim's access modes only matter to a status write, and a new job's first pass writes none.
+    if job is not None and job.spec.nodes > 1 and status and status.get("phase") not in C.TERMINAL_PHASES:
         template = job.spec.output.volume_claim_template
         if template is not None:
             modes = template.access_modes
         else:
             modes = kube.claim_access_modes(namespace, job.spec.output.claim(name))
     return Observed(pods=pods, claim_access_modes=modes)
+
+
+def _refusal(exc: Exception) -> bool:
+    """The API server refuses the create for good until something changes (quota, admission, a name
+    taken by an object the job does not control), unlike a transient error."""
+    return isinstance(exc, NotOwned) or (isinstance(exc, ApiError) and exc.status in REFUSALS)
 
 
 def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
@@ -71,83 +82,119 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
                       generation=meta.get("generation"), spec_error=error,
                       stall=StallPolicy(factor=config.stall_factor, min_seconds=config.stall_min_seconds))
     patch = decision.status_patch(status)
-    creates = job is not None and any(isinstance(a, CreatePods) for a in decision.actions)
-    children_ready = False
+    events = list(decision.events)
+    if job is None:
+        if patch:
+            kube.patch_job_status(namespace, name, patch)
+        return Outcome(gone=False, requeue_after=decision.requeue_after, events=tuple(events), body=body,
+                       decision=decision, error=_delete_pods(kube, namespace, decision))
+    if status.get("observedGeneration") != job.meta.generation:
+        events.extend(EventNote("Warning", "SpecWarning", w) for w in job.spec.warnings)
+
+    creates = any(isinstance(a, CreatePods) for a in decision.actions)
+    launched = decision.status.get("launchedAttempt")
+    if (launched is not None and launched != status.get("launchedAttempt")
+            and decision.status.get("phase") not in C.TERMINAL_PHASES
+            and not kube.companions_created(namespace, name, job.meta.uid)):
+        try:
+            _create_companions(kube, job)
+        except ApiError as exc:
+            if not _refusal(exc):
+                raise
+            # Nothing of the decision is written: a later pass records the launch once they exist.
+            refusal = creation_failed(status, _refusal_message(exc), now(), job.meta.generation)
+            if refusal["conditions"] != status.get("conditions"):
+                kube.patch_job_status(namespace, name, refusal)
+            return Outcome(gone=False, requeue_after=decision.requeue_after, events=(_refusal_event(exc),),
+                           body=body, decision=decision, error=exc)
     # A job's first gang needs no record before its pods: an operator that dies before the next write
     # finds pods of attempt 0 and derives the same status from them (no restart to double-count). The
     # pass the new pods' events trigger writes it, often already Running: a status write less per job.
     deferred = creates and status.get("attempt") is None
+    prerequisites_ready = False
     if patch and not deferred:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
         if creates:
-            assert job is not None
-            # The job's other children are create-if-absent and harmless before the status records the
-            # new attempt; only its pods must follow that record. Written together: a round trip less.
-            _, children_ready = kube.all([lambda: kube.patch_job_status(namespace, name, patch),
-                                          lambda: _children_created(kube, job)])
+            # The pods' prerequisites are create-if-absent and harmless before the status records the
+            # new attempt; only the pods must follow that record. Written together: a round trip less.
+            _, prerequisites_ready = kube.all([lambda: kube.patch_job_status(namespace, name, patch),
+                                               lambda: _prerequisites_created(kube, job)])
         else:
             kube.patch_job_status(namespace, name, patch)
-    events = list(decision.events)
-    if job is not None and status.get("observedGeneration") != job.meta.generation:
-        events.extend(EventNote("Warning", "SpecWarning", w) for w in job.spec.warnings)
-    error: Exception | None = None
+    failure: Exception | None = None
     try:
-        if job is not None:
-            try:
-                events.extend(apply_actions(kube, config, job, decision, children_ready))
-            except ApiError as exc:
-                if exc.status not in REFUSALS and not isinstance(exc, NotOwned):
-                    raise
-                # The API server refuses what we create (quota, admission, an invalid podTemplate):
-                # say so in the status, then retry with backoff like any failed pass.
-                message = f"the API server refused to create the job's objects: {exc}"
-                refusal = creation_failed({**status, **decision.status}, message, now(), job.meta.generation)
-                kube.patch_job_status(namespace, name, {**patch, **refusal} if deferred else refusal)
-                events.append(EventNote("Warning", C.Reason.POD_CREATION_FAILED, message))
+        try:
+            events.extend(apply_actions(kube, config, job, decision, prerequisites_ready))
+        except ApiError as exc:
+            if not _refusal(exc):
                 raise
-        else:
-            for action in decision.actions:
-                if isinstance(action, DeletePods):
-                    for pod, uid in action.pods:
-                        kube.delete_pod(namespace, pod, uid)
+            # Say so in the status, then retry with backoff like any failed pass.
+            refusal = creation_failed({**status, **decision.status}, _refusal_message(exc), now(),
+                                      job.meta.generation)
+            kube.patch_job_status(namespace, name, {**patch, **refusal} if deferred else refusal)
+            events.append(_refusal_event(exc))
+            raise
     except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
-        error = exc
+        failure = exc
     return Outcome(gone=False, requeue_after=decision.requeue_after, events=tuple(events), body=body,
-                   decision=decision, error=error)
+                   decision=decision, error=failure)
 
 
-def ensure_children(kube: Kube, job: Job) -> None:
-    """All children but the pods, created together (none of them needs another to exist first)."""
-    def ensure(manifest: dict[str, Any]) -> Callable[[], Any]:
-        if manifest["kind"] == "ConfigMap":
-            return lambda: kube.ensure_config_map(manifest)
-        if manifest["kind"] == "PersistentVolumeClaim":
-            return lambda: kube.ensure_claim(manifest)
-        return lambda: kube.create(manifest)
-
-    kube.all([ensure(m) for m in render.render_children(job)])
+def _refusal_message(exc: ApiError) -> str:
+    return f"the API server refused to create the job's objects: {exc}"
 
 
-def _children_created(kube: Kube, job: Job) -> bool:
-    """ensure_children, where a refusal is left for apply_actions to meet again and report."""
+def _refusal_event(exc: ApiError) -> EventNote:
+    return EventNote("Warning", C.Reason.POD_CREATION_FAILED, _refusal_message(exc))
+
+
+def _delete_pods(kube: Kube, namespace: str, decision: Decision) -> Exception | None:
+    """The deletions of a pass without a parsed spec (its pods are cleaned up all the same)."""
     try:
-        ensure_children(kube, job)
+        for action in decision.actions:
+            if isinstance(action, DeletePods):
+                for pod, uid in action.pods:
+                    kube.delete_pod(namespace, pod, uid)
+    except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
+        return exc
+    return None
+
+
+def _ensure(kube: Kube, manifest: dict[str, Any]) -> Callable[[], Any]:
+    """Create-if-absent of one child, as a call for Kube.all."""
+    if manifest["kind"] == "ConfigMap":
+        return lambda: kube.ensure_config_map(manifest)
+    if manifest["kind"] == "PersistentVolumeClaim":
+        return lambda: kube.ensure_claim(manifest)
+    return lambda: kube.create(manifest)
+
+
+def _create_companions(kube: Kube, job: Job) -> None:
+    kube.all([_ensure(kube, m) for m in render.render_companions(job)])
+    kube.put_companions_created(job.meta.namespace, job.meta.name, job.meta.uid)
+
+
+def _prerequisites_created(kube: Kube, job: Job) -> bool:
+    """The children the pods need at creation, created together; a refusal is left for apply_actions to
+    meet again and report."""
+    try:
+        kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
         return True
     except ApiError as exc:
-        log.debug("%s/%s: children refused before the status write: %s", job.meta.namespace, job.meta.name, exc)
+        log.debug("%s/%s: prerequisites refused before the status write: %s", job.meta.namespace, job.meta.name, exc)
         return False
 
 
 def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision,
-                  children_ready: bool = False) -> list[EventNote]:
+                  prerequisites_ready: bool = False) -> list[EventNote]:
     events: list[EventNote] = []
     ns, name = job.meta.namespace, job.meta.name
     for action in decision.actions:
         if isinstance(action, DeletePods):
             kube.all([lambda pod=pod, uid=uid: kube.delete_pod(ns, pod, uid) for pod, uid in action.pods])
         elif isinstance(action, CreatePods):
-            if not children_ready:  # before any pod: pods mount the ConfigMap and claim, rank 0 uses the SA
-                ensure_children(kube, job)
+            if not prerequisites_ready:
+                kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
             manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from)
                          for rank in action.ranks]
             created = kube.all([lambda m=m: kube.create(m) for m in manifests])
@@ -159,6 +206,7 @@ def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decisi
                 if existing is not None and job.meta.uid not in owners:
                     events.append(EventNote("Warning", C.Reason.POD_NAME_CONFLICT,
                                             f"pod {pod_name(name, rank)} exists and is not owned by this job"))
+            _create_companions(kube, job)
         elif isinstance(action, DeleteJob):
             kube.delete_job(ns, name, job.meta.uid)
     return events

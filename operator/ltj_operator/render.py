@@ -175,20 +175,28 @@ def render_relay_role_binding(job: Job) -> Manifest:
     }
 
 
-def render_children(job: Job) -> list[Manifest]:
-    """Everything but the pods, in creation order (the relay's ServiceAccount must exist before the
-    rank-0 pod that uses it, the ConfigMap and claim before any pod mounts them)."""
-    children = [
-        render_relay_service_account(job),
-        render_relay_role(job),
-        render_relay_role_binding(job),
-        render_config_map(job),
-        render_service(job),
-    ]
+def render_prerequisites(job: Job) -> list[Manifest]:
+    """The children created before the pods: what a pod needs at creation (admission refuses a pod whose
+    ServiceAccount is missing, the relay's on rank 0; a pod mounts the ConfigMap and the claim), and the
+    relay's Role, which its binding needs (without the `bind` verb the operator binds only a Role that
+    exists: the API server checks that the operator holds what the Role grants)."""
+    children = [render_relay_service_account(job), render_relay_role(job), render_config_map(job)]
     pvc = render_pvc(job)
     if pvc is not None:
         children.append(pvc)
     return children
+
+
+def render_companions(job: Job) -> list[Manifest]:
+    """The children a pod does not need when it is created, so they follow the pods: the relay's
+    RoleBinding (the relay retries a refused write; its first comes once training runs) and the
+    headless Service (ranks resolve the master only once their containers run)."""
+    return [render_relay_role_binding(job), render_service(job)]
+
+
+def render_children(job: Job) -> list[Manifest]:
+    """Everything but the pods, in creation order."""
+    return render_prerequisites(job) + render_companions(job)
 
 
 # --- pods (Contract 2) --------------------------------------------------------------------------

@@ -289,7 +289,7 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("", "persistentvolumeclaims", "create"): [("op", r"pvc = render_pvc\(job\)")],
     ("", "persistentvolumeclaims", "get"): [("op", r"kube\.claim_access_modes\("),
                                             ("op", r'self\.get\("v1", "PersistentVolumeClaim"')],
-    ("", "services", "create"): [("op", r"render_service\(job\),")],
+    ("", "services", "create"): [("op", r"render_service\(job\)[,\]]")],
     ("", "serviceaccounts", "create"): [("op", r"render_relay_service_account\(job\),")],
     ("rbac.authorization.k8s.io", "roles", "create"): [("op", r"render_relay_role\(job\),")],
     ("rbac.authorization.k8s.io", "rolebindings", "create"): [("op", r"render_relay_role_binding\(job\),")],

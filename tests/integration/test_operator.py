@@ -355,6 +355,30 @@ def test_pods_the_api_server_refuses_are_reported(kube: Kube, namespace: str, op
     assert pods(kube, namespace, name) == [] and st["phase"] == C.PHASE_PENDING
 
 
+def test_a_refused_service_is_reported_until_it_gets_through(kube: Kube, namespace: str, operator: Any) -> None:
+    """Decision: the Service and the relay's Role and binding follow the pods (a pod does not need them to be
+    created). One the API server refuses (here: a quota of no Services) stays on record (Created=False) and
+    is tried again, after the pods exist, until it gets through."""
+    kube.kubectl("create", "quota", "no-services", "-n", namespace, "--hard=services=0")
+    # Quota admission refuses every Service until the quota controller has filled in the quota's status.
+    until(lambda: kube.get("resourcequota", "no-services", "-n", namespace).get("status", {}).get("hard"), 30,
+          "the quota's status")
+    name = apply(kube, namespace, pinned("noservice"))
+    first = [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)]
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
+                  "Created=False (Service refused)")
+    assert "exceeded quota: no-services" in condition(st, C.COND_CREATED)["message"], st
+    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "exceeded quota")
+    assert kube.kubectl("get", "service", name, "-n", namespace, check=False).returncode != 0
+
+    kube.kubectl("delete", "quota", "no-services", "-n", namespace)
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created",
+                  timeout=90)  # the retry backoff is at most a minute
+    assert kube.get("service", name, "-n", namespace)["metadata"]["ownerReferences"] == [owner_ref(kube, namespace, name)]
+    assert st["attempt"] == 0 and st["restarts"] == 0 and st["launchedAttempt"] == 0
+    assert [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)] == first  # never restarted
+
+
 def test_a_spec_the_operator_rejects_fails_the_job(kube: Kube, namespace: str, operator: Any) -> None:
     manifest = pinned("badclaim")
     manifest["spec"]["output"] = {"claimName": "Not_A_Claim"}  # the CRD only bounds its length

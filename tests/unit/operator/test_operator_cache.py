@@ -123,6 +123,20 @@ def test_a_finished_jobs_pods_are_dropped_and_not_collected_again() -> None:
     assert len(cache) == 0 and cache.pods("ns", "j") is None  # its next (rare) pass lists them
 
 
+def test_companions_are_remembered_for_the_job_that_got_them_until_it_is_finished_or_forgotten() -> None:
+    cache = ObjectCache(max_age=50)
+    cache.put_job(job(1))
+    cache.put_companions_created("ns", "j", "uid-1")
+    assert cache.companions_created("ns", "j", "uid-1")
+    assert not cache.companions_created("ns", "j", "uid-2")  # a new job of the same name has none yet
+    cache.put_job(job(2, phase=C.PHASE_SUCCEEDED))
+    assert not cache.companions_created("ns", "j", "uid-1")
+    cache.put_job(job(3))
+    cache.put_companions_created("ns", "j", "uid-1")
+    cache.forget_job("ns", "j")
+    assert not cache.companions_created("ns", "j", "uid-1")
+
+
 def test_claim_modes_expire() -> None:
     clock = Clock()
     cache = ObjectCache(max_age=50, clock=clock)

@@ -9,8 +9,8 @@ import yaml
 
 from ltj_operator import constants as C
 from ltj_operator.config import OperatorConfig
-from ltj_operator.render import (render_children, render_config_map, render_pod, render_pods, render_pvc,
-                                 render_relay_role, render_relay_role_binding, render_relay_service_account,
+from ltj_operator.render import (render_children, render_companions, render_config_map, render_pod, render_pods,
+                                 render_prerequisites, render_pvc, render_relay_role, render_relay_role_binding, render_relay_service_account,
                                  render_service, trainer_config)
 from unit.operator.operator_helpers import UID, make_job
 
@@ -114,8 +114,10 @@ def test_standard_labels_and_owner_reference_on_every_child() -> None:
                                             "blockOwnerDeletion": True}]
     pods = [c for c in children if c["kind"] == "Pod"]
     assert all(p["metadata"]["labels"]["team"] == "vision" for p in pods)
-    # Children are created in dependency order: the relay's ServiceAccount before any pod uses it.
-    assert [c["kind"] for c in render_children(job)][:1] == ["ServiceAccount"]
+    # What a pod needs at creation comes first; the rest is created beside the pods.
+    assert sorted(c["kind"] for c in render_prerequisites(job)) == ["ConfigMap", "PersistentVolumeClaim", "Role",
+                                                                    "ServiceAccount"]
+    assert sorted(c["kind"] for c in render_companions(job)) == ["RoleBinding", "Service"]
 
 
 def test_restricted_security_everywhere() -> None:
@@ -249,9 +251,10 @@ def test_rendering_is_deterministic_and_leaves_the_job_untouched() -> None:
     job = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     before = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     first = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
-    first[3]["data"]["trainer.yaml"] = "mutated"  # a caller's edit must not leak into the next render
+    config_map = next(i for i, c in enumerate(first) if c["kind"] == "ConfigMap")
+    first[config_map]["data"]["trainer.yaml"] = "mutated"  # a caller's edit must not leak into the next render
     second = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
-    assert second[3]["data"]["trainer.yaml"] != "mutated"
+    assert second[config_map]["data"]["trainer.yaml"] != "mutated"
     assert render_pods(job, 1, CONFIG, resume_from="/x") == second[-2:]
     assert job == before
 
