@@ -169,16 +169,19 @@ def _ensure(kube: Kube, manifest: dict[str, Any]) -> Callable[[], Any]:
     return lambda: kube.create(manifest)
 
 
+def _create_prerequisites(kube: Kube, job: Job) -> None:
+    kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
+
+
 def _create_companions(kube: Kube, job: Job) -> None:
     kube.all([_ensure(kube, m) for m in render.render_companions(job)])
     kube.put_companions_created(job.meta.namespace, job.meta.name, job.meta.uid)
 
 
 def _prerequisites_created(kube: Kube, job: Job) -> bool:
-    """The children the pods need at creation, created together; a refusal is left for apply_actions to
-    meet again and report."""
+    """_create_prerequisites, where a refusal is left for apply_actions to meet again and report."""
     try:
-        kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
+        _create_prerequisites(kube, job)
         return True
     except ApiError as exc:
         log.debug("%s/%s: prerequisites refused before the status write: %s", job.meta.namespace, job.meta.name, exc)
@@ -194,7 +197,7 @@ def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decisi
             kube.all([lambda pod=pod, uid=uid: kube.delete_pod(ns, pod, uid) for pod, uid in action.pods])
         elif isinstance(action, CreatePods):
             if not prerequisites_ready:
-                kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
+                _create_prerequisites(kube, job)
             manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from)
                          for rank in action.ranks]
             created = kube.all([lambda m=m: kube.create(m) for m in manifests])
