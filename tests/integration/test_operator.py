@@ -356,7 +356,7 @@ def test_pods_the_api_server_refuses_are_reported(kube: Kube, namespace: str, op
 
 
 def test_a_refused_service_is_reported_until_it_gets_through(kube: Kube, namespace: str, operator: Any) -> None:
-    """Decision: the Service and the relay's Role and binding follow the pods (a pod does not need them to be
+    """Decision: the Service and the relay's RoleBinding follow the pods (a pod does not need them to be
     created). One the API server refuses (here: a quota of no Services) stays on record (Created=False) and
     is tried again, after the pods exist, until it gets through."""
     kube.kubectl("create", "quota", "no-services", "-n", namespace, "--hard=services=0")

@@ -10,8 +10,8 @@ import yaml
 from ltj_operator import constants as C
 from ltj_operator.config import OperatorConfig
 from ltj_operator.render import (render_children, render_companions, render_config_map, render_pod, render_pods,
-                                 render_prerequisites, render_pvc, render_relay_role, render_relay_role_binding, render_relay_service_account,
-                                 render_service, trainer_config)
+                                 render_prerequisites, render_pvc, render_relay_role, render_relay_role_binding,
+                                 render_relay_service_account, render_service, trainer_config)
 from unit.operator.operator_helpers import UID, make_job
 
 pytestmark = pytest.mark.unit
@@ -114,7 +114,7 @@ def test_standard_labels_and_owner_reference_on_every_child() -> None:
                                             "blockOwnerDeletion": True}]
     pods = [c for c in children if c["kind"] == "Pod"]
     assert all(p["metadata"]["labels"]["team"] == "vision" for p in pods)
-    # What a pod needs at creation comes first; the rest is created beside the pods.
+    # What a pod (or the relay's binding) needs comes first; the rest follows the pods.
     assert sorted(c["kind"] for c in render_prerequisites(job)) == ["ConfigMap", "PersistentVolumeClaim", "Role",
                                                                     "ServiceAccount"]
     assert sorted(c["kind"] for c in render_companions(job)) == ["RoleBinding", "Service"]
