@@ -66,6 +66,12 @@ def next_pass_in(outcome: Any, config: OperatorConfig) -> float | None:
     return resync if outcome.requeue_after is None else min(outcome.requeue_after, resync)
 
 
+def pass_priority(cache: ObjectCache, key: tuple[str, str]) -> int:
+    """A waiting pass's rank for a reconcile thread (lower first): jobs waiting for their pods before
+    the status and companions of jobs whose pods exist, which only record what already happened."""
+    return 0 if cache.awaits_pods(*key) else 1
+
+
 def _watched(memo: Any, namespace: str | None, **_: Any) -> bool:
     config = getattr(memo, "config", None)
     return config is None or config.watches(namespace)
@@ -109,7 +115,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.kube = kube
     memo.cache = cache
     memo.executor = executor
-    memo.queue = WorkQueue(work, resync_seconds=config.resync_seconds * FINISHED_RESYNC_FACTOR)
+    # As many passes at once as reconcile threads, so a waiting pass is ordered by its priority.
+    memo.queue = WorkQueue(work, resync_seconds=config.resync_seconds * FINISHED_RESYNC_FACTOR,
+                           slots=config.workers, priority=lambda key: pass_priority(cache, key))
     logger.info("ltj operator configured: %s", config)
 
 

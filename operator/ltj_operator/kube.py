@@ -146,6 +146,12 @@ class ObjectCache:
         with self._lock:
             self._companions[(namespace, name)] = uid
 
+    def awaits_pods(self, namespace: str, name: str) -> bool:
+        """The job is active and none of its pods is known: its next pass is likely to create its gang."""
+        key = (namespace, name)
+        with self._lock:
+            return key in self._jobs and not self._pods.get(key)
+
     # -- jobs --
     def job(self, namespace: str, name: str) -> Manifest | None:
         with self._lock:

@@ -6,9 +6,10 @@ pods stale on its next pass instead of mistaking them for a new failure. A job's
 exception: it has no earlier gang to mistake, so its status is first written once its pods exist
 (derived from them), a write less. Pods are created once what they need at creation exists (the
 relay's ServiceAccount and Role, the ConfigMap, the claim); the Service and the relay's RoleBinding
-follow them, off the path to the pods. Whatever stops those two (a refusal, an error) cannot leave
-the gang without them: the pass that records the gang as launched first makes sure they exist,
-unless this process created them already, and records nothing until they do.
+are not needed until the containers run, so they are left to the pass that records the gang as
+launched (the one its pods' events trigger): it makes sure they exist, unless this process created
+them already, and records nothing until they do. A pass that creates pods thus writes only what the
+pods need, and under a burst of new jobs (see WorkQueue's priority) every gang gets its pods sooner.
 """
 
 from __future__ import annotations
@@ -209,7 +210,6 @@ def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decisi
                 if existing is not None and job.meta.uid not in owners:
                     events.append(EventNote("Warning", C.Reason.POD_NAME_CONFLICT,
                                             f"pod {pod_name(name, rank)} exists and is not owned by this job"))
-            _create_companions(kube, job)
         elif isinstance(action, DeleteJob):
             kube.delete_job(ns, name, job.meta.uid)
     return events

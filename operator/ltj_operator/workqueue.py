@@ -5,11 +5,17 @@ the operator is down or uninstalled. Here kopf only delivers watch events (no fi
 annotations on the job); each event pokes the job's key. A worker reconciles its key, then sleeps
 until the next poke or until the requested requeue time (or the resync period), and exits when the
 job is gone. Pokes that arrive during a reconcile cause exactly one more pass, never a parallel one.
+
+At most `slots` passes run at once (the reconcile threads). A pass waiting for a slot gets it by its
+priority (lower first), then in arrival order: under a burst of new jobs, the passes that create
+pods go before the bookkeeping of jobs whose pods exist, so every gang gets its pods sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, Hashable, TypeVar
@@ -20,6 +26,8 @@ K = TypeVar("K", bound=Hashable)
 
 # work(key) -> seconds until the next pass (None: the key is gone, forget it).
 Work = Callable[[K], Awaitable[float | None]]
+# priority(key) -> rank of its waiting pass (lower goes first), asked when the pass waits for a slot.
+Priority = Callable[[K], int]
 
 
 @dataclass
@@ -30,8 +38,12 @@ class _Worker:
 
 class WorkQueue(Generic[K]):
     def __init__(self, work: Work[K], *, resync_seconds: float, min_backoff: float = 1.0,
-                 max_backoff: float = 60.0):
+                 max_backoff: float = 60.0, slots: int = 4, priority: Priority[K] | None = None):
         self._work = work
+        self._free = slots
+        self._priority = priority
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
         self._resync = resync_seconds
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -57,9 +69,13 @@ class WorkQueue(Generic[K]):
         try:
             while True:
                 await worker.wake.wait()
-                worker.wake.clear()
                 try:
-                    delay = await self._work(key)
+                    await self._acquire(key)
+                    worker.wake.clear()  # pokes while waiting for a slot are served by this pass
+                    try:
+                        delay = await self._work(key)
+                    finally:
+                        self._release()
                     failures = 0
                 except asyncio.CancelledError:
                     raise
@@ -83,6 +99,28 @@ class WorkQueue(Generic[K]):
         finally:
             if self._workers.get(key) is worker:
                 del self._workers[key]
+
+    async def _acquire(self, key: K) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        rank = self._priority(key) if self._priority is not None else 0
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (rank, next(self._arrivals), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release()  # granted as it was cancelled: pass the slot on
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():
+                granted.set_result(None)  # the slot moves to the waiter without becoming free
+                return
+        self._free += 1
 
     async def stop(self) -> None:
         tasks = [w.task for w in self._workers.values() if w.task is not None]

@@ -172,3 +172,16 @@ def test_kube_all_runs_calls_together_keeps_order_and_raises_after_all_finished(
         assert kube.all([lambda: 7]) == [7]
     finally:
         kube.close()
+
+
+def test_a_job_awaits_pods_while_it_is_active_and_none_of_its_pods_is_known() -> None:
+    cache = ObjectCache(max_age=50)
+    assert not cache.awaits_pods("ns", "j")  # unknown: nothing to put first
+    cache.put_job(job(1))
+    assert cache.awaits_pods("ns", "j")  # new: its next pass creates the gang
+    cache.put_pod(pod("j-node-0", 2))
+    assert not cache.awaits_pods("ns", "j")  # its pods exist: the next pass records them
+    cache.forget_pod(pod("j-node-0", 3))
+    assert cache.awaits_pods("ns", "j")  # a gang deleted for a restart: the next one is due
+    cache.put_job(job(4, phase=C.PHASE_SUCCEEDED))
+    assert not cache.awaits_pods("ns", "j")  # finished

@@ -15,6 +15,7 @@ from ltj_operator import constants as C
 from ltj_operator import handlers
 from ltj_operator.config import OperatorConfig
 from ltj_operator.diffbase import EventsOnlyDiffBaseStorage
+from ltj_operator.kube import ObjectCache
 
 pytestmark = pytest.mark.unit
 
@@ -111,3 +112,14 @@ def test_the_pod_watch_is_filtered_by_the_api_server() -> None:
     assert list(settings.watching.label_selectors.collect(pods)) == [
         f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY},{C.LABEL_JOB_NAME}"]
     assert list(settings.watching.label_selectors.collect(jobs)) == []
+
+
+def test_passes_of_jobs_awaiting_their_pods_rank_before_the_others() -> None:
+    cache = ObjectCache(max_age=50)
+    cache.put_job({"metadata": {"name": "new", "namespace": "ns", "resourceVersion": "1"}})
+    cache.put_job({"metadata": {"name": "started", "namespace": "ns", "resourceVersion": "2"}})
+    cache.put_pod({"metadata": {"name": "started-node-0", "namespace": "ns", "uid": "u", "resourceVersion": "3",
+                                "labels": {C.LABEL_JOB_NAME: "started", C.LABEL_NODE_RANK: "0",
+                                           C.LABEL_ATTEMPT: "0"}}, "status": {"phase": "Pending"}})
+    ranks = {key: handlers.pass_priority(cache, ("ns", key)) for key in ("new", "started", "unknown")}
+    assert ranks["new"] < ranks["started"] == ranks["unknown"]

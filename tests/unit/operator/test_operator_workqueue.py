@@ -125,3 +125,94 @@ def test_pokes_do_not_cut_a_failure_backoff_short() -> None:
         assert len(times) == 2 and times[1] - times[0] >= 0.29
 
     run(scenario())
+
+
+def test_at_most_slots_passes_run_and_a_freed_slot_goes_to_the_best_ranked_waiter() -> None:
+    async def scenario() -> None:
+        order: list[str] = []
+        active = 0
+        peak = 0
+        release = asyncio.Event()
+
+        async def work(key: str) -> float | None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            order.append(key)
+            if key.startswith("busy"):
+                await release.wait()
+            active -= 1
+            return None
+
+        # "new-*" rank 0 (e.g. jobs waiting for their pods), the rest 1.
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, slots=2,
+                                          priority=lambda key: 0 if key.startswith("new") else 1)
+        queue.poke("busy-1")
+        queue.poke("busy-2")
+        await asyncio.sleep(0.05)
+        for key in ("old-1", "new-1", "old-2", "new-2"):
+            queue.poke(key)  # all wait: both slots are taken
+        await asyncio.sleep(0.05)
+        assert order == ["busy-1", "busy-2"]
+        release.set()
+        for _ in range(100):
+            if len(queue) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert order[2:] == ["new-1", "new-2", "old-1", "old-2"]  # by rank, then by arrival
+        assert peak == 2 and len(queue) == 0
+
+    run(scenario())
+
+
+def test_pokes_while_waiting_for_a_slot_are_served_by_that_pass() -> None:
+    async def scenario() -> None:
+        calls = {"busy": 0, "k": 0}
+        release = asyncio.Event()
+
+        async def work(key: str) -> float | None:
+            calls[key] += 1
+            if key == "busy":
+                await release.wait()
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, slots=1)
+        queue.poke("busy")
+        await asyncio.sleep(0.05)
+        for _ in range(3):
+            queue.poke("k")  # e.g. several watch events of the same job while the threads are busy
+            await asyncio.sleep(0.02)
+        release.set()
+        for _ in range(100):
+            if len(queue) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert calls == {"busy": 1, "k": 1}
+
+    run(scenario())
+
+
+def test_a_waiter_cancelled_by_stop_leaves_no_slot_taken() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        done: list[str] = []
+
+        async def work(key: str) -> float | None:
+            await release.wait()
+            done.append(key)
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, slots=1)
+        queue.poke("a")
+        queue.poke("b")  # waits for the only slot
+        await asyncio.sleep(0.05)
+        await queue.stop()
+        release.set()
+        queue.poke("c")  # the slot "a" held is free again, and "b" holds none
+        for _ in range(100):
+            if done:
+                break
+            await asyncio.sleep(0.02)
+        assert done == ["c"]
+
+    run(scenario())
