@@ -11,7 +11,7 @@ running anything), one system at a time:
 - floor: a plain client creating the same pods (as render.py renders them) and their Service (plus
          the relay's ServiceAccount, which admission needs for rank 0) directly, with
          --floor-concurrency connections: the API server's own limit for that work. `floor-all`
-         also creates every other child our operator creates (ConfigMap, Role, RoleBinding).
+         also creates every other child our operator creates (the relay's Role and RoleBinding).
 
 Workloads: N jobs (--sizes) of 2 pods each submitted at once, in a fresh namespace and a fresh
 operator process each. Measured: per job, submit -> both pods exist (first watch event) and
@@ -790,7 +790,7 @@ def run_floor(api: Api, floor: Floor, ns: str, names: Sequence[str]) -> dict[str
 
 
 def _plural(obj: Mapping[str, Any]) -> str:
-    return {"Pod": "pods", "Service": "services", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
+    return {"Pod": "pods", "Service": "services", "ServiceAccount": "serviceaccounts",
             "Role": "roles", "RoleBinding": "rolebindings", "PersistentVolumeClaim": "persistentvolumeclaims"}[obj["kind"]]
 
 

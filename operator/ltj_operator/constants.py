@@ -34,7 +34,6 @@ MANAGED_BY: Final = "ltj-operator"
 
 COMPONENT_TRAINER: Final = "trainer"
 COMPONENT_SERVICE: Final = "service"
-COMPONENT_CONFIG: Final = "config"
 COMPONENT_OUTPUT: Final = "output"
 COMPONENT_RELAY: Final = "relay"
 
@@ -47,6 +46,8 @@ DIST_PORT_NAME: Final = "dist"
 CONFIG_DIR: Final = "/etc/ltj"
 CONFIG_FILE_NAME: Final = "trainer.yaml"
 CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_FILE_NAME}"
+# Each pod carries its trainer config in this annotation; a downward API volume makes it CONFIG_PATH.
+ANNOTATION_TRAINER_CONFIG: Final = f"{GROUP}/trainer-config"
 OUTPUT_DIR: Final = "/output"
 EVENTS_FILE: Final = f"{OUTPUT_DIR}/events.jsonl"
 SHM_DIR: Final = "/dev/shm"

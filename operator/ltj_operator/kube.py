@@ -4,9 +4,8 @@ It speaks JSON over the `kubernetes` client's authenticated REST transport (in-c
 KUBECONFIG) instead of the typed API classes, so manifests travel exactly as rendered (no model
 round-trip that could drop fields the client's models do not know, such as native sidecars).
 Creates tolerate 409 (already there), deletes tolerate 404 (already gone) and guard with the uid
-so a newer object with the same name is never deleted by mistake. An existing ConfigMap or claim
-with a child's name is used only when the job controls it: the operator never rewrites or mounts
-someone else's object (a user's, or a deleted namesake's that garbage collection has not removed yet).
+so a newer object with the same name is never deleted by mistake. An existing claim with the
+output's name is used only when the job controls it: the operator never mounts someone else's object (a user's, or a deleted namesake's that garbage collection has not removed yet).
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ class _Kind:
 _KINDS: dict[tuple[str, str], _Kind] = {
     ("v1", "Pod"): _Kind("/api/v1", "pods"),
     ("v1", "Service"): _Kind("/api/v1", "services"),
-    ("v1", "ConfigMap"): _Kind("/api/v1", "configmaps"),
     ("v1", "PersistentVolumeClaim"): _Kind("/api/v1", "persistentvolumeclaims"),
     ("v1", "ServiceAccount"): _Kind("/api/v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io/v1", "Role"): _Kind("/apis/rbac.authorization.k8s.io/v1", "roles"),
@@ -413,19 +411,6 @@ class Kube:
         if ours is None or theirs is None or theirs.get("uid") != ours.get("uid"):
             raise NotOwned(kind, name, theirs)
         return current
-
-    def ensure_config_map(self, manifest: Manifest) -> bool:
-        """Create, or bring the data of an existing one up to date (spec edits apply to the next
-        attempt). True when something was written. NotOwned when the job does not control it."""
-        if self.create(manifest):
-            return True
-        meta = manifest["metadata"]
-        current = self._controlled(manifest, self.get("v1", "ConfigMap", meta["namespace"], meta["name"]))
-        if current.get("data") == manifest.get("data"):
-            return False
-        self.request("PATCH", _item("v1", "ConfigMap", meta["namespace"], meta["name"]),
-                     body={"data": manifest["data"]}, content_type="application/merge-patch+json")
-        return True
 
     def ensure_claim(self, manifest: Manifest) -> bool:
         """Create the job's output claim unless it exists; True when this call created it. NotOwned when

@@ -5,11 +5,11 @@ before pods are deleted or a new gang is created, so an operator that dies in be
 pods stale on its next pass instead of mistaking them for a new failure. A job's first gang is the
 exception: it has no earlier gang to mistake, so its status is first written once its pods exist
 (derived from them), a write less. Pods are created once what they need at creation exists (the
-relay's ServiceAccount and Role, the ConfigMap, the claim); the Service and the relay's RoleBinding
-are not needed until the containers run, so they are left to the pass that records the gang as
-launched (the one its pods' events trigger): it makes sure they exist, unless this process created
-them already, and records nothing until they do. A pass that creates pods thus writes only what the
-pods need, and under a burst of new jobs (see WorkQueue's priority) every gang gets its pods sooner.
+relay's ServiceAccount and Role, the claim). The Service and the relay's RoleBinding are not needed
+before the containers run: they go with the status write that records the gang as launched (the pass
+its pods' events trigger), in the same round trip, so a pass that creates pods writes only what the
+pods need. Every pass of a launched gang makes sure of them until this process has created them; a
+refusal (a quota, say) is reported as Created=False until they get through.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .config import OperatorConfig
 from .kube import ApiError, Kube, NotOwned
 from .spec import Job, parse_or_error, pod_name
 from .status import (CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed, StallPolicy,
-                     creation_failed, decide)
+                     creation_failed, creation_recovered, decide)
 
 log = logging.getLogger(__name__)
 
@@ -93,35 +93,42 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
         events.extend(EventNote("Warning", "SpecWarning", w) for w in job.spec.warnings)
 
     creates = any(isinstance(a, CreatePods) for a in decision.actions)
-    launched = decision.status.get("launchedAttempt")
-    if (launched is not None and launched != status.get("launchedAttempt")
-            and decision.status.get("phase") not in C.TERMINAL_PHASES
-            and not kube.companions_created(namespace, name, job.meta.uid)):
-        try:
-            _create_companions(kube, job)
-        except ApiError as exc:
-            if not _refusal(exc):
-                raise
-            # Nothing of the decision is written: a later pass records the launch once they exist.
-            refusal = creation_failed(status, _refusal_message(exc), now(), job.meta.generation)
-            if refusal["conditions"] != status.get("conditions"):
-                kube.patch_job_status(namespace, name, refusal)
-            return Outcome(gone=False, requeue_after=decision.requeue_after, events=(_refusal_event(exc),),
-                           body=body, decision=decision, error=exc)
     # A job's first gang needs no record before its pods: an operator that dies before the next write
     # finds pods of attempt 0 and derives the same status from them (no restart to double-count). The
     # pass the new pods' events trigger writes it, often already Running: a status write less per job.
     deferred = creates and status.get("attempt") is None
-    prerequisites_ready = False
-    if patch and not deferred:
+    write = bool(patch) and not deferred
+    # Independent calls go in one round trip: the status write, the pods' prerequisites (create-if-absent
+    # and harmless before the status records a new attempt; only the pods must follow that record), and
+    # the companions of a launched gang that this process has not made sure of yet.
+    # Each is one flat call (Kube.all inside Kube.all could exhaust its threads); a refusal comes back
+    # as the call's result: a prerequisite's is left for apply_actions to meet again and report.
+    writes: list[Callable[[], Any]] = []
+    if write:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
-        if creates:
-            # The pods' prerequisites are create-if-absent and harmless before the status records the
-            # new attempt; only the pods must follow that record. Written together: a round trip less.
-            _, prerequisites_ready = kube.all([lambda: kube.patch_job_status(namespace, name, patch),
-                                               lambda: _prerequisites_created(kube, job)])
-        else:
-            kube.patch_job_status(namespace, name, patch)
+        writes.append(lambda: kube.patch_job_status(namespace, name, patch))
+    prerequisites = [_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)] if write and creates else []
+    companions_due = (decision.status.get("launchedAttempt") is not None
+                      and decision.status.get("phase") not in C.TERMINAL_PHASES
+                      and not kube.companions_created(namespace, name, job.meta.uid))
+    companions = [_refusable(_ensure(kube, m)) for m in render.render_companions(job)] if companions_due else []
+    results = kube.all([*writes, *prerequisites, *companions])[len(writes):]
+    refusals = [r if isinstance(r, ApiError) else None for r in results]
+    prerequisites_ready = bool(prerequisites) and not any(refusals[:len(prerequisites)])
+    refused = next((r for r in refusals[len(prerequisites):] if r is not None), None)
+    if companions and refused is None:
+        kube.put_companions_created(namespace, name, job.meta.uid)
+    written = {**status, **patch} if write else status
+    if refused is not None:
+        # Reported until they exist (each pass tries again); the gang itself carries on.
+        refusal = creation_failed(written, _refusal_message(refused), now(), job.meta.generation)
+        if refusal["conditions"] != written.get("conditions"):
+            kube.patch_job_status(namespace, name, refusal)
+        events.append(_refusal_event(refused))
+    elif companions_due:
+        recovered = creation_recovered(written, now(), job.meta.generation)
+        if recovered is not None:
+            kube.patch_job_status(namespace, name, recovered)
     failure: Exception | None = None
     try:
         try:
@@ -138,7 +145,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
         failure = exc
     return Outcome(gone=False, requeue_after=decision.requeue_after, events=tuple(events), body=body,
-                   decision=decision, error=failure)
+                   decision=decision, error=failure or refused)
 
 
 def _refusal_message(exc: ApiError) -> str:
@@ -163,8 +170,6 @@ def _delete_pods(kube: Kube, namespace: str, decision: Decision) -> Exception | 
 
 def _ensure(kube: Kube, manifest: dict[str, Any]) -> Callable[[], Any]:
     """Create-if-absent of one child, as a call for Kube.all."""
-    if manifest["kind"] == "ConfigMap":
-        return lambda: kube.ensure_config_map(manifest)
     if manifest["kind"] == "PersistentVolumeClaim":
         return lambda: kube.ensure_claim(manifest)
     return lambda: kube.create(manifest)
@@ -174,19 +179,16 @@ def _create_prerequisites(kube: Kube, job: Job) -> None:
     kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
 
 
-def _create_companions(kube: Kube, job: Job) -> None:
-    kube.all([_ensure(kube, m) for m in render.render_companions(job)])
-    kube.put_companions_created(job.meta.namespace, job.meta.name, job.meta.uid)
-
-
-def _prerequisites_created(kube: Kube, job: Job) -> bool:
-    """_create_prerequisites, where a refusal is left for apply_actions to meet again and report."""
-    try:
-        _create_prerequisites(kube, job)
-        return True
-    except ApiError as exc:
-        log.debug("%s/%s: prerequisites refused before the status write: %s", job.meta.namespace, job.meta.name, exc)
-        return False
+def _refusable(call: Callable[[], Any]) -> Callable[[], Any]:
+    """`call`, returning the API server's refusal instead of raising it (other errors are raised)."""
+    def refusable() -> Any:
+        try:
+            return call()
+        except ApiError as exc:
+            if not _refusal(exc):
+                raise
+            return exc
+    return refusable
 
 
 def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision,

@@ -14,7 +14,7 @@ import yaml
 
 from . import constants as C
 from .config import OperatorConfig
-from .spec import Job, config_map_name, output_claim_name, pod_name, relay_name, thaw
+from .spec import Job, output_claim_name, pod_name, relay_name, thaw
 
 Manifest = dict[str, Any]
 
@@ -92,14 +92,11 @@ def trainer_config(job: Job) -> dict[str, Any]:
     }
 
 
-def render_config_map(job: Job) -> Manifest:
-    text = yaml.safe_dump(trainer_config(job), sort_keys=False, default_flow_style=False)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(job, config_map_name(job.meta.name), C.COMPONENT_CONFIG),
-        "data": {C.CONFIG_FILE_NAME: text},
-    }
+def trainer_config_text(job: Job) -> str:
+    """The trainer config as the trainer reads it (C.CONFIG_PATH). Each pod carries it in an annotation
+    (the way Argo hands its executor the template): a gang keeps the config it was created with (spec
+    edits apply to the next attempt), and no other object is written before the pods."""
+    return yaml.safe_dump(trainer_config(job), sort_keys=False, default_flow_style=False)
 
 
 # --- Service, PVC, RBAC ------------------------------------------------------------------------
@@ -177,10 +174,10 @@ def render_relay_role_binding(job: Job) -> Manifest:
 
 def render_prerequisites(job: Job) -> list[Manifest]:
     """The children created before the pods: what a pod needs at creation (admission refuses a pod whose
-    ServiceAccount is missing, the relay's on rank 0; a pod mounts the ConfigMap and the claim), and the
-    relay's Role, which its binding needs (without the `bind` verb the operator binds only a Role that
-    exists: the API server checks that the operator holds what the Role grants)."""
-    children = [render_relay_service_account(job), render_relay_role(job), render_config_map(job)]
+    ServiceAccount is missing, the relay's on rank 0; a pod mounts the claim), and the relay's Role,
+    which its binding needs (without the `bind` verb the operator binds only a Role that exists: the
+    API server checks that the operator holds what the Role grants)."""
+    children = [render_relay_service_account(job), render_relay_role(job)]
     pvc = render_pvc(job)
     if pvc is not None:
         children.append(pvc)
@@ -355,7 +352,9 @@ def _relay_token_volume(config: OperatorConfig) -> dict[str, Any]:
 
 def _volumes(job: Job, rank: int, config: OperatorConfig) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
-        {"name": C.VOLUME_CONFIG, "configMap": {"name": config_map_name(job.meta.name)}},
+        {"name": C.VOLUME_CONFIG, "downwardAPI": {"items": [
+            {"path": C.CONFIG_FILE_NAME,
+             "fieldRef": {"fieldPath": f"metadata.annotations['{C.ANNOTATION_TRAINER_CONFIG}']"}}]}},
         {"name": C.VOLUME_OUTPUT, "persistentVolumeClaim": {"claimName": job.spec.output.claim(job.meta.name)}},
         {"name": C.VOLUME_SHM, "emptyDir": {"medium": "Memory"}},
     ]
@@ -379,8 +378,7 @@ def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume
                   C.LABEL_NODE_RANK: str(rank), C.LABEL_ATTEMPT: str(attempt)}
     metadata = _metadata(job, name, C.COMPONENT_TRAINER)
     metadata["labels"] = pod_labels
-    if pt.annotations:
-        metadata["annotations"] = dict(pt.annotations)
+    metadata["annotations"] = {**pt.annotations, C.ANNOTATION_TRAINER_CONFIG: trainer_config_text(job)}
 
     spec: dict[str, Any] = {
         "hostname": name,

@@ -9,6 +9,7 @@ is true``. All errors of a spec are reported together.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -193,10 +194,6 @@ def pod_name(job_name: str, rank: int) -> str:
     return f"{job_name}-node-{rank}"
 
 
-def config_map_name(job_name: str) -> str:
-    return f"{job_name}-config"
-
-
 def output_claim_name(job_name: str) -> str:
     return f"{job_name}-output"
 
@@ -221,6 +218,8 @@ PRECISIONS = ("fp16", "bf16", "fp32")
 MODES = ("min", "max")
 RESUME_KEYWORDS = ("last", "best", "none")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# model.args and data.args ride in every pod's trainer-config annotation (all annotations: 256 KiB).
+MAX_ARGS_BYTES = 64 * 1024
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -330,13 +329,19 @@ class _Fields:
             return default
         return value
 
-    def mapping(self, key: str, *, identifier_keys: bool = False) -> Mapping[str, Any]:
+    def mapping(self, key: str, *, identifier_keys: bool = False, max_bytes: int | None = None) -> Mapping[str, Any]:
         value = self._object(key)
         if identifier_keys:
             bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
             if bad:
                 self.errors.append(f"{self.at(key)}.{bad[0]}: keys must be Python identifiers (they become "
                                    "keyword arguments)")
+                return _EMPTY
+        if max_bytes is not None:
+            size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+            if size > max_bytes:
+                self.error(key, f"too large: {size} bytes as JSON, at most {max_bytes} (it travels in the trainer "
+                                "config, a pod annotation; put large inputs in a file on a volume)")
                 return _EMPTY
         return freeze(value)
 
@@ -462,7 +467,7 @@ def _parse_model(f: _Fields) -> ModelSpec | None:
     m = f.sub("model", ("name", "args"))
     name = m.string("name", required=True, max_len=63, pattern=_REGISTERED_NAME,
                     pattern_help="must be a registered name (letters, digits, '_', '.', '-')")
-    args = m.mapping("args", identifier_keys=True)
+    args = m.mapping("args", identifier_keys=True, max_bytes=MAX_ARGS_BYTES)
     return ModelSpec(name=name, args=args) if name is not None else None
 
 
@@ -472,7 +477,7 @@ def _parse_data(f: _Fields) -> DataSpec:
     return DataSpec(
         name=d.string("name", default.name, max_len=63, pattern=_REGISTERED_NAME,
                       pattern_help="must be a registered name (letters, digits, '_', '.', '-')") or default.name,
-        args=d.mapping("args", identifier_keys=True),
+        args=d.mapping("args", identifier_keys=True, max_bytes=MAX_ARGS_BYTES),
         batch_size=d.integer("batchSize", default.batch_size, minimum=1, maximum=1 << 20) or default.batch_size,
         num_workers=_int(d.integer("numWorkers", default.num_workers, minimum=0, maximum=256)),
     )

@@ -181,6 +181,10 @@ class _Conditions:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def _created_message(nodes: int, attempt: int) -> str:
+    return f"created {nodes} pod(s) for attempt {attempt}"
+
+
 def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -458,8 +462,7 @@ class _Decider:
         if len(current) == self.nodes:
             if self.launched != self.attempt:
                 self.launched = self.attempt
-                self.conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED,
-                               f"created {self.nodes} pod(s) for attempt {self.attempt}")
+                self.conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED, _created_message(self.nodes, self.attempt))
 
         rank0 = current.get(0)
         if rank0 is not None and rank0.trainer_succeeded:
@@ -698,6 +701,20 @@ class _Decider:
             requeue_after=min(self.requeues) if self.requeues else None,
             events=tuple(self.events),
         )
+
+
+def creation_recovered(status: Mapping[str, Any], now: dt.datetime, generation: int) -> dict[str, Any] | None:
+    """The status patch once the children of a launched gang exist after a refusal reported by
+    creation_failed (None when there is nothing to take back: no refusal shown, or the gang is not
+    complete, in which case the pods' own creation turns Created back to True)."""
+    created = next((c for c in status.get("conditions") or [] if c.get("type") == C.COND_CREATED), None)
+    if (created is None or created.get("reason") != R.POD_CREATION_FAILED
+            or status.get("launchedAttempt") is None or status.get("launchedAttempt") != status.get("attempt")):
+        return None
+    conds = _Conditions(status.get("conditions"), format_time(now), generation)
+    conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED, _created_message(_int(status.get("nodes"), 0),
+                                                                          _int(status.get("attempt"), 0)))
+    return {"conditions": conds.as_list()}
 
 
 def creation_failed(status: Mapping[str, Any] | None, message: str, now: dt.datetime,

@@ -179,7 +179,7 @@ def probe(port: int) -> dict[str, Any]:
 
 def children(kube: Kube, namespace: str, name: str) -> dict[str, set[str]]:
     """kind -> names of the job's children, found by the contract's labels."""
-    items = kube.get("pods,services,configmaps,serviceaccounts,roles,rolebindings", "-n", namespace,
+    items = kube.get("pods,services,serviceaccounts,roles,rolebindings", "-n", namespace,
                      "-l", f"ltj.dev/job-name={name}")["items"]
     out: dict[str, set[str]] = {}
     for item in items:
@@ -204,10 +204,10 @@ def run_job_flow(kube: Kube, release: Release, namespace: str, tmp_path: Path, m
         wait_for(lambda: _probe_ok(port), 30, what="kopf's health endpoint")
         kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(small_job(name, nodes)))
         expected = {"Pod": {f"{name}-node-{i}" for i in range(nodes)}, "Service": {name},
-                    "ConfigMap": {f"{name}-config"}, "ServiceAccount": {f"{name}-relay"},
+                    "ServiceAccount": {f"{name}-relay"},
                     "Role": {f"{name}-relay"}, "RoleBinding": {f"{name}-relay"}}
         wait_for(lambda: children(kube, namespace, name) == expected, 90,
-                 what=f"{name}'s pods, service, config map and relay RBAC")
+                 what=f"{name}'s pods, service and relay RBAC")
         wait_status(kube, namespace, name, lambda st: st.get("phase") in ("Running", "Succeeded"), 240,
                     "Running")
         if until_succeeded:
@@ -283,15 +283,12 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(m\) for m in manifests")],
     ("", "pods", "get"): [("op", r'kube\.get\("v1", "Pod"')],
     ("", "pods", "delete"): [("op", r"kube\.delete_pod\(")],
-    ("", "configmaps", "create"): [("op", r"render_config_map\(job\)"), ("op", r"kube\.ensure_config_map\(")],
-    ("", "configmaps", "get"): [("op", r'self\.get\("v1", "ConfigMap"')],
-    ("", "configmaps", "patch"): [("op", r'request\("PATCH", _item\("v1", "ConfigMap"')],
     ("", "persistentvolumeclaims", "create"): [("op", r"pvc = render_pvc\(job\)")],
     ("", "persistentvolumeclaims", "get"): [("op", r"kube\.claim_access_modes\("),
                                             ("op", r'self\.get\("v1", "PersistentVolumeClaim"')],
     ("", "services", "create"): [("op", r"render_service\(job\)[,\]]")],
     ("", "serviceaccounts", "create"): [("op", r"render_relay_service_account\(job\),")],
-    ("rbac.authorization.k8s.io", "roles", "create"): [("op", r"render_relay_role\(job\),")],
+    ("rbac.authorization.k8s.io", "roles", "create"): [("op", r"render_relay_role\(job\)[,\]]")],
     ("rbac.authorization.k8s.io", "rolebindings", "create"): [("op", r"render_relay_role_binding\(job\),")],
     ("", "events", "create"): [("op", r"kopf\.event\("), ("kopf", r"EVENTS = Selector\('v1', 'events'\)")],
     # kopf's resource observer watches CRDs (warns and stops noticing CRD changes without it).

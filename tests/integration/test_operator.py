@@ -134,7 +134,7 @@ def owner_ref(kube: Kube, ns: str, name: str) -> dict[str, Any]:
             "blockOwnerDeletion": True}
 
 
-CHILD_KINDS = "configmaps,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings,pods"
+CHILD_KINDS = "services,persistentvolumeclaims,serviceaccounts,roles,rolebindings,pods"
 
 
 def children(kube: Kube, ns: str, name: str) -> dict[str, dict[str, Any]]:
@@ -153,7 +153,7 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
     assert condition(st, C.COND_VOLUME_NOT_SHARED) is None  # the template asks for ReadWriteMany
 
     found = children(kube, namespace, name)
-    expected = {"ConfigMap/kids-config": C.COMPONENT_CONFIG, "Service/kids": C.COMPONENT_SERVICE,
+    expected = {"Service/kids": C.COMPONENT_SERVICE,
                 "PersistentVolumeClaim/kids-output": C.COMPONENT_OUTPUT, "ServiceAccount/kids-relay": C.COMPONENT_RELAY,
                 "Role/kids-relay": C.COMPONENT_RELAY, "RoleBinding/kids-relay": C.COMPONENT_RELAY,
                 "Pod/kids-node-0": C.COMPONENT_TRAINER, "Pod/kids-node-1": C.COMPONENT_TRAINER}
@@ -165,7 +165,10 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
         assert meta["labels"].items() >= {**CHILD_LABELS, C.LABEL_INSTANCE: name, C.LABEL_JOB_NAME: name,
                                           C.LABEL_COMPONENT: component}.items(), key
 
-    config = yaml.safe_load(found["ConfigMap/kids-config"]["data"][C.CONFIG_FILE_NAME])
+    # Every pod carries the same trainer config (a gang keeps the config it was created with).
+    texts = {found[f"Pod/kids-node-{rank}"]["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] for rank in (0, 1)}
+    assert len(texts) == 1
+    config = yaml.safe_load(texts.pop())
     training = sample()["spec"]["training"]
     assert config.items() >= {"model_class": "digits_cnn", "data_class": "digits", "num_nodes": 2, "devices": 1,
                               "accelerator": "cpu", "max_epochs": training["maxEpochs"], "precision": "fp32",
@@ -208,7 +211,9 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
         mounts = {m["mountPath"]: m for m in trainer["volumeMounts"]}
         assert mounts[C.OUTPUT_DIR].get("subPath") == name and C.CONFIG_DIR in mounts and C.SHM_DIR in mounts
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes[C.VOLUME_CONFIG]["configMap"]["name"] == "kids-config"
+        assert volumes[C.VOLUME_CONFIG]["downwardAPI"]["items"] == [
+            {"path": C.CONFIG_FILE_NAME,
+             "fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{C.ANNOTATION_TRAINER_CONFIG}']"}}]
         assert volumes[C.VOLUME_OUTPUT]["persistentVolumeClaim"]["claimName"] == "kids-output"
         assert volumes[C.VOLUME_SHM]["emptyDir"] == {"medium": "Memory"}
         if rank == 0:
@@ -322,26 +327,29 @@ def test_operator_restart_changes_nothing_and_deletion_cascades(kube: Kube, name
           lambda: json.dumps(sorted(children(kube, namespace, name))))
 
 
-def test_a_foreign_config_map_is_neither_rewritten_nor_used(kube: Kube, namespace: str, operator: Any) -> None:
+def test_a_foreign_claim_is_neither_used_nor_adopted(kube: Kube, namespace: str, operator: Any) -> None:
     """Decision: a child name taken by an object the job does not control (a user's, or a deleted namesake's
     not yet garbage-collected) is left alone; the job reports it (Created=False + a Warning event) and
     creates no pods until the name is free, then carries on by itself."""
-    kube.kubectl("create", "configmap", "clash-config", "-n", namespace, "--from-literal=trainer.yaml=mine: true")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "clash-output"},
+             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Mi"}},
+                      "storageClassName": "someone-elses"}}
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(claim))
     name = apply(kube, namespace, pinned("clash"))
     st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
                   "Created=False (the name is taken)")
     message = condition(st, C.COND_CREATED)["message"]
-    assert "ConfigMap clash-config exists and is not controlled by this job" in message, message
-    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "ConfigMap clash-config exists")
-    cm = kube.get("configmap", "clash-config", "-n", namespace)
-    assert cm["data"] == {"trainer.yaml": "mine: true"} and not cm["metadata"].get("ownerReferences")
+    assert "PersistentVolumeClaim clash-output exists and is not controlled by this job" in message, message
+    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "PersistentVolumeClaim clash-output exists")
+    theirs = kube.get("pvc", "clash-output", "-n", namespace)
+    assert theirs["spec"]["storageClassName"] == "someone-elses" and not theirs["metadata"].get("ownerReferences")
     assert pods(kube, namespace, name) == []
 
-    kube.kubectl("delete", "configmap", "clash-config", "-n", namespace)
+    kube.kubectl("delete", "pvc", "clash-output", "-n", namespace)
     gang(kube, namespace, name, attempt=0, timeout=90)  # the retry backoff is at most a minute
-    cm = kube.get("configmap", "clash-config", "-n", namespace)
-    assert cm["metadata"]["ownerReferences"] == [owner_ref(kube, namespace, name)]
-    assert yaml.safe_load(cm["data"][C.CONFIG_FILE_NAME])["model_class"] == "digits_cnn"
+    ours = kube.get("pvc", "clash-output", "-n", namespace)
+    assert ours["metadata"]["ownerReferences"] == [owner_ref(kube, namespace, name)]
+    assert ours["spec"]["storageClassName"] == "ltj-local"
     wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
 
 

@@ -20,10 +20,6 @@ Role granting permissions the user holds.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["create", "get", "list", "watch", "delete"]
-# The trainer config, updated in place when the spec changes between attempts.
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["create", "get", "patch"]
 # The output claim of a volumeClaimTemplate; its access modes are read for the RWX check.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

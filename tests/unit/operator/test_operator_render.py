@@ -9,9 +9,9 @@ import yaml
 
 from ltj_operator import constants as C
 from ltj_operator.config import OperatorConfig
-from ltj_operator.render import (render_children, render_companions, render_config_map, render_pod, render_pods,
-                                 render_prerequisites, render_pvc, render_relay_role, render_relay_role_binding,
-                                 render_relay_service_account, render_service, trainer_config)
+from ltj_operator.render import (render_children, render_companions, render_pod, render_pods, render_prerequisites,
+                                 render_pvc, render_relay_role, render_relay_role_binding, render_relay_service_account,
+                                 render_service, trainer_config, trainer_config_text)
 from unit.operator.operator_helpers import UID, make_job
 
 pytestmark = pytest.mark.unit
@@ -97,9 +97,8 @@ def test_standard_labels_and_owner_reference_on_every_child() -> None:
     job = make_job(name="lbl", nodes=2, podTemplate={"metadata": {"labels": {"team": "vision", C.LABEL_NAME: "x"}}})
     children = render_children(job) + render_pods(job, 0, CONFIG)
     kinds = sorted(c["kind"] for c in children)
-    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Pod", "Pod", "Role", "RoleBinding", "Service",
-                     "ServiceAccount"]
-    components = {"Pod": "trainer", "Service": "service", "ConfigMap": "config", "PersistentVolumeClaim": "output",
+    assert kinds == ["PersistentVolumeClaim", "Pod", "Pod", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    components = {"Pod": "trainer", "Service": "service", "PersistentVolumeClaim": "output",
                   "ServiceAccount": "relay", "Role": "relay", "RoleBinding": "relay"}
     for child in children:
         meta = child["metadata"]
@@ -115,8 +114,7 @@ def test_standard_labels_and_owner_reference_on_every_child() -> None:
     pods = [c for c in children if c["kind"] == "Pod"]
     assert all(p["metadata"]["labels"]["team"] == "vision" for p in pods)
     # What a pod (or the relay's binding) needs comes first; the rest follows the pods.
-    assert sorted(c["kind"] for c in render_prerequisites(job)) == ["ConfigMap", "PersistentVolumeClaim", "Role",
-                                                                    "ServiceAccount"]
+    assert sorted(c["kind"] for c in render_prerequisites(job)) == ["PersistentVolumeClaim", "Role", "ServiceAccount"]
     assert sorted(c["kind"] for c in render_companions(job)) == ["RoleBinding", "Service"]
 
 
@@ -235,7 +233,7 @@ def test_pod_template_settings_are_passed_through() -> None:
     job = make_job(imagePullPolicy="Always", podTemplate=template)
     pod = render_pod(job, 0, 0, CONFIG)
     spec = pod["spec"]
-    assert pod["metadata"]["annotations"] == {"example.com/a": "1"}
+    assert pod["metadata"]["annotations"] == {"example.com/a": "1", C.ANNOTATION_TRAINER_CONFIG: trainer_config_text(job)}
     assert spec["nodeSelector"] == {"pool": "gpu"}
     assert spec["tolerations"] == template["tolerations"]
     assert spec["affinity"] == template["affinity"]
@@ -251,10 +249,11 @@ def test_rendering_is_deterministic_and_leaves_the_job_untouched() -> None:
     job = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     before = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     first = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
-    config_map = next(i for i, c in enumerate(first) if c["kind"] == "ConfigMap")
-    first[config_map]["data"]["trainer.yaml"] = "mutated"  # a caller's edit must not leak into the next render
+    first[-1]["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] = "mutated"  # a caller's edit must not leak
+    first[0]["metadata"]["labels"]["x"] = "mutated"
     second = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
-    assert second[config_map]["data"]["trainer.yaml"] != "mutated"
+    assert second[-1]["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] != "mutated"
+    assert "x" not in second[0]["metadata"]["labels"]
     assert render_pods(job, 1, CONFIG, resume_from="/x") == second[-2:]
     assert job == before
 
@@ -264,7 +263,7 @@ def test_rank_out_of_range() -> None:
         render_pod(make_job(nodes=2), 2, 0, CONFIG)
 
 
-def test_config_map_round_trips_through_the_trainer_parser() -> None:
+def test_trainer_config_round_trips_through_the_trainer_parser() -> None:
     trainer_config_mod = pytest.importorskip("ltj_trainer.config")
     job = make_job(
         nodes=2, gpusPerNode=2, model={"name": "resnet", "args": {"depth": 18}},
@@ -272,9 +271,7 @@ def test_config_map_round_trips_through_the_trainer_parser() -> None:
         training={"maxEpochs": 4, "precision": "bf16", "valCheckInterval": 0.5, "seed": 3, "testAfterFit": False,
                   "resume": "none", "monitor": {"metric": "val_acc", "mode": "max"},
                   "earlyStopping": {"enabled": True, "patience": 5, "minDelta": 0.01}, "checkpoint": {"saveTopK": 2}})
-    cm = render_config_map(job)
-    assert cm["metadata"]["name"] == "mnist-config"
-    raw = yaml.safe_load(cm["data"]["trainer.yaml"])
+    raw = yaml.safe_load(trainer_config_text(job))
     parsed = trainer_config_mod.parse(raw, {})
     # Every rendered key reaches the trainer unchanged (nothing renamed, nothing dropped).
     assert {k: parsed.to_dict()[k] for k in trainer_config(job)} == trainer_config(job)
@@ -290,8 +287,25 @@ def test_config_map_round_trips_through_the_trainer_parser() -> None:
     assert overridden.resume == "/output/checkpoints/last.ckpt"
 
 
-def test_config_map_for_cpu_defaults() -> None:
-    cfg = yaml.safe_load(render_config_map(make_job())["data"]["trainer.yaml"])
+def test_every_pod_carries_the_trainer_config_it_mounts_at_the_trainers_path() -> None:
+    # A template annotation of the same key cannot replace it: the trainer would read the user's text.
+    job = make_job(nodes=2, podTemplate={"metadata": {"annotations": {C.ANNOTATION_TRAINER_CONFIG: "mine"}}})
+    for pod in render_pods(job, 0, CONFIG):
+        assert pod["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] == trainer_config_text(job)
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == C.VOLUME_CONFIG)
+        (item,) = volume["downwardAPI"]["items"]
+        assert item == {"path": C.CONFIG_FILE_NAME,
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{C.ANNOTATION_TRAINER_CONFIG}']"}}
+        mount = next(m for m in trainer(pod)["volumeMounts"] if m["name"] == C.VOLUME_CONFIG)
+        assert f"{mount['mountPath']}/{item['path']}" == C.CONFIG_PATH
+    # A spec edit reaches the pods of the next attempt only: each gang keeps what it was created with.
+    edited = make_job(nodes=2, training={"maxEpochs": 7})
+    assert yaml.safe_load(render_pod(edited, 0, 1, CONFIG)["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG])[
+        "max_epochs"] == 7
+
+
+def test_trainer_config_for_cpu_defaults() -> None:
+    cfg = yaml.safe_load(trainer_config_text(make_job()))
     assert cfg["accelerator"] == "cpu" and cfg["devices"] == 1 and cfg["num_nodes"] == 1
     assert cfg["model_class"] == "digits_cnn" and cfg["data_class"] == "digits"
     assert cfg["val_check_interval"] == 1.0 and cfg["early_stopping"] is True

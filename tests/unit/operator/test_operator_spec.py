@@ -104,6 +104,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("model args not an object", {"model": {"name": "m", "args": [1]}}, "spec.model.args", "object"),
     ("model args keys", {"model": {"name": "m", "args": {"not-ident": 1}}}, "spec.model.args.not-ident", "identifier"),
     ("data args keys", {"data": {"args": {"1x": 1}}}, "spec.data.args.1x", "identifier"),
+    ("model args too large", {"model": {"name": "m", "args": {"table": "x" * 70_000}}}, "spec.model.args", "too large"),
+    ("data args too large", {"data": {"args": {"rows": [1] * 40_000}}}, "spec.data.args", "too large"),
     ("data name", {"data": {"name": ""}}, "spec.data.name", "empty"),
     ("batch size zero", {"data": {"batchSize": 0}}, "spec.data.batchSize", ">= 1"),
     ("batch size bool", {"data": {"batchSize": True}}, "spec.data.batchSize", "integer"),

@@ -550,3 +550,25 @@ def test_refused_pod_creation_stays_visible_until_the_pods_exist() -> None:
     assert again.status_patch(refused) == {}
     done = decide(job, dict(again.status), Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1)))), at(60))
     assert done.condition(C.COND_CREATED)["reason"] == R.PODS_CREATED
+
+
+def test_a_refused_companion_of_a_launched_gang_is_taken_back_once_it_exists() -> None:
+    from ltj_operator.status import creation_failed, creation_recovered
+
+    job = make_job(name=J, nodes=2)
+    both = Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1))))
+    launched = dict(decide(job, None, both, at(0)).status)
+    assert launched["launchedAttempt"] == 0 and creation_recovered(launched, at(1), 1) is None  # nothing to take back
+    refused = {**launched, **creation_failed(launched, "services is forbidden: exceeded quota", at(1), 1)}
+    # The pods' own logic leaves a launched gang's Created alone: only the reconciler, which saw the
+    # Service refused and then created, can say it is back.
+    assert decide(job, refused, both, at(2)).condition(C.COND_CREATED)["reason"] == R.POD_CREATION_FAILED
+    back = creation_recovered(refused, at(3), 1)
+    assert back is not None
+    created = next(c for c in back["conditions"] if c["type"] == C.COND_CREATED)
+    assert (created["status"], created["reason"], created["message"]) == (
+        "True", R.PODS_CREATED, "created 2 pod(s) for attempt 0")
+    # A refusal of the pods themselves (gang incomplete) is not taken back here.
+    first = decide(job, None, Observed(), at(0))
+    pods_refused = {**first.status, **creation_failed(first.status, "pods is forbidden", at(1), 1)}
+    assert creation_recovered(pods_refused, at(2), 1) is None
