@@ -299,7 +299,7 @@ def test_operator_restart_changes_nothing_and_deletion_cascades(kube: Kube, name
     before_status = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True"), "Created")
     before = {k: (o["metadata"]["uid"], o["metadata"]["resourceVersion"]) for k, o in children(kube, namespace,
                                                                                                 name).items()}
-    assert len(before) == 8
+    assert len(before) == 7
 
     operator()  # a fresh operator lists the job and reconciles it from scratch
     # Prove the new operator is at work: it must notice the pods running.
