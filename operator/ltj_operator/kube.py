@@ -5,7 +5,8 @@ KUBECONFIG) instead of the typed API classes, so manifests travel exactly as ren
 round-trip that could drop fields the client's models do not know, such as native sidecars).
 Creates tolerate 409 (already there), deletes tolerate 404 (already gone) and guard with the uid
 so a newer object with the same name is never deleted by mistake. An existing claim with the
-output's name is used only when the job controls it: the operator never mounts someone else's object (a user's, or a deleted namesake's that garbage collection has not removed yet).
+output's name is used only when the job controls it: the operator never mounts someone else's
+object (a user's, or a deleted namesake's that garbage collection has not removed yet).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     if write:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
         writes.append(lambda: kube.patch_job_status(namespace, name, patch))
-    prerequisites = [_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)] if write and creates else []
+    prerequisites = ([_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+                     if write and creates else [])
     companions_due = (decision.status.get("launchedAttempt") is not None
                       and decision.status.get("phase") not in C.TERMINAL_PHASES
                       and not kube.companions_created(namespace, name, job.meta.uid))
