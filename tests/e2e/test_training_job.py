@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+import yaml
 
 from kubetest import (SAMPLE, apply, condition, dump, events, job, kill_trainer, pods, status,
                       wait_for, wait_status, wait_terminal)
@@ -136,13 +137,32 @@ def test_operator_restart_mid_job_creates_no_duplicates(kube, namespace, operato
 
 
 def test_unschedulable_job_says_why(kube, namespace, operator):
-    name = apply(kube, namespace, job("toobig", nodes=1, gpusPerNode=8))
-    # The scheduler's first attempt may still see the claim unbound (the provisioner races it); the
-    # condition follows the scheduler's latest reason, which then names the missing GPUs.
-    st = wait_status(kube, namespace, name,
-                     lambda st: "nvidia.com/gpu" in ((condition(st, "Unschedulable") or {}).get("message") or ""),
-                     120, "Unschedulable condition naming the GPUs")
-    assert condition(st, "Unschedulable")["status"] == "True"
+    # A class no provisioner serves keeps the claim unbound, so the scheduler's first reason is the
+    # claim; once a volume is bound by hand its reason becomes the GPUs, and the condition follows it.
+    name = apply(kube, namespace, job("toobig", nodes=1, gpusPerNode=8, output={"volumeClaimTemplate": {
+        "storageClassName": "ltj-test-manual", "accessModes": ["ReadWriteMany"], "storage": "1Gi"}}))
+
+    def unschedulable_because(text: str):
+        return lambda st: (text in ((condition(st, "Unschedulable") or {}).get("message") or "")
+                           and condition(st, "Unschedulable")["status"] == "True")
+
+    st = wait_status(kube, namespace, name, unschedulable_because("PersistentVolumeClaim"), 120,
+                     "Unschedulable condition naming the unbound claim")
+    assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
+
+    claim = kube.get("pvc", f"{name}-output", "-n", namespace)
+    volume = f"manual-{claim['metadata']['uid']}"
+    # Marked as the node agent's, under its directory, so that it deletes the volume once released.
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": volume, "annotations": {"pv.kubernetes.io/provisioned-by": "ltj.dev/local"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "ltj-test-manual",
+                 "hostPath": {"path": str(kube.agent_state / "volumes" / volume), "type": "DirectoryOrCreate"},
+                 "claimRef": {"namespace": namespace, "name": claim["metadata"]["name"],
+                              "uid": claim["metadata"]["uid"]}}}))
+    st = wait_status(kube, namespace, name, unschedulable_because("nvidia.com/gpu"), 120,
+                     "Unschedulable condition naming the GPUs once the claim is bound")
     assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
 
 
