@@ -123,6 +123,7 @@ class ObjectCache:
         self._deleted: dict[str, float] = {}  # uids of deleted pods (a late write response must not revive one)
         self._claims: dict[tuple[str, str], tuple[tuple[str, ...], float]] = {}
         self._companions: dict[tuple[str, str], str] = {}  # key -> uid of the job whose companions we created
+        self._status_written: dict[tuple[str, str], float] = {}  # key -> when our last status write returned
 
     # -- claims (access modes of a bound claim do not change; several jobs often share one claim) --
     def claim_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
@@ -144,6 +145,18 @@ class ObjectCache:
     def put_companions_created(self, namespace: str, name: str, uid: str) -> None:
         with self._lock:
             self._companions[(namespace, name)] = uid
+
+    # -- our own status writes (see status.PROGRESS_HOLD_SECONDS) --
+    def put_status_written(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        with self._lock:
+            if key in self._jobs:  # finished jobs are not kept
+                self._status_written[key] = self.clock()
+
+    def since_status_write(self, namespace: str, name: str) -> float | None:
+        with self._lock:
+            at = self._status_written.get((namespace, name))
+            return None if at is None else self.clock() - at
 
     def awaits_pods(self, namespace: str, name: str) -> bool:
         """The job is active and none of its pods is known: its next pass is likely to create its gang."""
@@ -180,6 +193,7 @@ class ObjectCache:
         self._pods.pop(key, None)
         self._pods_verified.pop(key, None)
         self._companions.pop(key, None)
+        self._status_written.pop(key, None)
 
     # -- pods --
     def pods(self, namespace: str, job_name: str) -> tuple[PodView, ...] | None:
@@ -325,6 +339,10 @@ class Kube:
         if self.cache is not None:
             self.cache.put_companions_created(namespace, name, uid)
 
+    def since_status_write(self, namespace: str, name: str) -> float | None:
+        """Seconds since this process last wrote the job's status (None: not remembered)."""
+        return None if self.cache is None else self.cache.since_status_write(namespace, name)
+
     # -- the job --
     def get_job(self, namespace: str, name: str) -> Manifest | None:
         if self.cache is not None:
@@ -350,6 +368,7 @@ class Kube:
                             body={"status": dict(status_patch)}, content_type="application/merge-patch+json")
         if self.cache is not None and body is not None:
             self.cache.put_job(body)
+            self.cache.put_status_written(namespace, name)
         return body
 
     def delete_job(self, namespace: str, name: str, uid: str) -> bool:

@@ -24,8 +24,8 @@ from . import render
 from .config import OperatorConfig
 from .kube import ApiError, Kube, NotOwned
 from .spec import Job, parse_or_error, pod_name
-from .status import (CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed, StallPolicy,
-                     creation_failed, creation_recovered, decide)
+from .status import (PROGRESS_HOLD_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed,
+                     StallPolicy, creation_failed, creation_recovered, decide, progress_only)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,15 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     # pass the new pods' events trigger writes it, often already Running: a status write less per job.
     deferred = creates and status.get("attempt") is None
     write = bool(patch) and not deferred
+    # Progress right after our last write waits (status.PROGRESS_HOLD_SECONDS): the next pod's event or
+    # this requeue writes it, so a gang coming up writes Running without a write queued ahead of it.
+    requeue_after = decision.requeue_after
+    holdable = write and not creates and not decision.events and progress_only(status, patch)
+    since = kube.since_status_write(namespace, name) if holdable else None
+    if since is not None and since < PROGRESS_HOLD_SECONDS:
+        write = False
+        left = PROGRESS_HOLD_SECONDS - since
+        requeue_after = left if requeue_after is None else min(requeue_after, left)
     # Independent calls go in one round trip: the status write, the pods' prerequisites (create-if-absent
     # and harmless before the status records a new attempt; only the pods must follow that record), and
     # the companions of a launched gang that this process has not made sure of yet.
@@ -145,7 +154,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
             raise
     except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
         failure = exc
-    return Outcome(gone=False, requeue_after=decision.requeue_after, events=tuple(events), body=body,
+    return Outcome(gone=False, requeue_after=requeue_after, events=tuple(events), body=body,
                    decision=decision, error=failure or refused)
 
 

@@ -36,6 +36,10 @@ OPERATOR_FIELDS = ("phase", "conditions", "observedGeneration", "startTime", "co
 MAX_CONDITION_MESSAGE = 4096
 # How soon to look again while waiting for old pods to go (their deletion events also wake us).
 STALE_POD_RECHECK_SECONDS = 5.0
+# Progress inside Pending ("1 of 2 pod(s) running") that follows an earlier status write of ours this
+# closely waits for the rest of the gang: the next pod's event usually finds it all running, and one
+# write says so instead of two in a row (the Job controller batches its pod updates over 1 s likewise).
+PROGRESS_HOLD_SECONDS = 1.0
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -701,6 +705,21 @@ class _Decider:
             requeue_after=min(self.requeues) if self.requeues else None,
             events=tuple(self.events),
         )
+
+
+def progress_only(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """The patch only reports a waiting gang's progress: its ready count and the message of
+    Running=False/PodsPending, with the phase (Pending or Restarting) and every other condition unchanged."""
+    if not patch or not set(patch) <= {"readyNodes", "conditions"}:
+        return False
+    if current.get("phase") not in (C.PHASE_PENDING, C.PHASE_RESTARTING):
+        return False
+    before = {c.get("type"): c for c in current.get("conditions") or []}
+    after = {c.get("type"): c for c in patch.get("conditions", current.get("conditions")) or []}
+    changed = {t for t in before.keys() | after.keys() if before.get(t) != after.get(t)}
+    running = after.get(C.COND_RUNNING) or {}
+    return (changed <= {C.COND_RUNNING} and running.get("status") == C.FALSE
+            and running.get("reason") == R.PODS_PENDING)
 
 
 def creation_recovered(status: Mapping[str, Any], now: dt.datetime, generation: int) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ references, idempotence, events, gang restarts, terminal phases, cleanPodPolicy,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import subprocess
@@ -68,6 +69,27 @@ def gang(kube: Kube, ns: str, name: str, attempt: int, nodes: int = 2, timeout: 
         return None
 
     return until(ready, timeout, f"{name}: {nodes} pod(s) of attempt {attempt}", lambda: dump(kube, ns))
+
+
+@contextlib.contextmanager
+def job_statuses(kube: Kube, ns: str, name: str) -> Iterator[list[dict[str, Any]]]:
+    """Every status of the job that the API server shows while the block runs (a kubectl watch); the
+    list fills when the block ends."""
+    watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
+                              C.PLURAL, "-n", ns, "--watch", "--output-watch-events", "-o", "json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    statuses: list[dict[str, Any]] = []
+    try:
+        yield statuses
+        time.sleep(1)  # the watch has seen what the API server holds by now
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=30)
+    decoder, at = json.JSONDecoder(), 0
+    while out[at:].strip():
+        event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
+        if event["object"]["metadata"]["name"] == name and event["object"].get("status"):
+            statuses.append(event["object"]["status"])
 
 
 def pod_names(kube: Kube, ns: str, name: str) -> list[str]:
@@ -252,23 +274,32 @@ def test_a_new_jobs_first_status_already_counts_its_pods(kube: Kube, namespace: 
     """Decision: a job's first gang gets no status write before its pods (an operator stopped in between finds
     attempt-0 pods and derives the same status from them); the first write comes once they exist. So every
     version of the job the API server shows with a status already has the gang launched."""
-    watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
-                              C.PLURAL, "-n", namespace, "--watch", "--output-watch-events", "-o", "json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
+    with job_statuses(kube, namespace, "first") as statuses:
         name = apply(kube, namespace, pinned("first"))
         wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
-        time.sleep(1)  # the watch has seen what the API server holds by now
-    finally:
-        watch.terminate()
-        out, _ = watch.communicate(timeout=30)
-    decoder, versions, at = json.JSONDecoder(), [], 0
-    while out[at:].strip():
-        event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
-        versions.append(event["object"])
-    statuses = [v["status"] for v in versions if v["metadata"]["name"] == name and v.get("status")]
-    assert statuses, f"the watch saw no status of {name}: {out[:2000]}"
+    assert statuses, f"the watch saw no status of {name}"
     assert all(s.get("launchedAttempt") == 0 and s.get("startTime") for s in statuses), statuses
+
+
+def test_a_gang_coming_up_right_after_a_status_write_shows_running_without_a_partial_write(
+        kube: Kube, namespace: str, operator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress inside Pending that follows our last status write within the hold is not written at once:
+    the rest of the gang coming up in the meantime gives one write of Running. Progress alone is still
+    written once the hold ends. (The hold is widened so that kubectl's pace fits in it.)"""
+    monkeypatch.setattr("ltj_operator.reconcile.PROGRESS_HOLD_SECONDS", 8.0)
+    with job_statuses(kube, namespace, "together") as statuses:
+        name = apply(kube, namespace, pinned("together"))
+        wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
+        run(kube, namespace, "together-node-0", "together-node-1")
+        wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+    assert [s.get("readyNodes") for s in statuses if s.get("readyNodes") == 1] == [], statuses
+
+    name = apply(kube, namespace, pinned("alone"))
+    wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
+    run(kube, namespace, "alone-node-0")
+    st = wait_job(kube, namespace, name, lambda s: s.get("readyNodes") == 1, "1 of 2 ready after the hold")
+    assert st["phase"] == C.PHASE_PENDING and cond_is(st, C.COND_RUNNING, "False", R.PODS_PENDING)
+    assert condition(st, C.COND_RUNNING)["message"].startswith("1 of 2 pod(s) running")
 
 
 def test_unschedulable_job_shows_the_schedulers_message(kube: Kube, namespace: str, operator: Any,

@@ -137,6 +137,19 @@ def test_companions_are_remembered_for_the_job_that_got_them_until_it_is_finishe
     assert not cache.companions_created("ns", "j", "uid-1")
 
 
+def test_our_status_writes_are_timed_for_active_jobs_only() -> None:
+    clock = Clock()
+    cache = ObjectCache(max_age=50, clock=clock)
+    cache.put_status_written("ns", "j")
+    assert cache.since_status_write("ns", "j") is None  # a job not known (finished, or not seen yet)
+    cache.put_job(job(1))
+    cache.put_status_written("ns", "j")
+    clock.now += 0.25
+    assert cache.since_status_write("ns", "j") == 0.25
+    cache.put_job(job(2, phase=C.PHASE_SUCCEEDED))
+    assert cache.since_status_write("ns", "j") is None
+
+
 def test_claim_modes_expire() -> None:
     clock = Clock()
     cache = ObjectCache(max_age=50, clock=clock)

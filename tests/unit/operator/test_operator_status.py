@@ -572,3 +572,21 @@ def test_a_refused_companion_of_a_launched_gang_is_taken_back_once_it_exists() -
     first = decide(job, None, Observed(), at(0))
     pods_refused = {**first.status, **creation_failed(first.status, "pods is forbidden", at(1), 1)}
     assert creation_recovered(pods_refused, at(2), 1) is None
+
+
+def test_progress_only_is_a_waiting_gangs_ready_count_and_pending_message() -> None:
+    from ltj_operator.status import progress_only
+
+    job = make_job(name=J, nodes=2)
+    pending = dict(decide(job, None, Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1)))), at(0)).status)
+    one = decide(job, pending, Observed(pods=(observe_pod(running(J, 0)), observe_pod(pod(J, 1)))), at(1))
+    assert set(one.status_patch(pending)) == {"readyNodes", "conditions"}
+    assert progress_only(pending, one.status_patch(pending))  # "1 of 2 pod(s) running"
+    assert progress_only(pending, {"readyNodes": 1})
+    both = decide(job, pending, Observed(pods=(observe_pod(running(J, 0)), observe_pod(running(J, 1)))), at(1))
+    assert not progress_only(pending, both.status_patch(pending))  # Running: written at once
+    assert not progress_only(pending, {})
+    assert not progress_only(pending, {"readyNodes": 1, "restarts": 1})
+    assert not progress_only({**pending, "phase": C.PHASE_RUNNING}, {"readyNodes": 1})  # a rank done early
+    other = [c if c["type"] != C.COND_CREATED else {**c, "message": "another"} for c in pending["conditions"]]
+    assert not progress_only(pending, {"conditions": other})  # any other condition is news
