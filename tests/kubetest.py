@@ -141,7 +141,7 @@ def kill_trainer(kube: Kube, namespace: str, pod: str, sig: int = signal.SIGKILL
 
 def dump(kube: Kube, namespace: str) -> str:
     """Diagnostics for a failed assertion."""
-    out = [kube.kubectl("get", "ltj,pods,svc,pvc,cm", "-n", namespace, "-o", "wide", check=False).stdout]
+    out = [kube.kubectl("get", "ltj,pods,svc,pvc", "-n", namespace, "-o", "wide", check=False).stdout]
     for item in kube.get("ltj", "-n", namespace)["items"]:
         out.append(json.dumps(item.get("status"), indent=1)[:4000])
     out.append(kube.kubectl("get", "events", "-n", namespace, "--sort-by=.metadata.creationTimestamp",

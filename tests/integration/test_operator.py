@@ -292,7 +292,7 @@ def test_a_gang_coming_up_right_after_a_status_write_shows_running_without_a_par
         wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
         run(kube, namespace, "together-node-0", "together-node-1")
         wait_phase(kube, namespace, name, C.PHASE_RUNNING)
-    assert [s.get("readyNodes") for s in statuses if s.get("readyNodes") == 1] == [], statuses
+    assert not any(s.get("readyNodes") == 1 for s in statuses), statuses
 
     name = apply(kube, namespace, pinned("alone"))
     wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
