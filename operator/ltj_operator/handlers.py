@@ -139,8 +139,8 @@ async def job_event(namespace: str, name: str, event: Mapping[str, Any], memo: k
     # Listing at startup delivers every existing job here too: that is how reconciliation resumes.
     if event.get("type") == "DELETED":
         memo.cache.forget_job(namespace, name)
-    elif isinstance(event.get("object"), Mapping):
-        memo.cache.put_job(event["object"])
+    elif isinstance(event.get("object"), Mapping) and not memo.cache.put_job(event["object"]):
+        return  # the echo of our own status write: the pass that wrote it has already seen it
     memo.queue.poke((namespace, name))
 
 

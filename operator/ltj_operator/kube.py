@@ -172,8 +172,10 @@ class ObjectCache:
                 return None
             return entry[0]
 
-    def put_job(self, body: Mapping[str, Any]) -> None:
-        """A job's body as the API server just showed it (a read, a write's response or a watch event)."""
+    def put_job(self, body: Mapping[str, Any]) -> bool:
+        """A job's body as the API server just showed it (a read, a write's response or a watch event).
+        False when it is the very version already kept: the watch event echoing our own status write,
+        whose response the cache already holds, carries no news for the job."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         finished = (body.get("status") or {}).get("phase") in C.TERMINAL_PHASES
@@ -181,8 +183,11 @@ class ObjectCache:
             entry = self._jobs.get(key)
             if finished or meta.get("deletionTimestamp"):
                 self._forget(key)
-            elif entry is None or _newer(_rv(body), _rv(entry[0])):
+                return True
+            rv = _rv(body)
+            if entry is None or _newer(rv, _rv(entry[0])):
                 self._jobs[key] = (dict(body), self.clock())
+            return entry is None or rv is None or rv != _rv(entry[0])
 
     def forget_job(self, namespace: str, name: str) -> None:
         with self._lock:

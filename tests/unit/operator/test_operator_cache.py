@@ -52,6 +52,19 @@ def test_job_served_within_max_age_of_the_last_time_the_api_server_showed_it() -
     assert cache.job("ns", "j") is not None
 
 
+def test_a_job_version_already_kept_is_no_news() -> None:
+    clock = Clock()
+    cache = ObjectCache(max_age=50, clock=clock)
+    assert cache.put_job(job(5)) is True  # first seen
+    assert cache.put_job(job(7)) is True  # e.g. our status write's response ...
+    assert cache.put_job(job(7)) is False  # ... and then its watch event: nothing new for the job
+    assert cache.put_job(job(6)) is True  # a stale event still differs from what is kept (a pass re-checks)
+    clock.now += 60
+    assert cache.put_job(job(7)) is False and cache.job("ns", "j") is not None  # but it refreshes the entry
+    assert cache.put_job(job(8, "Succeeded")) is True  # finishing is news, and forgets the job
+    assert cache.put_job(job(8, "Succeeded")) is True  # a finished job is not kept, so never an echo
+
+
 def test_finished_deleted_and_forgotten_jobs_are_not_kept() -> None:
     cache = ObjectCache(max_age=50, clock=Clock())
     cache.put_job(job(5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -123,3 +124,27 @@ def test_passes_of_jobs_awaiting_their_pods_rank_before_the_others() -> None:
                                            C.LABEL_ATTEMPT: "0"}}, "status": {"phase": "Pending"}})
     ranks = {key: handlers.pass_priority(cache, ("ns", key)) for key in ("new", "started", "unknown")}
     assert ranks["new"] < ranks["started"] == ranks["unknown"]
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.poked: list[tuple[str, str]] = []
+
+    def poke(self, key: tuple[str, str]) -> None:
+        self.poked.append(key)
+
+
+def test_job_events_poke_the_job_unless_they_echo_the_version_already_cached() -> None:
+    memo = SimpleNamespace(cache=ObjectCache(max_age=50), queue=_Queue())
+    body = {"metadata": {"name": "j", "namespace": "ns", "resourceVersion": "4"}}
+
+    def deliver(type_: str, obj: dict) -> None:
+        asyncio.run(handlers.job_event(namespace="ns", name="j", event={"type": type_, "object": obj}, memo=memo))
+
+    deliver("ADDED", body)
+    memo.cache.put_job({**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # our status write
+    deliver("MODIFIED", {**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # its echo
+    deliver("MODIFIED", {**body, "metadata": {**body["metadata"], "resourceVersion": "6"}})  # someone else's
+    deliver("DELETED", {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}})
+    assert memo.queue.poked == [("ns", "j")] * 3
+    assert memo.cache.job("ns", "j") is None
