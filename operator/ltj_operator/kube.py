@@ -344,6 +344,10 @@ class Kube:
         if self.cache is not None:
             self.cache.put_companions_created(namespace, name, uid)
 
+    def awaits_pods(self, namespace: str, name: str) -> bool:
+        """The cache knows the job and none of its pods (without a cache: unknown, so False)."""
+        return self.cache is not None and self.cache.awaits_pods(namespace, name)
+
     def since_status_write(self, namespace: str, name: str) -> float | None:
         """Seconds since this process last wrote the job's status (None: not remembered)."""
         return None if self.cache is None else self.cache.since_status_write(namespace, name)

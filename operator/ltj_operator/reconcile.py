@@ -5,7 +5,8 @@ before pods are deleted or a new gang is created, so an operator that dies in be
 pods stale on its next pass instead of mistaking them for a new failure. A job's first gang is the
 exception: it has no earlier gang to mistake, so its status is first written once its pods exist
 (derived from them), a write less. Pods are created once what they need at creation exists (the
-relay's ServiceAccount and Role, the claim). The Service and the relay's RoleBinding are not needed
+relay's ServiceAccount and Role, the claim); a new job's first pass makes those while it observes
+its pods, in the same round trip. The Service and the relay's RoleBinding are not needed
 before the containers run: they go with the status write that records the gang as launched (the pass
 its pods' events trigger), in the same round trip, so a pass that creates pods writes only what the
 pods need. Every pass of a launched gang makes sure of them until this process has created them; a
@@ -79,7 +80,13 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     meta = body.get("metadata") or {}
     job, error = parse_or_error(body)
     status = body.get("status") or {}
-    decision = decide(job, status, observe(kube, job, body, namespace, name), now(),
+    # A new job's first pass creates its gang: what its pods need at creation (create-if-absent, and
+    # harmless should the decision not create them) is made in the round trip that observes its pods.
+    early = ([_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+             if job is not None and status.get("attempt") is None and not job.spec.run_policy.suspend
+             and kube.awaits_pods(namespace, name) else [])
+    observed, *early_results = kube.all([lambda: observe(kube, job, body, namespace, name), *early])
+    decision = decide(job, status, observed, now(),
                       generation=meta.get("generation"), spec_error=error,
                       stall=StallPolicy(factor=config.stall_factor, min_seconds=config.stall_min_seconds))
     patch = decision.status_patch(status)
@@ -124,7 +131,8 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     companions = [_refusable(_ensure(kube, m)) for m in render.render_companions(job)] if companions_due else []
     results = kube.all([*writes, *prerequisites, *companions])[len(writes):]
     refusals = [r if isinstance(r, ApiError) else None for r in results]
-    prerequisites_ready = bool(prerequisites) and not any(refusals[:len(prerequisites)])
+    prerequisites_ready = ((bool(prerequisites) and not any(refusals[:len(prerequisites)]))
+                           or (bool(early) and not any(isinstance(r, ApiError) for r in early_results)))
     refused = next((r for r in refusals[len(prerequisites):] if r is not None), None)
     if companions and refused is None:
         kube.put_companions_created(namespace, name, job.meta.uid)

@@ -418,6 +418,26 @@ def test_a_refused_service_is_reported_until_it_gets_through(kube: Kube, namespa
     assert [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)] == first  # never restarted
 
 
+def test_a_refused_prerequisite_of_the_first_gang_is_reported_and_no_pod_is_made(kube: Kube, namespace: str,
+                                                                                  operator: Any) -> None:
+    """A new job's first pass makes what its pods need (the relay's ServiceAccount and Role) in the round
+    trip that observes its pods. One the API server refuses (a quota of no ServiceAccounts) is reported
+    (Created=False), no pod is created without it, and the gang comes once it gets through."""
+    kube.kubectl("create", "quota", "no-accounts", "-n", namespace, "--hard=count/serviceaccounts=0")
+    until(lambda: kube.get("resourcequota", "no-accounts", "-n", namespace).get("status", {}).get("hard"), 30,
+          "the quota's status")
+    name = apply(kube, namespace, pinned("noaccount"))
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
+                  "Created=False (ServiceAccount refused)")
+    assert "exceeded quota: no-accounts" in condition(st, C.COND_CREATED)["message"], st
+    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "exceeded quota")
+    assert pods(kube, namespace, name) == [] and st["phase"] == C.PHASE_PENDING
+
+    kube.kubectl("delete", "quota", "no-accounts", "-n", namespace)
+    gang(kube, namespace, name, attempt=0, timeout=90)  # the retry backoff is at most a minute
+    wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
+
+
 def test_a_spec_the_operator_rejects_fails_the_job(kube: Kube, namespace: str, operator: Any) -> None:
     manifest = pinned("badclaim")
     manifest["spec"]["output"] = {"claimName": "Not_A_Claim"}  # the CRD only bounds its length
