@@ -16,8 +16,8 @@ running anything), one system at a time:
 Workloads: N jobs (--sizes) of 2 pods each submitted at once, in a fresh namespace and a fresh
 operator process each. Measured: per job, submit -> both pods exist (first watch event) and
 submit -> job status Running (ltj: status.phase; peer: the Running condition; floor: both pods
-Running); totals from the first submit (workloads of <= 10 jobs run --repeats times, the median
-run reported); API requests by the operator's user agents counted in the
+Running); totals from the first submit (workloads of <= 10 jobs run --repeats times, larger ones
+--repeats-large times, the median run reported); API requests by the operator's user agents counted in the
 API server's audit log (submit .. all Running + settle); the operator's peak RSS (VmHWM) and CPU
 seconds in that window. Scale (--scale): jobs whose pods finish at once (sim.ltj.dev/exit-code=0)
 up to each size, then, with the operator idle: its RSS, its API requests per minute, and the time
@@ -124,6 +124,11 @@ def fmt(value: float, digits: int = 2) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
+
+
+def seconds(value: float) -> str:
+    """A duration: milliseconds resolution below a second (where one job's times differ)."""
+    return fmt(value, 3 if abs(value) < 1 else 2)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -242,6 +247,9 @@ class Workload:
     requests: dict[str, int] = field(default_factory=dict)  # by "verb resource"
     rss_peak_mib: float = float("nan")
     cpu_s: float = float("nan")
+    # CPU seconds of every process of the machine's cluster in the window (the operator included):
+    # on a saturated machine the time to Running follows the whole system's work, not the operator's.
+    cluster_cpu_s: dict[str, float] = field(default_factory=dict)
 
     def latencies(self, which: Mapping[str, float]) -> list[float]:
         return [which[j] - self.submit[j] if j in which else float("nan") for j in self.submit]
@@ -268,6 +276,7 @@ class Workload:
             / self.n if self.requests else float("nan"),
             "rss_peak_mib": self.rss_peak_mib,
             "cpu_s": self.cpu_s,
+            "cluster_cpu_s": sum(self.cluster_cpu_s.values()) if self.cluster_cpu_s else float("nan"),
         }
 
 
@@ -499,6 +508,20 @@ class Cluster:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node agent did not start: {(run / 'logs' / 'node-agent.log').read_text()[-2000:]}")
             time.sleep(0.2)
+
+    def cpu(self, extra: Mapping[str, int] | None = None) -> dict[str, float]:
+        """CPU seconds so far of each cluster process (and of `extra`: name -> pid), by name."""
+        import psutil
+
+        pids = {**json.loads((Path(self.info.run_dir) / "pids.json").read_text()), **(extra or {})}
+        used = {}
+        for name, pid in pids.items():
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            used[name] = t.user + t.system
+        return used
 
     def down(self) -> None:
         from ltj_localcluster.cluster import down
@@ -847,11 +870,13 @@ def run_workload(cluster: Cluster, system: System, n: int, logs: Path, settle: f
             # py-spy (the dev extra) samples the operator during the workload; raw = collapsed stacks.
             profile.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                    str(proc.popen.pid), "--rate", "200", "--format", "raw", "--threads",
+                                    str(proc.popen.pid), "--rate", "200", "--format", "raw", "--threads", "--gil",
                                     "-o", str(profile / f"{system.name}-{n}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         cpu0 = proc.cpu() if proc else float("nan")
+        operator = {system.name: proc.popen.pid} if proc else {}
+        cluster0 = cluster.cpu(operator)
         wall0, t0 = time.time(), time.monotonic()
         if isinstance(system, Floor):
             submitted = run_floor(cluster.api, system, ns, names)
@@ -878,15 +903,18 @@ def run_workload(cluster: Cluster, system: System, n: int, logs: Path, settle: f
         if proc is not None:
             w.cpu_s = proc.cpu() - cpu0
             w.rss_peak_mib = proc.peak_rss_mib()
+        w.cluster_cpu_s = {k: v - cluster0[k] for k, v in cluster.cpu(operator).items() if k in cluster0}
         w.requests = cluster.audit({system.name: system.agents}, wall0, wall_end)[system.name]
         for wt in watches:
             wt.stop()
         s = w.summary()
         top = sorted(w.requests.items(), key=lambda kv: -kv[1])[:8]
         log(f"{system.name} N={n}: requests/job " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
-        log(f"{system.name} N={n}: pods {fmt(s['created_total_s'])}s, running {fmt(s['running_total_s'])}s, "
+        log(f"{system.name} N={n}: pods {seconds(s['created_total_s'])}s, running {seconds(s['running_total_s'])}s, "
             f"{fmt(s['requests_per_job'], 1)} req/job, peak RSS {fmt(s['rss_peak_mib'], 0)} MiB, "
             f"CPU {fmt(s['cpu_s'], 1)}s (wall {t_end - t0:.1f}s)")
+        log(f"{system.name} N={n}: cluster CPU {fmt(s['cluster_cpu_s'], 1)}s: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(w.cluster_cpu_s.items(), key=lambda kv: -kv[1])))
         return w
     finally:
         if proc is not None:
@@ -979,6 +1007,7 @@ def workload_rows(results: Sequence[Workload]) -> list[dict[str, Any]]:
     for w in results:
         s = by[(w.system, w.n)]
         row: dict[str, Any] = {"system": w.system, "n": w.n, **s}
+        row.update({f"cpu_s:{proc}": v for proc, v in w.cluster_cpu_s.items()})
         if w.system == "ltj":
             for other in OTHERS:
                 o = by.get((other, w.n))
@@ -993,10 +1022,16 @@ def print_report(rows: Sequence[Mapping[str, Any]], points: Sequence[ScalePoint]
     parts = []
     parts.append(table(
         ["system", "N", "pods p50 s", "pods p99 s", "pods total s", "Running p50 s", "Running p99 s",
-         "Running total s", "API req/job", "writes/job", "peak RSS MiB", "CPU s"],
-        [[r["system"], r["n"], r["created_p50_s"], r["created_p99_s"], r["created_total_s"], r["running_p50_s"],
-          r["running_p99_s"], r["running_total_s"], fmt(r["requests_per_job"], 1), fmt(r["writes_per_job"], 1),
-          fmt(r["rss_peak_mib"], 0), fmt(r["cpu_s"], 1)] for r in rows]))
+         "Running total s", "API req/job", "writes/job", "peak RSS MiB", "CPU s", "cluster CPU s"],
+        [[r["system"], r["n"], *(seconds(r[k]) for k in ("created_p50_s", "created_p99_s", "created_total_s",
+                                                          "running_p50_s", "running_p99_s", "running_total_s")), fmt(r["requests_per_job"], 1), fmt(r["writes_per_job"], 1),
+          fmt(r["rss_peak_mib"], 0), fmt(r["cpu_s"], 1), fmt(r["cluster_cpu_s"], 1)] for r in rows]))
+    procs = sorted({k for r in rows for k in r if k.startswith("cpu_s:")},
+                   key=lambda k: -sum(r.get(k, 0.0) for r in rows))
+    if procs:
+        # Where the machine's CPU went (operators under their system's name): what the time follows.
+        parts.append(table(["system", "N", *[k.split(":", 1)[1] for k in procs]],
+                           [[r["system"], r["n"], *[fmt(r.get(k, float("nan")), 1) for k in procs]] for r in rows]))
     ratios = [r for r in rows if r["system"] == "ltj"]
     cols = [f"{m}_vs_{o}" for o in OTHERS for m in ("created", "running") if any(f"{m}_vs_{o}" in r for r in ratios)]
     if cols:
@@ -1006,7 +1041,8 @@ def print_report(rows: Sequence[Mapping[str, Any]], points: Sequence[ScalePoint]
         parts.append(table(["system", "jobs", "finished", "RSS MiB", "peak RSS MiB", "idle req/min",
                             "new job pods s", "new job Running s", "fill s"],
                            [[p.system, p.jobs, p.finished, fmt(p.rss_mib, 0), fmt(p.rss_peak_mib, 0),
-                             fmt(p.idle_requests_per_min, 0), p.new_created_s, p.new_running_s, fmt(p.fill_s, 0)]
+                             fmt(p.idle_requests_per_min, 0), seconds(p.new_created_s), seconds(p.new_running_s),
+                             fmt(p.fill_s, 0)]
                             for p in points]))
         by_sys: dict[str, list[ScalePoint]] = {}
         for p in points:
@@ -1090,6 +1126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--peer-args", default="", help="extra training-operator flags, e.g. '--controller-threads=4'")
     ap.add_argument("--repeats", type=int, default=5,
                     help=f"runs of each workload of at most {SMALL_N} jobs; the median one is reported [5]")
+    ap.add_argument("--repeats-large", type=int, default=3,
+                    help="runs of each larger workload (machine noise moves one run by a third) [3]")
     ap.add_argument("--floor-concurrency", type=int, default=16)
     ap.add_argument("--settle", type=float, default=2.0, help="seconds of quiet before and after each workload")
     ap.add_argument("--idle-window", type=float, default=60.0,
@@ -1101,6 +1139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, audit logs)")
     args = ap.parse_args(argv)
+    for flag in ("repeats", "repeats_large"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')}: must be >= 1")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     scale_systems = {s.strip() for s in args.scale_systems.split(",") if s.strip()}
     for s in systems:
@@ -1149,7 +1190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for n in args.sizes:
                         runs = [run_workload(cluster, system, n, logs, args.settle, log,
                                              out / "profiles" if args.profile else None, run=i)
-                                for i in range(args.repeats if n <= SMALL_N else 1)]
+                                for i in range(args.repeats if n <= SMALL_N else args.repeats_large)]
                         results.append(median_run(runs))
                     if args.scale and name in scale_systems and not isinstance(system, Floor):
                         points.extend(run_scale(cluster, system, args.scale, logs, args.idle_window, log))

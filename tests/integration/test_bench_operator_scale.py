@@ -42,6 +42,10 @@ def test_tiny_run_of_ltj_and_the_floor(tmp_path: Path) -> None:
     assert workload("ltj", "requests_per_job") > workload("ltj", "writes_per_job")
     assert workload("ltj", "rss_peak_mib") > 20 and workload("ltj", "cpu_s") >= 0
     assert math.isnan(workload("floor-all", "rss_peak_mib"))  # no operator process
+    # The whole machine's CPU in the window, by process: the operator's is part of ltj's, the floor has none.
+    assert workload("ltj", "cpu_s:kube-apiserver") > 0 and workload("ltj", "cpu_s:ltj") >= 0
+    assert workload("ltj", "cluster_cpu_s") >= workload("ltj", "cpu_s:kube-apiserver")
+    assert workload("floor-all", "cpu_s:kube-apiserver") > 0 and ("workload", "floor-all", "2", "cpu_s:ltj") not in values
     assert values[("workload", "ltj", "2", "running_vs_floor-all")] > 0
     scale = {m: v for (section, system, n, m), v in values.items() if section == "scale" and system == "ltj"}
     assert scale["finished"] == 2 and scale["rss_mib"] > 20 and 0 < scale["new_running_s"] < 60

@@ -54,6 +54,11 @@ def test_table_is_markdown_with_dashes_for_missing() -> None:
     assert lines[3] == "|   peer | 200 |    - |"
 
 
+def test_durations_show_milliseconds_below_a_second() -> None:
+    assert [bench.seconds(v) for v in (0.0834, 0.9996, 1.234, 88.49)] == ["0.083", "1.000", "1.23", "88.49"]
+    assert bench.seconds(float("nan")) == "-"
+
+
 def _audit(ua: str, verb: str, stage: str, ts: str, resource: str = "pods", sub: str = "") -> str:
     ref = {"resource": resource, **({"subresource": sub} if sub else {})}
     return json.dumps({"userAgent": ua, "verb": verb, "stage": stage, "requestReceivedTimestamp": ts,
@@ -86,18 +91,24 @@ def test_audit_counts_by_agent_verb_and_window() -> None:
 
 def test_workload_summary_and_ratios() -> None:
     w = bench.Workload("ltj", 2, t0=100.0, submit={"a": 100.0, "b": 100.5}, created={"a": 101.0, "b": 102.5},
-                       running={"a": 102.0}, requests={"create pods": 4, "get pods": 6})
+                       running={"a": 102.0}, requests={"create pods": 4, "get pods": 6},
+                       cluster_cpu_s={"kube-apiserver": 1.5, "etcd": 0.25, "ltj": 0.5})
     s = w.summary()
+    assert s["cluster_cpu_s"] == pytest.approx(2.25)
     assert s["created_p50_s"] == pytest.approx(1.5) and s["created_total_s"] == pytest.approx(2.5)
     assert s["running_p50_s"] == pytest.approx(2.0)
     assert math.isnan(s["running_total_s"])  # not every job ran: no total
     assert s["requests_per_job"] == 5.0 and s["writes_per_job"] == 2.0
     floor = bench.Workload("floor", 2, t0=0.0, submit={"a": 0.0, "b": 0.0}, created={"a": 1.0, "b": 1.25},
                            running={"a": 1.0, "b": 2.0})
+    assert math.isnan(floor.summary()["cluster_cpu_s"])  # not measured
     rows = bench.workload_rows([w, floor])
     assert rows[0]["created_vs_floor"] == pytest.approx(2.0)
     assert math.isnan(rows[0]["running_vs_floor"])
     assert "created_vs_peer" not in rows[0]
+    assert rows[0]["cpu_s:kube-apiserver"] == 1.5 and "cpu_s:etcd" not in rows[1]
+    report = bench.print_report(rows, [])
+    assert "| system | N | kube-apiserver | ltj | etcd |" in report and "|  floor | 2 |              - |" in report
 
 
 def test_job_manifests() -> None:
@@ -130,3 +141,10 @@ def test_the_median_run_of_repeated_small_workloads_is_reported() -> None:
     runs = [run(0.3), run(None), run(0.1), run(0.2), run(0.5)]
     assert bench.median_run(runs) is runs[0]  # 0.1, 0.2, [0.3], 0.5, never Running
     assert bench.median_run(runs[2:4]) is runs[2]
+
+
+def test_repeats_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--repeats", "--repeats-large"):
+        with pytest.raises(SystemExit):
+            bench.main([flag, "0"])
+        assert f"{flag}: must be >= 1" in capsys.readouterr().err
