@@ -11,12 +11,15 @@ running anything), one system at a time:
 - floor: a plain client creating the same pods (as render.py renders them) and their Service (plus
          the relay's ServiceAccount, which admission needs for rank 0) directly, with
          --floor-concurrency connections: the API server's own limit for that work. `floor-all`
-         also creates every other child our operator creates (the relay's Role and RoleBinding).
+         also creates every other child our operator creates (the relay's Role and RoleBinding);
+         `floor-job` creates the floor's objects for a LightningTrainingJob it creates first, and
+         patches the job's status to Running once when both pods run: the least work any operator
+         of this CRD adds to the floor.
 
 Workloads: N jobs (--sizes) of 2 pods each submitted at once, in a fresh namespace and a fresh
 operator process each. Measured: per job, submit -> both pods exist (first watch event) and
-submit -> job status Running (ltj: status.phase; peer: the Running condition; floor: both pods
-Running); totals from the first submit (workloads of <= 10 jobs run --repeats times, larger ones
+submit -> job status Running (ltj, floor-job: status.phase; peer: the Running condition; floor,
+floor-all: both pods Running); totals from the first submit (workloads of <= 10 jobs run --repeats times, larger ones
 --repeats-large times, the median run reported); API requests by the operator's user agents counted in the
 API server's audit log (submit .. all Running + settle); the operator's peak RSS (VmHWM) and CPU
 seconds in that window. Scale (--scale): jobs whose pods finish at once (sim.ltj.dev/exit-code=0)
@@ -60,12 +63,12 @@ WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded i
 SIM_EXIT = "sim.ltj.dev/exit-code"
 BENCH_UA = "ltj-bench"
 FLOOR_UA = "ltj-bench-floor"
-SYSTEMS = ("ltj", "peer", "peer-fast", "floor", "floor-all")
+SYSTEMS = ("ltj", "peer", "peer-fast", "floor", "floor-all", "floor-job")
 # The peer's own defaults are 1 worker thread and a client-side limit of 20 requests/s (burst 30);
 # peer-fast lifts both to match our operator's 4 workers and unthrottled client.
 PEER_FAST_ARGS = ("--controller-threads=4", "--kube-api-qps=1000", "--kube-api-burst=2000")
 PODS_PER_JOB = 2
-OTHERS = ("peer", "peer-fast", "floor", "floor-all")  # what ours is compared with
+OTHERS = ("peer", "peer-fast", "floor", "floor-all", "floor-job")  # what ours is compared with
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 OUTPUT_CLAIM = "bench-output"
 SMALL_N = 10  # workloads this small are repeated (--repeats): one job's latency is a few round trips
@@ -214,6 +217,15 @@ def pytorch_job(namespace: str, name: str, finish: bool) -> dict[str, Any]:
 def condition_true(obj: Mapping[str, Any], ctype: str) -> bool:
     return any(c.get("type") == ctype and c.get("status") == "True"
                for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+# floor-job's one status write: what ltj's status says of a running 2-node gang.
+FLOOR_JOB_STATUS = {"status": {
+    "phase": "Running", "nodes": PODS_PER_JOB, "readyNodes": PODS_PER_JOB, "attempt": 0, "launchedAttempt": 0,
+    "restarts": 0, "observedGeneration": 1,
+    "conditions": [{"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                   for t, r, m in (("Created", "PodsCreated", f"created {PODS_PER_JOB} pod(s) (attempt 0)"),
+                                   ("Running", "AllPodsRunning", f"all {PODS_PER_JOB} pod(s) running (attempt 0)"))]}}
 
 
 def floor_objects(namespace: str, name: str, everything: bool) -> list[dict[str, Any]]:
@@ -764,10 +776,25 @@ class Peer(System):
 class Floor(System):
     agents = (FLOOR_UA,)
 
-    def __init__(self, everything: bool, concurrency: int):
+    def __init__(self, everything: bool, concurrency: int, with_job: bool = False):
         self.everything = everything
-        self.name = "floor-all" if everything else "floor"
+        self.with_job = with_job
+        self.name = "floor-job" if with_job else "floor-all" if everything else "floor"
         self.concurrency = concurrency
+        self.job = Ltj()  # floor-job's job objects: ours, their status read the same way
+
+    def setup(self, cluster: Cluster) -> None:
+        if self.with_job:
+            self.job.setup(cluster)
+
+    def job_running(self, obj: Mapping[str, Any]) -> bool:
+        return self.job.job_running(obj)
+
+    def manifest(self, ns: str, name: str, finish: bool) -> dict[str, Any]:
+        return self.job.manifest(ns, name, finish)
+
+    def jobs_path(self, ns: str) -> str:
+        return self.job.jobs_path(ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,21 +822,50 @@ def submit(api: Api, system: System, ns: str, names: Sequence[str], finish: bool
     return issued
 
 
-def run_floor(api: Api, floor: Floor, ns: str, names: Sequence[str]) -> dict[str, float]:
-    """The floor "submits" every job at t0 and creates their objects with its connections."""
+def run_floor(api: Api, floor: Floor, ns: str, names: Sequence[str], obs: Observer, timeout: float
+              ) -> dict[str, float]:
+    """The floor "submits" every job at t0 and creates their objects with its connections (floor-job:
+    the job first, through `api` like any submit, then its objects, and its status once its pods run)."""
     bodies = {n: [(f"/api/v1/namespaces/{ns}/{_plural(o)}" if o["apiVersion"] == "v1" else
                    f"/apis/{o['apiVersion']}/namespaces/{ns}/{_plural(o)}", json.dumps(o).encode())
                   for o in floor_objects(ns, n, floor.everything)] for n in names}
+    jobs = {n: json.dumps(floor.manifest(ns, n, False)).encode() for n in names} if floor.with_job else {}
     t0 = time.monotonic()
     floor_api = Api(f"https://{api.host}:{api.port}", api.ctx, FLOOR_UA)
 
     def one(name: str) -> None:
+        if floor.with_job:
+            api.request("POST", floor.jobs_path(ns), jobs[name])
         for path, body in bodies[name]:
             floor_api.request("POST", path, body)
 
+    patcher = None
+    if floor.with_job:
+        patcher = cf.ThreadPoolExecutor(1).submit(patch_running, floor_api, floor, ns, names, obs, t0 + timeout)
     with cf.ThreadPoolExecutor(floor.concurrency) as pool:
         list(pool.map(one, names))
+    if patcher is not None:
+        patcher.result()
     return {n: t0 for n in names}
+
+
+def patch_running(api: Api, floor: Floor, ns: str, names: Sequence[str], obs: Observer, deadline: float) -> None:
+    """floor-job's status writes: each job's, once, as soon as both its pods run (with as many connections
+    as the floor's creates, beside them)."""
+    left, body = set(names), json.dumps(FLOOR_JOB_STATUS).encode()
+    with cf.ThreadPoolExecutor(floor.concurrency) as pool:
+        writes = []
+        while left and time.monotonic() < deadline:
+            with obs.changed:
+                ready = [j for j in obs.jobs_with_pods(obs.pod_running) if j in left]
+                if not ready:
+                    obs.changed.wait(0.05)
+                    continue
+            left.difference_update(ready)
+            writes += [pool.submit(api.request, "PATCH", f"{floor.jobs_path(ns)}/{j}/status", body,
+                                   "application/merge-patch+json") for j in ready]
+        for w in writes:
+            w.result()  # a refused write is an error of the benchmark, not a slow floor
 
 
 def _plural(obj: Mapping[str, Any]) -> str:
@@ -821,7 +877,7 @@ def observe(cluster: Cluster, system: System, ns: str) -> tuple[Observer, list[W
     assert cluster.api is not None
     obs = Observer(system)
     watches = [Watch(cluster.api, f"/api/v1/namespaces/{ns}/pods", obs.on_pod)]
-    if not isinstance(system, Floor):
+    if not isinstance(system, Floor) or system.with_job:
         watches.append(Watch(cluster.api, system.jobs_path(ns), obs.on_job))
     for w in watches:
         w.start()
@@ -877,13 +933,15 @@ def run_workload(cluster: Cluster, system: System, n: int, logs: Path, settle: f
         cpu0 = proc.cpu() if proc else float("nan")
         operator = {system.name: proc.popen.pid} if proc else {}
         cluster0 = cluster.cpu(operator)
+        timeout = 120 + 2.0 * n
+        # Running is the job's status where there is a job object; the floors without one, both pods Running.
+        pods_only = isinstance(system, Floor) and not system.with_job
         wall0, t0 = time.time(), time.monotonic()
         if isinstance(system, Floor):
-            submitted = run_floor(cluster.api, system, ns, names)
+            submitted = run_floor(cluster.api, system, ns, names, obs, timeout)
         else:
             submitted = submit(cluster.api, system, ns, names, finish=False, concurrency=8)
-        timeout = 120 + 2.0 * n
-        if isinstance(system, Floor):
+        if pods_only:
             ok = obs.wait(lambda: len(obs.jobs_with_pods(obs.pod_running)) >= n, timeout)
         else:
             ok = obs.wait(lambda: len(obs.job_running) >= n and len(obs.jobs_with_pods(obs.pod_seen)) >= n, timeout)
@@ -893,7 +951,7 @@ def run_workload(cluster: Cluster, system: System, n: int, logs: Path, settle: f
         with obs.lock:
             created = {j: t for j, t in obs.jobs_with_pods(obs.pod_seen).items() if j in submitted}
             running = ({j: t for j, t in obs.jobs_with_pods(obs.pod_running).items() if j in submitted}
-                       if isinstance(system, Floor) else {j: t for j, t in obs.job_running.items() if j in submitted})
+                       if pods_only else {j: t for j, t in obs.job_running.items() if j in submitted})
         time.sleep(settle)  # requests the last status changes cause still belong to this workload
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -1165,7 +1223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     impls: dict[str, System] = {"ltj": Ltj(ltj_env), "peer": Peer(args.peer_args.split()),
                                 "peer-fast": Peer([*PEER_FAST_ARGS, *args.peer_args.split()], "peer-fast"),
                                 "floor": Floor(False, args.floor_concurrency),
-                                "floor-all": Floor(True, args.floor_concurrency)}
+                                "floor-all": Floor(True, args.floor_concurrency),
+                                "floor-job": Floor(False, args.floor_concurrency, with_job=True)}
     for name in ("peer", "peer-fast"):
         if name in systems:
             impls[name].build()  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "operator_scale.py"
 
 
-def test_tiny_run_of_ltj_and_the_floor(tmp_path: Path) -> None:
+def test_tiny_run_of_ltj_and_the_floors(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, str(SCRIPT), "--sizes", "2", "--repeats", "1", "--scale", "3",
-                          "--scale-systems", "ltj", "--systems", "ltj,floor-all", "--idle-window", "5",
+                          "--scale-systems", "ltj", "--systems", "ltj,floor-all,floor-job", "--idle-window", "5",
                           "--settle", "0.5", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-5000:]
     values: dict[tuple[str, str, str, str], float] = {}
@@ -32,12 +32,16 @@ def test_tiny_run_of_ltj_and_the_floor(tmp_path: Path) -> None:
     def workload(system: str, metric: str) -> float:
         return values[("workload", system, "2", metric)]
 
-    for system in ("ltj", "floor-all"):
+    for system in ("ltj", "floor-all", "floor-job"):
         assert workload(system, "jobs_created") == 2 and workload(system, "jobs_running") == 2
         assert 0 < workload(system, "created_total_s") <= workload(system, "running_total_s") < 60
     # The audit log counts each system's own requests: the floor makes exactly its 6 objects per job;
     # the operator those 6, its status writes and Events, and a pod list.
     assert workload("floor-all", "requests_per_job") == 6
+    # floor-job: the floor's 4 objects and one status write (its job creates are the submit, not counted);
+    # its Running is the job's status, which the API server accepted from it.
+    assert workload("floor-job", "requests_per_job") == 5 and workload("floor-job", "writes_per_job") == 5
+    assert values[("workload", "ltj", "2", "running_vs_floor-job")] > 0
     assert workload("ltj", "writes_per_job") >= 8
     assert workload("ltj", "requests_per_job") > workload("ltj", "writes_per_job")
     assert workload("ltj", "rss_peak_mib") > 20 and workload("ltj", "cpu_s") >= 0
