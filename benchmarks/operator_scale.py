@@ -1230,29 +1230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             impls[name].build()  # type: ignore[attr-defined]
     results: list[Workload] = []
     points: list[ScalePoint] = []
-    # The two floors share one control plane: they have no operator that could carry state over.
-    groups: list[list[str]] = []
-    for s in systems:
-        if s.startswith("floor") and groups and groups[-1][0].startswith("floor"):
-            groups[-1].append(s)
-        else:
-            groups.append([s])
+    # Every system on a fresh control plane of its own: the API server's cost of the same work grows with
+    # what an earlier system left behind (deleted namespaces, Events), so sharing one would favour the first.
     try:
-        for group in groups:
-            cluster = Cluster(work / "-".join(group), bin_dir, log)
-            log(f"{'+'.join(group)}: starting a fresh control plane")
+        for name in systems:
+            cluster = Cluster(work / name, bin_dir, log)
+            log(f"{name}: starting a fresh control plane")
             cluster.up()
             try:
-                for name in group:
-                    system = impls[name]
-                    system.setup(cluster)
-                    for n in args.sizes:
-                        runs = [run_workload(cluster, system, n, logs, args.settle, log,
-                                             out / "profiles" if args.profile else None, run=i)
-                                for i in range(args.repeats if n <= SMALL_N else args.repeats_large)]
-                        results.append(median_run(runs))
-                    if args.scale and name in scale_systems and not isinstance(system, Floor):
-                        points.extend(run_scale(cluster, system, args.scale, logs, args.idle_window, log))
+                system = impls[name]
+                system.setup(cluster)
+                for n in args.sizes:
+                    runs = [run_workload(cluster, system, n, logs, args.settle, log,
+                                         out / "profiles" if args.profile else None, run=i)
+                            for i in range(args.repeats if n <= SMALL_N else args.repeats_large)]
+                    results.append(median_run(runs))
+                if args.scale and name in scale_systems and not isinstance(system, Floor):
+                    points.extend(run_scale(cluster, system, args.scale, logs, args.idle_window, log))
             finally:
                 cluster.down()
     finally:
