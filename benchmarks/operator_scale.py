@@ -477,6 +477,14 @@ class AuditedControlPlane:
         self.cp = _CP(run_dir, bin_dir)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 class Cluster:
     def __init__(self, work: Path, bin_dir: Path, log: Callable[[str], None]):
         self.work = work
@@ -529,10 +537,9 @@ class Cluster:
         used = {}
         for name, pid in pids.items():
             try:
-                t = psutil.Process(pid).cpu_times()
+                used[name] = cpu_seconds(pid)
             except psutil.NoSuchProcess:
                 continue
-            used[name] = t.user + t.system
         return used
 
     def down(self) -> None:
@@ -627,10 +634,7 @@ class Proc:
     popen: subprocess.Popen
 
     def cpu(self) -> float:
-        import psutil
-
-        t = psutil.Process(self.popen.pid).cpu_times()
-        return t.user + t.system
+        return cpu_seconds(self.popen.pid)
 
     def rss_mib(self) -> float:
         import psutil

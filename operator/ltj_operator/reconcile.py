@@ -82,7 +82,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     status = body.get("status") or {}
     # A new job's first pass creates its gang: what its pods need at creation (create-if-absent, and
     # harmless should the decision not create them) is made in the round trip that observes its pods.
-    early = ([_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+    early = (_prerequisites(kube, job)
              if job is not None and status.get("attempt") is None and not job.spec.run_policy.suspend
              and kube.awaits_pods(namespace, name) else [])
     observed, *early_results = kube.all([lambda: observe(kube, job, body, namespace, name), *early])
@@ -123,16 +123,14 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     if write:
         log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
         writes.append(lambda: kube.patch_job_status(namespace, name, patch))
-    prerequisites = ([_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
-                     if write and creates else [])
+    prerequisites = _prerequisites(kube, job) if write and creates else []
     companions_due = (decision.status.get("launchedAttempt") is not None
                       and decision.status.get("phase") not in C.TERMINAL_PHASES
                       and not kube.companions_created(namespace, name, job.meta.uid))
     companions = [_refusable(_ensure(kube, m)) for m in render.render_companions(job)] if companions_due else []
     results = kube.all([*writes, *prerequisites, *companions])[len(writes):]
     refusals = [r if isinstance(r, ApiError) else None for r in results]
-    prerequisites_ready = ((bool(prerequisites) and not any(refusals[:len(prerequisites)]))
-                           or (bool(early) and not any(isinstance(r, ApiError) for r in early_results)))
+    prerequisites_ready = _all_made(prerequisites, results) or _all_made(early, early_results)
     refused = next((r for r in refusals[len(prerequisites):] if r is not None), None)
     if companions and refused is None:
         kube.put_companions_created(namespace, name, job.meta.uid)
@@ -195,6 +193,16 @@ def _ensure(kube: Kube, manifest: dict[str, Any]) -> Callable[[], Any]:
 
 def _create_prerequisites(kube: Kube, job: Job) -> None:
     kube.all([_ensure(kube, m) for m in render.render_prerequisites(job)])
+
+
+def _prerequisites(kube: Kube, job: Job) -> list[Callable[[], Any]]:
+    """Create-if-absent of what the pods need at creation, as refusable calls for Kube.all."""
+    return [_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+
+
+def _all_made(calls: list[Callable[[], Any]], results: list[Any]) -> bool:
+    """Whether there were such calls and none was refused (results: theirs first, in order)."""
+    return bool(calls) and not any(isinstance(r, ApiError) for r in results[:len(calls)])
 
 
 def _refusable(call: Callable[[], Any]) -> Callable[[], Any]:
