@@ -176,4 +176,7 @@ def test_deletion_cascades_to_every_child(kube, namespace, operator):
     wait_for(lambda: {i["kind"] for i in owned()} >= {"Pod", "Service", "PersistentVolumeClaim", "ServiceAccount",
                                                       "Role", "RoleBinding"}, 60, what="every child created")
     kube.kubectl("delete", "ltj", name, "-n", namespace, "--wait=true", timeout=120)
-    wait_for(lambda: not owned(), 180, what="every child garbage-collected")
+    wait_for(lambda: not owned(), 180, what="every child garbage-collected",
+             diagnose=lambda: "\n".join(f"left: {i['kind']} {i['metadata']['name']} deleting since "
+                                        f"{i['metadata'].get('deletionTimestamp')} finalizers "
+                                        f"{i['metadata'].get('finalizers')}" for i in owned()))

@@ -7,6 +7,10 @@ Process layout (host view):
 When init exits, the kernel kills every process left in the PID namespace, so nothing the
 container started can outlive it, and nothing outlives the agent.
 
+Forwarded signals stay blocked (pending) from the launcher's start until the command exists: one
+that came earlier would kill the launcher and orphan init, or be dropped by init (the kernel drops
+a signal for a PID namespace's init that has no handler for it), and the command would not stop.
+
 Before forking init the launcher enters the pod's network namespace, makes a private mount
 namespace (bind-mounting the volumes at their mountPaths, creating missing mountpoints) and a UTS
 namespace with the pod's hostname.
@@ -22,6 +26,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import stat
 import sys
@@ -105,6 +110,7 @@ def _exec_command(spec: dict, status_fd: int) -> None:
         os.setsid()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives exec: none blocked
         cwd = spec.get("cwd") or "/"
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
@@ -122,22 +128,21 @@ def _exec_command(spec: dict, status_fd: int) -> None:
         os._exit(START_ERROR_EXIT)
 
 
-def _run_init(spec: dict, status_fd: int) -> None:
+def _run_init(spec: dict, status_fd: int, launcher_alive: int) -> None:
     """pid 1 of the container's PID namespace."""
     code = 1
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        pending: list[int] = []
+        if select.select([launcher_alive], [], [], 0)[0]:
+            os._exit(1)  # EOF: the launcher died before the death signal was armed
+        os.close(launcher_alive)
         child: list[int] = []
 
         def forward(signum: int, _frame: object) -> None:
-            if child:
-                try:
-                    os.kill(child[0], signum)
-                except ProcessLookupError:
-                    pass
-            else:
-                pending.append(signum)
+            try:
+                os.kill(child[0], signum)
+            except ProcessLookupError:
+                pass
 
         for sig in FORWARDED:
             signal.signal(sig, forward)
@@ -149,8 +154,7 @@ def _run_init(spec: dict, status_fd: int) -> None:
         if pid == 0:
             _exec_command(spec, status_fd)
         child.append(pid)
-        for sig in pending:
-            forward(sig, None)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # what came meanwhile goes to the command now
         while True:
             try:
                 reaped, wait_status = os.waitpid(-1, 0)
@@ -191,6 +195,7 @@ def _write_pid_file(pid_file: str, pid: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     with open(argv[1]) as f:
         spec = json.load(f)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -218,9 +223,12 @@ def main(argv: list[str]) -> None:
         _write_status(status_fd, {"start_error": str(exc)})
         os._exit(START_ERROR_EXIT)
 
+    alive_r, alive_w = os.pipe()  # init reads EOF once the launcher is gone
     init_pid = os.fork()
     if init_pid == 0:
-        _run_init(spec, status_fd)
+        os.close(alive_w)
+        _run_init(spec, status_fd, alive_r)
+    os.close(alive_r)
     init: list[int] = [init_pid]
 
     def forward(signum: int, _frame: object) -> None:
@@ -231,6 +239,7 @@ def main(argv: list[str]) -> None:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     pid_file = spec.get("pid_file")
     wait_status = None
     deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -91,20 +92,50 @@ class LogFile:
         self._f.close()
 
 
+class LauncherOutput(asyncio.SubprocessProtocol):
+    """Writes the launcher's stdout/stderr to the log as it comes; `exited` resolves when the
+    launcher exits and `drained` when both pipes are closed.
+
+    asyncio's Process.wait() waits for the pipes as well, so a descendant that kept them open
+    would hide the exit (and make a later kill a no-op): the exit is taken from here instead.
+    """
+
+    def __init__(self, log: LogFile) -> None:
+        loop = asyncio.get_running_loop()
+        self._log = log
+        self._splitters = {1: LineSplitter("stdout"), 2: LineSplitter("stderr")}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.drained: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:  # type: ignore[override]
+        self._log.write(self._splitters[fd].feed(data))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        splitter = self._splitters.pop(fd, None)
+        if splitter is not None:
+            self._log.write(splitter.flush())
+        if not self._splitters and not self.drained.done():
+            self.drained.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class ContainerProcess:
     def __init__(self, run_dir: Path, log_path: Path, pid_file: Path | None) -> None:
         self.run_dir = run_dir
         self.log_path = log_path
         self.pid_file = pid_file
-        self.proc: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._output: LauncherOutput | None = None
         self.started_at = 0.0
-        self._pumps: list[asyncio.Task[None]] = []
         self._log: LogFile | None = None
         self._exit: ExitInfo | None = None
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self._transport.get_pid() if self._transport else None
 
     @property
     def status_file(self) -> Path:
@@ -133,46 +164,33 @@ class ContainerProcess:
         )
         self._log = LogFile(self.log_path)
         self.started_at = time.time()
-        self.proc = await asyncio.create_subprocess_exec(
+        log = self._log
+        self._transport, self._output = await asyncio.get_running_loop().subprocess_exec(
+            lambda: LauncherOutput(log),
             sys.executable,
             "-I",
             "-S",
             str(LAUNCHER),
             str(spec_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
             env={"LANG": "C.UTF-8"},
         )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._pumps = [
-            asyncio.create_task(self._pump(self.proc.stdout, "stdout")),
-            asyncio.create_task(self._pump(self.proc.stderr, "stderr")),
-        ]
-
-    async def _pump(self, reader: asyncio.StreamReader, stream: str) -> None:
-        splitter = LineSplitter(stream)
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            if self._log:
-                self._log.write(splitter.feed(chunk))
-        if self._log:
-            self._log.write(splitter.flush())
 
     async def wait(self) -> ExitInfo:
         if self._exit is not None:
             return self._exit
-        assert self.proc is not None
-        returncode = await self.proc.wait()
+        assert self._transport is not None and self._output is not None
+        await asyncio.shield(self._output.exited)
+        returncode = self._transport.get_returncode()
+        assert returncode is not None
         finished = time.time()
         # Everything in the container's PID namespace is gone now, so the pipes reach EOF soon;
         # a descendant that escaped with the pipe open must not hold up the exit.
-        done, pending = await asyncio.wait(self._pumps, timeout=5)
-        for task in pending:
-            task.cancel()
+        await asyncio.wait([self._output.drained], timeout=5)
+        self._transport.close()
         if self._log:
             self._log.close()
         records = read_status_records(self.status_file)
@@ -199,21 +217,21 @@ class ContainerProcess:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self._transport is not None and self._transport.get_returncode() is None
 
     def signal(self, sig: int) -> None:
         """Deliver sig to the container's main process (the launcher and init forward it)."""
-        if self.running and self.proc is not None:
+        if self.running and self.pid is not None:
             try:
-                os.kill(self.proc.pid, sig)
+                os.kill(self.pid, sig)
             except ProcessLookupError:
                 pass
 
     def kill(self) -> None:
         """SIGKILL the launcher's process group; init dies with it, and with init the namespace."""
-        if self.proc is not None and self.proc.returncode is None:
+        if self.running and self.pid is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
