@@ -53,7 +53,7 @@ bench: venv binaries
 bench-relay: venv binaries
 	@$(PY) benchmarks/relay_latency.py
 
-## bench-operator: ltj vs Kubeflow's training-operator vs a plain client (root, Go; ~35 min)
+## bench-operator: ltj vs Kubeflow's training-operator vs a plain client (root, Go; ~40 min)
 bench-operator: venv binaries
 	@$(PY) benchmarks/operator_scale.py $(BENCH_ARGS)
 

@@ -1182,7 +1182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="jobs submitted at once per workload [1,50,200]")
     ap.add_argument("--scale", type=lambda s: parse_sizes(s, "--scale"), default=[100, 1000],
                     help="jobs present for the steady-state points ('' to skip) [100,1000]")
-    ap.add_argument("--systems", default="ltj,peer,peer-fast,floor,floor-all", help=f"from {','.join(SYSTEMS)}")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"from {','.join(SYSTEMS)}")
     ap.add_argument("--scale-systems", default="ltj,peer-fast",
                     help="systems that also run the scale phase (the peer's default rate limit makes filling slow)")
     ap.add_argument("--peer-args", default="", help="extra training-operator flags, e.g. '--controller-threads=4'")
