@@ -146,7 +146,7 @@ class ObjectCache:
         with self._lock:
             self._companions[(namespace, name)] = uid
 
-    # -- our own status writes (see status.PROGRESS_HOLD_SECONDS) --
+    # -- our own status writes and deferred first records (see status.PROGRESS_HOLD_SECONDS) --
     def put_status_written(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         with self._lock:
@@ -163,6 +163,11 @@ class ObjectCache:
         key = (namespace, name)
         with self._lock:
             return key in self._jobs and not self._pods.get(key)
+
+    def others_await_pods(self, namespace: str, name: str) -> bool:
+        """Another active job is known without any of its pods (a burst of new jobs is under way)."""
+        with self._lock:
+            return any(not self._pods.get(key) for key in self._jobs if key != (namespace, name))
 
     # -- jobs --
     def job(self, namespace: str, name: str) -> Manifest | None:
@@ -348,9 +353,20 @@ class Kube:
         """The cache knows the job and none of its pods (without a cache: unknown, so False)."""
         return self.cache is not None and self.cache.awaits_pods(namespace, name)
 
+    def others_await_pods(self, namespace: str, name: str) -> bool:
+        """Another active job waits for its pods (without a cache: unknown, so True)."""
+        return self.cache is None or self.cache.others_await_pods(namespace, name)
+
     def since_status_write(self, namespace: str, name: str) -> float | None:
-        """Seconds since this process last wrote the job's status (None: not remembered)."""
+        """Seconds since this process last wrote the job's status, or created the first gang whose
+        record it deferred (None: not remembered)."""
         return None if self.cache is None else self.cache.since_status_write(namespace, name)
+
+    def note_first_gang_created(self, namespace: str, name: str) -> None:
+        """The first gang exists and its record is deferred: the record then waits like progress after
+        a status write (status.PROGRESS_HOLD_SECONDS)."""
+        if self.cache is not None:
+            self.cache.put_status_written(namespace, name)
 
     # -- the job --
     def get_job(self, namespace: str, name: str) -> Manifest | None:

@@ -26,7 +26,8 @@ from .config import OperatorConfig
 from .kube import ApiError, Kube, NotOwned
 from .spec import Job, parse_or_error, pod_name
 from .status import (PROGRESS_HOLD_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed,
-                     StallPolicy, creation_failed, creation_recovered, decide, progress_only)
+                     StallPolicy, creation_failed, creation_recovered, decide, first_record_pending,
+                     progress_only)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def observe(kube: Kube, job: Job | None, body: Mapping[str, Any], namespace: str
     pods = kube.pod_views(namespace, name)
     modes: tuple[str, ...] | None = None
     status = body.get("status") or {}
-    # The claim's access modes only matter to a status write, and a new job's first pass writes none.
-    if job is not None and job.spec.nodes > 1 and status and status.get("phase") not in C.TERMINAL_PHASES:
+    # The claim's access modes only matter to a status record: none is written before the job's pods exist.
+    if job is not None and job.spec.nodes > 1 and (status or pods) and status.get("phase") not in C.TERMINAL_PHASES:
         template = job.spec.output.volume_claim_template
         if template is not None:
             modes = template.access_modes
@@ -106,9 +107,11 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     deferred = creates and status.get("attempt") is None
     write = bool(patch) and not deferred
     # Progress right after our last write waits (status.PROGRESS_HOLD_SECONDS): the next pod's event or
-    # this requeue writes it, so a gang coming up writes Running without a write queued ahead of it.
+    # this requeue writes it, so a gang coming up writes Running without a write queued ahead of it. So
+    # does the deferred first record of a gang just created while it only says Pending.
     requeue_after = decision.requeue_after
-    holdable = write and not creates and not decision.events and progress_only(status, patch)
+    holdable = (write and not creates and not decision.events
+                and (progress_only(status, patch) or first_record_pending(status, patch)))
     since = kube.since_status_write(namespace, name) if holdable else None
     if since is not None and since < PROGRESS_HOLD_SECONDS:
         write = False
@@ -148,7 +151,15 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     failure: Exception | None = None
     try:
         try:
-            events.extend(apply_actions(kube, config, job, decision, prerequisites_ready))
+            # Unless other new jobs wait for their pods (which come first in a burst), the first gang's
+            # companions go with its pods: the pass its pods' events start then has nothing to wait for
+            # and writes Running as soon as the gang runs (a refused one is met again there and reported).
+            with_pods = ([_refusable(_ensure(kube, m)) for m in render.render_companions(job)]
+                         if deferred and not kube.companions_created(namespace, name, job.meta.uid)
+                         and not kube.others_await_pods(namespace, name) else [])
+            events.extend(apply_actions(kube, config, job, decision, prerequisites_ready, with_pods))
+            if deferred:
+                kube.note_first_gang_created(namespace, name)
         except ApiError as exc:
             if not _refusal(exc):
                 raise
@@ -218,7 +229,10 @@ def _refusable(call: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decision,
-                  prerequisites_ready: bool = False) -> list[EventNote]:
+                  prerequisites_ready: bool = False,
+                  with_pods: list[Callable[[], Any]] | None = None) -> list[EventNote]:
+    """Carry out the decision's actions; `with_pods`: refusable calls made in the round trip that
+    creates pods (the job's companions, then remembered as made when none was refused)."""
     events: list[EventNote] = []
     ns, name = job.meta.namespace, job.meta.name
     for action in decision.actions:
@@ -229,7 +243,11 @@ def apply_actions(kube: Kube, config: OperatorConfig, job: Job, decision: Decisi
                 _create_prerequisites(kube, job)
             manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from)
                          for rank in action.ranks]
-            created = kube.all([lambda m=m: kube.create(m) for m in manifests])
+            companions = with_pods or []
+            results = kube.all([*(lambda m=m: kube.create(m) for m in manifests), *companions])
+            created = results[:len(manifests)]
+            if _all_made(companions, results[len(manifests):]):
+                kube.put_companions_created(ns, name, job.meta.uid)
             for rank, was_created in zip(action.ranks, created):
                 if was_created:
                     continue

@@ -722,6 +722,11 @@ def progress_only(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
             and running.get("reason") == R.PODS_PENDING)
 
 
+def first_record_pending(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """The patch is a job's first record (no attempt recorded yet) and says its gang is Pending."""
+    return current.get("attempt") is None and patch.get("phase") == C.PHASE_PENDING
+
+
 def creation_recovered(status: Mapping[str, Any], now: dt.datetime, generation: int) -> dict[str, Any] | None:
     """The status patch once the children of a launched gang exist after a refusal reported by
     creation_failed (None when there is nothing to take back: no refusal shown, or the gang is not

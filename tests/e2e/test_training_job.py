@@ -172,7 +172,7 @@ def test_deletion_cascades_to_every_child(kube, namespace, operator):
     kinds = "pods,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings"
     owned = lambda: [i for i in kube.get(kinds, "-n", namespace)["items"]  # noqa: E731
                      if any(r.get("name") == name for r in i["metadata"].get("ownerReferences") or [])]
-    # The Service and RoleBinding follow the pods (the pass that records the gang creates them).
+    # The Service and RoleBinding come with the pods (in the round trip that creates them).
     wait_for(lambda: {i["kind"] for i in owned()} >= {"Pod", "Service", "PersistentVolumeClaim", "ServiceAccount",
                                                       "Role", "RoleBinding"}, 60, what="every child created")
     kube.kubectl("delete", "ltj", name, "-n", namespace, "--wait=true", timeout=120)

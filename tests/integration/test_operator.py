@@ -302,6 +302,32 @@ def test_a_gang_coming_up_right_after_a_status_write_shows_running_without_a_par
     assert condition(st, C.COND_RUNNING)["message"].startswith("1 of 2 pod(s) running")
 
 
+def test_a_gang_coming_up_right_after_its_creation_gets_one_first_write_saying_running(
+        kube: Kube, namespace: str, operator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first gang's companions are made with its pods, and its deferred first record that would only
+    say Pending waits within the hold: a gang running by then gets one first write, Running; a gang still
+    Pending gets its record once the hold ends. (The hold is widened so that kubectl's pace fits in it.
+    Pods of a scheduler nobody runs stay Pending without news: pinned ones would be Unschedulable.)"""
+    monkeypatch.setattr("ltj_operator.reconcile.PROGRESS_HOLD_SECONDS", 8.0)
+    unscheduled = {"podTemplate": {"schedulerName": "ltj-test-no-such-scheduler"}}
+    with job_statuses(kube, namespace, "quick") as statuses:
+        name = apply(kube, namespace, job("quick", **unscheduled))
+        gang(kube, namespace, name, attempt=0)
+        run(kube, namespace, "quick-node-0", "quick-node-1")
+        wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+    phases = [s.get("phase") for s in statuses if s.get("phase")]
+    assert phases and set(phases) == {C.PHASE_RUNNING}, statuses
+    owned = {(i["kind"], i["metadata"]["name"]) for i in kube.get(CHILD_KINDS, "-n", namespace)["items"]}
+    assert {("Service", "quick"), ("RoleBinding", "quick-relay")} <= owned, owned
+
+    with job_statuses(kube, namespace, "slow") as statuses:
+        name = apply(kube, namespace, job("slow", **unscheduled))
+        gang(kube, namespace, name, attempt=0)
+        st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED),
+                      "Created after the hold")
+    assert st["phase"] == C.PHASE_PENDING and st["launchedAttempt"] == 0 and st["readyNodes"] == 0
+
+
 def test_unschedulable_job_shows_the_schedulers_message(kube: Kube, namespace: str, operator: Any,
                                                         static_claim: str) -> None:
     # More GPUs than any node has (4 each): the real scheduler says why, the operator passes it on.

@@ -211,3 +211,16 @@ def test_a_job_awaits_pods_while_it_is_active_and_none_of_its_pods_is_known() ->
     assert cache.awaits_pods("ns", "j")  # a gang deleted for a restart: the next one is due
     cache.put_job(job(4, phase=C.PHASE_SUCCEEDED))
     assert not cache.awaits_pods("ns", "j")  # finished
+
+
+def test_others_await_pods_while_another_active_job_has_none_of_its_pods() -> None:
+    cache = ObjectCache(max_age=50)
+    cache.put_job(job(1))
+    assert not cache.others_await_pods("ns", "j")  # alone: the job itself does not count
+    cache.put_job(job(2, name="k"))
+    assert cache.others_await_pods("ns", "j") and cache.others_await_pods("ns", "k")
+    cache.put_pod(pod("k-node-0", 3, job_name="k"))
+    assert not cache.others_await_pods("ns", "j")  # k has its pods
+    assert cache.others_await_pods("ns", "k")  # j has none yet
+    cache.put_job(job(4, phase=C.PHASE_SUCCEEDED))
+    assert not cache.others_await_pods("ns", "k")  # j finished

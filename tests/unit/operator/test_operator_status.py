@@ -590,3 +590,18 @@ def test_progress_only_is_a_waiting_gangs_ready_count_and_pending_message() -> N
     assert not progress_only({**pending, "phase": C.PHASE_RUNNING}, {"readyNodes": 1})  # a rank done early
     other = [c if c["type"] != C.COND_CREATED else {**c, "message": "another"} for c in pending["conditions"]]
     assert not progress_only(pending, {"conditions": other})  # any other condition is news
+
+
+def test_first_record_pending_is_a_new_jobs_first_status_saying_pending() -> None:
+    from ltj_operator.status import first_record_pending
+
+    job = make_job(name=J, nodes=2)
+    created = Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1))))
+    first = decide(job, {}, created, at(0))
+    assert first.status_patch({})["phase"] == C.PHASE_PENDING
+    assert first_record_pending({}, first.status_patch({}))
+    up = decide(job, {}, Observed(pods=(observe_pod(running(J, 0)), observe_pod(running(J, 1)))), at(1))
+    assert not first_record_pending({}, up.status_patch({}))  # Running: written at once
+    recorded = dict(first.status)
+    again = decide(job, recorded, Observed(pods=(observe_pod(running(J, 0)), observe_pod(pod(J, 1)))), at(1))
+    assert not first_record_pending(recorded, {**again.status_patch(recorded), "phase": C.PHASE_PENDING})
