@@ -130,7 +130,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
     companions_due = (decision.status.get("launchedAttempt") is not None
                       and decision.status.get("phase") not in C.TERMINAL_PHASES
                       and not kube.companions_created(namespace, name, job.meta.uid))
-    companions = [_refusable(_ensure(kube, m)) for m in render.render_companions(job)] if companions_due else []
+    companions = _companions(kube, job) if companions_due else []
     results = kube.all([*writes, *prerequisites, *companions])[len(writes):]
     refusals = [r if isinstance(r, ApiError) else None for r in results]
     prerequisites_ready = _all_made(prerequisites, results) or _all_made(early, early_results)
@@ -154,7 +154,7 @@ def reconcile(kube: Kube, config: OperatorConfig, namespace: str, name: str,
             # Unless other new jobs wait for their pods (which come first in a burst), the first gang's
             # companions go with its pods: the pass its pods' events start then has nothing to wait for
             # and writes Running as soon as the gang runs (a refused one is met again there and reported).
-            with_pods = ([_refusable(_ensure(kube, m)) for m in render.render_companions(job)]
+            with_pods = (_companions(kube, job)
                          if deferred and not kube.companions_created(namespace, name, job.meta.uid)
                          and not kube.others_await_pods(namespace, name) else [])
             events.extend(apply_actions(kube, config, job, decision, prerequisites_ready, with_pods))
@@ -209,6 +209,11 @@ def _create_prerequisites(kube: Kube, job: Job) -> None:
 def _prerequisites(kube: Kube, job: Job) -> list[Callable[[], Any]]:
     """Create-if-absent of what the pods need at creation, as refusable calls for Kube.all."""
     return [_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+
+
+def _companions(kube: Kube, job: Job) -> list[Callable[[], Any]]:
+    """Create-if-absent of what a launched gang needs beside its pods, as refusable calls for Kube.all."""
+    return [_refusable(_ensure(kube, m)) for m in render.render_companions(job)]
 
 
 def _all_made(calls: list[Callable[[], Any]], results: list[Any]) -> bool:
