@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm from the
 # published Go modules and caches them by version outside the repository:
-#   ${LTJ_CACHE:-~/.cache/ltj}/bin/k8s-v<KUBE_VERSION>/...
+#   ${LTJ_CACHE:-~/.cache/ltj}/bin/k8s-v<KUBE_VERSION>-.../...
+# With --node it also builds what the real node runs: kubelet and kube-proxy (same k8s.io/kubernetes
+# module), CoreDNS and Rancher's local-path-provisioner (their own modules).
 # Prints the directory holding the binaries on its last line. Binaries already present
 # (KUBEBUILDER_ASSETS or PATH) are used when their versions match.
 set -euo pipefail
+node=0
+case ${1:-} in
+  --node) node=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--node]" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
@@ -16,6 +24,8 @@ log() { printf '[build-binaries] %s\n' "$*" >&2; }
 version_of() {  # version_of NAME PATH: the binary's own version output (captured: no SIGPIPE races)
   case "$1" in
     kubectl) "$2" version --client 2>/dev/null || true ;;
+    coredns) "$2" -version 2>/dev/null || true ;;
+    local-path-provisioner) "$2" --version 2>/dev/null || true ;;
     helm) "$2" version --short 2>/dev/null || true ;;
     *) "$2" --version 2>/dev/null || true ;;
   esac
@@ -36,7 +46,9 @@ have() {  # have NAME VERSION: a matching binary from KUBEBUILDER_ASSETS or PATH
 mkdir -p "$dest"
 start=$(date +%s)
 missing_k8s=()
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+[ "$node" -eq 1 ] && k8s_bins+=(kubelet kube-proxy)
+for b in "${k8s_bins[@]}"; do
   [ -x "$dest/$b" ] || have "$b" "$KUBE_VERSION" || missing_k8s+=("$b")
 done
 if [ ${#missing_k8s[@]} -gt 0 ]; then
@@ -66,6 +78,19 @@ if [ ! -x "$dest/helm" ] && ! have helm "$HELM_VERSION"; then
     hldf+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
   done
   GOBIN="$dest" go install -trimpath -ldflags "$hldf" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+fi
+if [ "$node" -eq 1 ]; then
+  # Plain module builds: neither module needs replace directives.
+  if [ ! -x "$dest/coredns" ] && ! have coredns "$COREDNS_VERSION"; then
+    log "building coredns v$COREDNS_VERSION (cold: ~2 min)"
+    GOBIN="$dest" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@v$COREDNS_VERSION"
+  fi
+  if [ ! -x "$dest/local-path-provisioner" ] && ! have local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION"; then
+    log "building local-path-provisioner v$LOCAL_PATH_PROVISIONER_VERSION"
+    GOBIN="$dest" go install -trimpath \
+      -ldflags "-s -w -X main.VERSION=v$LOCAL_PATH_PROVISIONER_VERSION" \
+      "github.com/rancher/local-path-provisioner@v$LOCAL_PATH_PROVISIONER_VERSION"
+  fi
 fi
 log "binaries ready in $dest ($(( $(date +%s) - start ))s)"
 echo "$dest"
