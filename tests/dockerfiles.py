@@ -23,6 +23,20 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def base_image(path: Path) -> tuple[str, str]:
+    """(the first FROM's argument, the image it names by default): `FROM ${ARG}` resolves through the
+    `ARG ARG=default` declared before it, as a build without --build-arg does."""
+    defaults: dict[str, str] = {}
+    for ins, arg in instructions(path):
+        if ins == "ARG":
+            name, _, default = arg.partition("=")
+            defaults[name] = default
+        elif ins == "FROM":
+            ref = re.fullmatch(r"\$\{?(\w+)\}?", arg)
+            return arg, defaults[ref.group(1)] if ref else arg
+    raise AssertionError(f"{path} has no FROM")
+
+
 def assert_hadolint_clean(path: Path) -> None:
     binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if binary is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerfiles import assert_hadolint_clean, instructions
+from dockerfiles import assert_hadolint_clean, base_image, instructions
 
 pytestmark = pytest.mark.unit
 
@@ -22,8 +22,10 @@ def test_hadolint_is_clean() -> None:
     assert_hadolint_clean(DOCKERFILE)
 
 
-def test_pinned_slim_python_base() -> None:
-    (base,) = [arg for ins, arg in instructions(DOCKERFILE) if ins == "FROM"]
+def test_pinned_slim_python_base_by_default() -> None:
+    assert [ins for ins, _ in instructions(DOCKERFILE)].count("FROM") == 1
+    line, base = base_image(DOCKERFILE)
+    assert line == "${BASE_IMAGE}"  # what a local build overrides (ltj_localcluster.imagebuild)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
 
 
