@@ -3,13 +3,16 @@
 Starts the local control plane and node agent, installs the CRD, runs the operator, applies
 crds/samples/cpu-digits-2node.yaml, streams the job's progress from its status until it finishes,
 prints `kubectl get ltj` and where the checkpoints are, then stops everything.
+
+With --real-node (`make demo-real`) the same sample runs as on any cluster: one real node (kubelet,
+containerd, CoreDNS, kube-proxy), the project's images built from its Dockerfiles, and the operator
+installed with the Helm chart, running as a pod.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,10 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "python"))
 
+from ltj_localcluster import install  # noqa: E402
 from ltj_localcluster.cluster import LocalCluster, NodePool  # noqa: E402
 
 SAMPLE = REPO / "crds" / "samples" / "cpu-digits-2node.yaml"
-CRD = REPO / "crds" / "ltj.dev_lightningtrainingjobs.yaml"
 
 
 def say(msg: str) -> None:
@@ -33,27 +36,30 @@ def main() -> int:
     ap.add_argument("--run-dir", default=str(REPO / ".run" / "demo"))
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for the job")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running (stop: make demo-down)")
+    ap.add_argument("--real-node", action="store_true",
+                    help="run on one real node with the project's images and the operator installed by Helm")
     a = ap.parse_args()
 
-    say("starting the local cluster (first run builds the Kubernetes binaries: ~10 min on 2 cores)")
-    cluster = LocalCluster(a.run_dir, NodePool(nodes=2, cpu="8", memory="16Gi", gpus=4))
+    if a.real_node:
+        say("starting the local cluster with a real node (first run builds the Kubernetes binaries, the node's "
+            "binaries and the images: ~25 min on 2 cores; later runs ~2 min)")
+    else:
+        say("starting the local cluster (first run builds the Kubernetes binaries: ~10 min on 2 cores)")
+    cluster = LocalCluster(a.run_dir, NodePool(nodes=1 if a.real_node else 2, cpu="8", memory="16Gi", gpus=4),
+                           real_node=a.real_node)
     info = cluster.up()
     kubectl = [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"]
-    env = {**os.environ, "KUBECONFIG": info.kubeconfig, "LTJ_DEFAULT_TRAINER_IMAGE": "ltj-trainer:dev",
-           "LTJ_OPERATOR_IMAGE": "ltj-operator:dev"}
-    operator = None
+    operator: subprocess.Popen | None = None
     try:
-        say(f"cluster up: {info.server}; installing the CRD")
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRD)], check=True)
-        for _ in range(60):  # right after the apply the CRD may have no condition yet: retry
-            if subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=30s",
-                               "crd/lightningtrainingjobs.ltj.dev"], capture_output=True).returncode == 0:
-                break
-            time.sleep(1)
-        say("starting the operator (kopf run -m ltj_operator.handlers)")
-        oplog = open(Path(a.run_dir) / "logs" / "operator.log", "ab")
-        operator = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-                                     "-m", "ltj_operator.handlers"], env=env, stdout=oplog, stderr=oplog)
+        if a.real_node:
+            say("helm install ltj charts/ltj-operator -n ltj-system (the operator runs as a pod)")
+            out = install.helm_install(Path(info.bin_dir) / "helm", info.kubeconfig, cluster.images["operator"].ref,
+                                       cluster.images["trainer"].ref)
+            if out.returncode != 0:
+                raise RuntimeError(f"helm install failed:\n{out.stdout}{out.stderr}")
+        else:
+            say(f"cluster up: {info.server}; installing the CRD and starting the operator (kopf run)")
+            operator = install.run_in_process(kubectl, info.kubeconfig, Path(a.run_dir) / "logs" / "operator.log")
         say(f"kubectl apply -f {SAMPLE.relative_to(REPO)}")
         subprocess.run([*kubectl, "apply", "-f", str(SAMPLE)], check=True)
         name = _sample_name()

@@ -1,8 +1,8 @@
-"""The whole local cluster: binaries, control plane and the node agent, up and down together."""
+"""The whole local cluster: binaries, control plane and its node (the agent's simulated nodes, or one
+real node running containers), up and down together."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -10,8 +10,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .controlplane import ClusterInfo, ControlPlane, delete_bridge, stop_pids
+from . import realnode
+from .controlplane import ClusterInfo, ControlPlane, delete_bridge, record_pid, stop_pids
 from .network import remove_pod_namespaces
 
 log = logging.getLogger(__name__)
@@ -20,9 +22,11 @@ REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
 
 
-def ensure_binaries() -> Path:
-    """Builds (or finds cached) control plane binaries; progress goes to stderr."""
-    out = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=True)
+def ensure_binaries(node: bool = False) -> Path:
+    """Builds (or finds cached) control plane binaries, and the real node's with ``node``; progress
+    goes to stderr."""
+    out = subprocess.run(["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])], stdout=subprocess.PIPE,
+                         text=True, check=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -35,10 +39,15 @@ class NodePool:
 
 
 class LocalCluster:
-    def __init__(self, run_dir: str | os.PathLike[str], pool: NodePool = NodePool()):
+    """``real_node``: one real node (kubelet + containerd) runs the pods in containers of the project's
+    images, built on first use; otherwise the node agent runs ``pool``'s nodes."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], pool: NodePool = NodePool(), real_node: bool = False):
         self.run_dir = Path(run_dir).resolve()
         self.pool = pool
+        self.real_node = real_node
         self.info: ClusterInfo | None = None
+        self.images: dict[str, Any] = {}
         self._cp: ControlPlane | None = None
         self._agent: subprocess.Popen | None = None
 
@@ -48,11 +57,20 @@ class LocalCluster:
 
     def up(self, timeout: float = 240) -> ClusterInfo:
         t0 = time.monotonic()
-        bin_dir = ensure_binaries()
-        self._cp = ControlPlane(self.run_dir, bin_dir)
+        bin_dir = ensure_binaries(node=self.real_node)
+        if self.real_node:
+            from . import imagebuild
+
+            realnode.ensure_packages()
+            self.images = imagebuild.ensure_images()
+        self._cp = ControlPlane(self.run_dir, bin_dir, routable=self.real_node)
         self.info = self._cp.start()
         try:
-            self._start_agent(timeout)
+            if self.real_node:
+                realnode.RealNode(self.info, bin_dir, self.pool.gpus).start(
+                    self.images, lambda images: imagebuild.load_into_containerd(images.values()))
+            else:
+                self._start_agent(timeout)
         except BaseException:
             self.down()
             raise
@@ -72,9 +90,7 @@ class LocalCluster:
              "--memory", self.pool.memory, "--gpus", str(self.pool.gpus)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         logf.close()
-        pids = json.loads((self.run_dir / "pids.json").read_text())
-        pids["ltj-node-agent"] = self._agent.pid
-        (self.run_dir / "pids.json").write_text(json.dumps(pids))
+        record_pid(self.run_dir, "ltj-node-agent", self._agent.pid)
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self._agent.poll() is not None:
@@ -93,11 +109,19 @@ class LocalCluster:
 def down(run_dir: str | os.PathLike[str]) -> None:
     """Stops everything a cluster in ``run_dir`` started (also from another process)."""
     run_dir = Path(run_dir).resolve()
-    stop_pids(run_dir, grace=20)
     try:
-        bridge = ClusterInfo.load(run_dir).bridge
-    except FileNotFoundError:
+        info: ClusterInfo | None = ClusterInfo.load(run_dir)
+    except ValueError:
+        info = None
+    node = realnode.NodeConfig.for_run_dir(run_dir).dir.exists()
+    if node and info is not None:
+        realnode.drain(run_dir, [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"])
+    stop_pids(run_dir, grace=20)
+    if node:
+        realnode.cleanup(run_dir, Path(info.bin_dir) if info else Path("/nonexistent"))
+    if info is None:
         return
+    bridge = info.bridge
     # Pod network namespaces outlive an agent that was SIGKILLed: remove them with the bridge.
     remove_pod_namespaces(bridge)
     delete_bridge(bridge)

@@ -129,9 +129,12 @@ current-context: ltj-local
 class ControlPlane:
     """Starts and stops the control plane processes of one cluster in ``run_dir``."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], bin_dir: str | os.PathLike[str]):
+    def __init__(self, run_dir: str | os.PathLike[str], bin_dir: str | os.PathLike[str], routable: bool = False):
+        """``routable``: the API server listens on the bridge address instead of loopback and publishes
+        it as the `kubernetes` Service's endpoint, so pods on a real node reach it."""
         self.run_dir = Path(run_dir).resolve()
         self.bin_dir = Path(bin_dir).resolve()
+        self.routable = routable
         self.logs = self.run_dir / "logs"
         self._procs: dict[str, subprocess.Popen] = {}
 
@@ -143,11 +146,7 @@ class ControlPlane:
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         self._procs[name] = proc
-        self._write_pids()
-
-    def _write_pids(self) -> None:
-        pids = {name: p.pid for name, p in self._procs.items()}
-        (self.run_dir / "pids.json").write_text(json.dumps(pids))
+        record_pid(self.run_dir, name, proc.pid)
 
     def _check_alive(self) -> None:
         for name, proc in self._procs.items():
@@ -183,11 +182,12 @@ class ControlPlane:
     def _start(self, bridge: str, bridge_ip: str, subnet: str, timeout: float, t0: float) -> ClusterInfo:
         pki = pkimod.create(self.run_dir / "pki", extra_sans=(bridge_ip,))
         etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
-        server = f"https://127.0.0.1:{api_port}"
+        api_host = bridge_ip if self.routable else "127.0.0.1"
+        server = f"https://{api_host}:{api_port}"
         kubeconfig = self.run_dir / "admin.kubeconfig"
         kubeconfig.write_text(kubeconfig_yaml(server, pki.ca_crt, pki.crt("admin"), pki.key("admin")))
         info = ClusterInfo(run_dir=str(self.run_dir), bin_dir=str(self.bin_dir), kubeconfig=str(kubeconfig),
-                           server=server, api_host="127.0.0.1", api_port=api_port, bridge=bridge,
+                           server=server, api_host=api_host, api_port=api_port, bridge=bridge,
                            bridge_ip=bridge_ip, subnet=subnet, pki_dir=str(pki.dir))
         (self.run_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
 
@@ -204,7 +204,7 @@ class ControlPlane:
 
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--bind-address={api_host}", f"--advertise-address={api_host}", f"--secure-port={api_port}",
             f"--cert-dir={pki.dir}", f"--tls-cert-file={pki.crt('apiserver')}",
             f"--tls-private-key-file={pki.key('apiserver')}", f"--client-ca-file={pki.ca_crt}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -212,7 +212,8 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
             "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={pki.crt('admin')}", f"--kubelet-client-key={pki.key('admin')}",
-            "--profiling=false", "--event-ttl=1h", "--endpoint-reconciler-type=none",
+            "--profiling=false", "--event-ttl=1h",
+            f"--endpoint-reconciler-type={'lease' if self.routable else 'none'}",
         ])
         ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
         ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
@@ -253,16 +254,33 @@ def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
         return False
 
 
+def read_pids(run_dir: Path) -> dict[str, int]:
+    """The cluster's processes in start order (``<run dir>/pids.json``)."""
+    try:
+        return json.loads((run_dir / "pids.json").read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def record_pid(run_dir: Path, name: str, pid: int) -> None:
+    pids = read_pids(run_dir)
+    pids[name] = pid
+    (run_dir / "pids.json").write_text(json.dumps(pids))
+
+
 def stop_pids(run_dir: Path, pids: dict[str, int] | None = None, grace: float = 10) -> None:
-    """Stops components newest first (SIGTERM, then SIGKILL after ``grace``)."""
+    """Stops ``pids`` (default: every recorded process) newest first (SIGTERM, then SIGKILL after
+    ``grace``) and forgets them."""
+    recorded = read_pids(run_dir)
     if pids is None:
-        try:
-            pids = json.loads((run_dir / "pids.json").read_text())
-        except FileNotFoundError:
-            pids = {}
+        pids = recorded
     for name in reversed(list(pids)):
         _terminate(pids[name], grace)
-    (run_dir / "pids.json").unlink(missing_ok=True)
+    left = {n: p for n, p in recorded.items() if n not in pids}
+    if left:
+        (run_dir / "pids.json").write_text(json.dumps(left))
+    else:
+        (run_dir / "pids.json").unlink(missing_ok=True)
 
 
 def _terminate(pid: int, grace: float) -> None:

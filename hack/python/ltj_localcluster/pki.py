@@ -96,6 +96,12 @@ def _issue(pki: Pki, name: str, cn: str, *, orgs: tuple[str, ...] = (), server_s
     _write_key(pki.key(name), key)
 
 
+def issue_client(pki: Pki, name: str, cn: str, orgs: tuple[str, ...] = ()) -> None:
+    """A client certificate ``<name>.crt`` for user ``cn`` in groups ``orgs`` (e.g. a kubelet's
+    ``system:node:<node>`` in ``system:nodes``, which the Node authorizer expects)."""
+    _issue(pki, name, cn, orgs=orgs, client=True)
+
+
 def create(directory: Path, extra_sans: tuple[str, ...] = ()) -> Pki:
     """Writes a CA, the API server's serving cert, an admin client cert, the kubelet serving cert
     and the service-account signing key pair into ``directory``."""
