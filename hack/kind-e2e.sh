@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # End to end on kind: a real Kubernetes (kubelet, containerd, CNI) running the real images.
 #
-#   1. creates a kind cluster (one control plane + two workers, so the 2-node sample really spans nodes);
-#   2. builds ltj-trainer and ltj-operator with `docker build` and loads them into the cluster;
-#   3. installs the Helm chart (charts/ltj-operator) cluster-wide;
-#   4. creates a ReadWriteMany output volume (see "Shared volume" below);
-#   5. applies crds/samples/cpu-digits-2node.yaml and waits for phase Succeeded with status.training filled.
+#   1. creates a kind cluster (one control plane + two workers, so the 2-node sample can span nodes);
+#   2. builds ltj-trainer and ltj-operator with `docker build` and loads them into the workers;
+#   3. makes the ReadWriteMany storage class `ltj-local` the samples use (see "Shared volume" below);
+#   4. installs the Helm chart (charts/ltj-operator) cluster-wide;
+#   5. applies crds/samples/cpu-digits-2node.yaml unchanged and waits for phase Succeeded with
+#      status.training filled.
+# With --setup-only it stops after step 3, keeps the cluster and writes <artifacts>/cluster.json
+# (kubeconfig, images, tools) for tests/e2e/test_real_cluster.py, which installs the chart itself.
 #
-# Shared volume: kind has no RWX storage class. Every kind node is a container on this host, so the
-# script bind-mounts one host directory into every node (kind extraMounts) and offers it as a static
-# hostPath PersistentVolume with accessModes ReadWriteMany: pods on any node see the same files, which
-# is what an NFS or CephFS volume gives on a real cluster. Checkpoints and events.jsonl end up in
-# <artifacts>/volume on the host.
+# Shared volume: every kind node is a container on this host, so the script bind-mounts one host
+# directory into every node (kind extraMounts, at /ltj-shared) and points kind's own
+# local-path-provisioner at it (sharedFileSystemPath): claims of any access mode, ReadWriteMany
+# included, get a directory there that pods on every node see, which is what an NFS or CephFS class
+# gives on a real cluster. Checkpoints and events.jsonl end up in <artifacts>/volume on the host.
 #
-# Usage: hack/kind-e2e.sh [--keep-cluster] [--name NAME] [--timeout SECONDS] [--artifacts DIR]
-#                         [--node-image IMAGE] [--skip-build]
+# Usage: hack/kind-e2e.sh [--keep-cluster] [--setup-only] [--name NAME] [--timeout SECONDS]
+#                         [--artifacts DIR] [--node-image IMAGE] [--skip-build]
 # Exit codes: 0 success, 1 failure (diagnostics in the artifacts dir), 2 usage, 3 no Docker engine.
 set -euo pipefail
 
@@ -26,6 +29,7 @@ KIND_VERSION=${KIND_VERSION:-0.33.0}
 cache=${LTJ_CACHE:-$HOME/.cache/ltj}
 
 keep=0
+setup_only=0
 name=${LTJ_KIND_CLUSTER:-ltj-e2e}
 timeout=${LTJ_KIND_TIMEOUT:-1500}
 artifacts=${LTJ_KIND_ARTIFACTS:-$repo/.run/kind-e2e}
@@ -38,10 +42,11 @@ job_ns=ltj-e2e
 sample=$repo/crds/samples/cpu-digits-2node.yaml
 crd=$repo/crds/ltj.dev_lightningtrainingjobs.yaml
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --keep-cluster) keep=1 ;;
+    --setup-only) setup_only=1; keep=1 ;;
     --name) name=$2; shift ;;
     --timeout) timeout=$2; shift ;;
     --artifacts) artifacts=$2; shift ;;
@@ -168,6 +173,34 @@ fi
 log "loading the images into the workers of $name"
 "$kind" load docker-image --name "$name" --nodes "$name-worker,$name-worker2" "ltj-trainer:$tag" "ltj-operator:$tag"
 
+# --- the shared RWX storage class --------------------------------------------------------------
+log "pointing kind's local-path-provisioner at the shared directory (class ltj-local)"
+k -n local-path-storage patch configmap local-path-config --type merge \
+  -p '{"data":{"config.json":"{\"sharedFileSystemPath\":\"/ltj-shared\"}"}}'
+k -n local-path-storage rollout restart deployment/local-path-provisioner
+k -n local-path-storage rollout status deployment/local-path-provisioner --timeout=180s
+k apply -f - <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: ltj-local
+provisioner: rancher.io/local-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+
+if [ "$setup_only" -eq 1 ]; then
+  python3 - "$artifacts/cluster.json" <<EOF
+import json, sys
+json.dump({"name": "$name", "kubeconfig": "$kubeconfig", "kind": "$kind", "helm": "$helm",
+           "bin_dir": "$(dirname "$kubectl")", "operator_image": "ltj-operator:$tag",
+           "trainer_image": "ltj-trainer:$tag", "volume": "$volume", "node_volume": "/ltj-shared"},
+          open(sys.argv[1], "w"), indent=1)
+EOF
+  log "cluster $name ready for the e2e tests ($artifacts/cluster.json); delete with: $kind delete cluster --name $name"
+  exit 0
+fi
+
 # --- operator --------------------------------------------------------------------------------
 log "installing the chart (release $release in $operator_ns)"
 "$helm" upgrade --install "$release" "$repo/charts/ltj-operator" --namespace "$operator_ns" --create-namespace \
@@ -177,62 +210,11 @@ log "installing the chart (release $release in $operator_ns)"
 k -n "$operator_ns" rollout status deploy/"$release"-ltj-operator --timeout=180s
 k wait --for=condition=Established --timeout=60s crd/lightningtrainingjobs.ltj.dev
 
-# --- the shared RWX volume and the job ----------------------------------------------------------
+# --- the job -----------------------------------------------------------------------------------
 k create namespace "$job_ns"
-k apply -f - <<EOF
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: ltj-shared
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: ltj-shared
-spec:
-  storageClassName: ltj-shared
-  capacity: {storage: 50Gi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {path: /ltj-shared, type: Directory}
-EOF
-
-# The sample as users would apply it, pointed at this volume and at the images just built.
-k create --dry-run=client -o json -f "$sample" >"$artifacts/sample.json"
-python3 - "$artifacts/sample.json" "$artifacts/job.json" "$artifacts/pvc.json" "$tag" <<'EOF'
-import json, sys
-src, job_out, pvc_out, tag = sys.argv[1:]
-job = json.load(open(src))
-job["metadata"].pop("namespace", None)  # kubectl's client-side dry run fills in the context's
-spec = job["spec"]
-spec["image"] = f"ltj-trainer:{tag}"
-spec["imagePullPolicy"] = "Never"
-# One rank per kind worker, so DDP really crosses nodes (the scheduler would only prefer spreading).
-name = job["metadata"]["name"]
-affinity = spec.setdefault("podTemplate", {}).setdefault("affinity", {})
-affinity["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [{
-    "labelSelector": {"matchLabels": {"ltj.dev/job-name": name}}, "topologyKey": "kubernetes.io/hostname"}]}
-out = spec.setdefault("output", {})
-pvc = None
-if out.get("claimName"):
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": out["claimName"]},
-           "spec": {"storageClassName": "ltj-shared", "volumeName": "ltj-shared", "accessModes": ["ReadWriteMany"],
-                    "resources": {"requests": {"storage": "1Gi"}}}}
-else:
-    tpl = out.setdefault("volumeClaimTemplate", {})
-    tpl["storageClassName"] = "ltj-shared"
-    tpl["accessModes"] = ["ReadWriteMany"]
-    tpl.setdefault("storage", "1Gi")
-json.dump(job, open(job_out, "w"), indent=1)
-json.dump(pvc, open(pvc_out, "w"))
-print(job["metadata"]["name"])
-EOF
-job=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata"]["name"])' "$artifacts/job.json")
-if [ "$(cat "$artifacts/pvc.json")" != "null" ]; then k apply -n "$job_ns" -f "$artifacts/pvc.json"; fi
-log "applying job $job (2 nodes, CPU) in $job_ns"
-k apply -n "$job_ns" -f "$artifacts/job.json"
+job=$(sed -n 's/^  name: //p' "$sample" | head -n1)
+log "applying job $job (2 nodes, CPU) in $job_ns, as users apply it"
+k apply -n "$job_ns" -f "$sample"
 
 # --- wait for the result -----------------------------------------------------------------------
 deadline=$(( $(date +%s) + timeout ))
