@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,10 +46,34 @@ def data_args(a: argparse.Namespace) -> dict[str, Any]:
 # -- (b) the plain Lightning script ---------------------------------------------------------------
 
 
-def plain(a: argparse.Namespace) -> None:
+def plain_trainer(out: Path, *, max_epochs: int, patience: int | None, callbacks: Sequence[Any] = (),
+                  **trainer_args: Any) -> Any:
+    """The plain script's Trainer, written the obvious way with the essentials ltj's trainer also
+    has: ModelCheckpoint top-3 + last, EarlyStopping (none when ``patience`` is None),
+    TQDMProgressBar, LearningRateMonitor, CSV + TensorBoard loggers. benchmarks/gpu_throughput.py
+    uses it too; ``trainer_args`` carry the accelerator, devices, precision, strategy, ..."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    essentials: list[Any] = [
+        ModelCheckpoint(dirpath=str(out / "checkpoints"), monitor="val_loss", mode="min", save_top_k=3, save_last=True),
+        TQDMProgressBar(refresh_rate=10),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if patience is not None:
+        essentials.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience))
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        logger=[CSVLogger(save_dir=str(out), name="csv"), TensorBoardLogger(save_dir=str(out), name="tensorboard")],
+        log_every_n_steps=10,
+        callbacks=[*essentials, *callbacks],
+        **trainer_args,
+    )
+
+
+def plain(a: argparse.Namespace) -> None:
+    import lightning.pytorch as pl
 
     from ltj_trainer.data import SyntheticTabularDataModule
     from ltj_trainer.models import TabularMLP
@@ -67,20 +91,8 @@ def plain(a: argparse.Namespace) -> None:
     model = TabularMLP(input_shape=spec.input_shape, num_classes=spec.num_classes, **model_args(a))
     timer = FitTimer()
     out = Path(a.out)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=a.epochs,
-        logger=[CSVLogger(save_dir=str(out), name="csv"), TensorBoardLogger(save_dir=str(out), name="tensorboard")],
-        log_every_n_steps=10,
-        callbacks=[
-            ModelCheckpoint(dirpath=str(out / "checkpoints"), monitor="val_loss", mode="min", save_top_k=3, save_last=True),
-            EarlyStopping(monitor="val_loss", mode="min", patience=a.epochs + 1),
-            TQDMProgressBar(refresh_rate=10),
-            LearningRateMonitor(logging_interval="step"),
-            timer,
-        ],
-    )
+    trainer = plain_trainer(out, max_epochs=a.epochs, patience=a.epochs + 1, callbacks=[timer], accelerator="cpu",
+                            devices=1)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, ckpt_path="best")
     (out / "fit.json").write_text(json.dumps({"fit_seconds": timer.seconds, "epochs": trainer.current_epoch}))

@@ -183,8 +183,17 @@ class _BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x), inplace=True)
 
 
+STEMS = ("cifar", "imagenet")
+
+
 class ResNet(Classifier):
-    """ResNet-18-style classifier (CIFAR stem) for throughput on GPUs; widths/blocks scale it."""
+    """ResNet-18-style classifier for throughput on GPUs; widths/blocks scale it.
+
+    ``stem="cifar"`` (a 3x3 convolution, full resolution) suits small images; ``stem="imagenet"``
+    is the original 7x7/2 convolution + 3x3/2 max pool, which makes the defaults torchvision's
+    ResNet-18 layer for layer (on 224x224 inputs the CIFAR stem would leave the stages 16x the
+    positions to compute).
+    """
 
     def __init__(
         self,
@@ -197,8 +206,11 @@ class ResNet(Classifier):
         optimizer: str = "adamw",
         scheduler: str = "cosine",
         channels_last: bool = True,
+        stem: str = "cifar",
     ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, optimizer=optimizer, scheduler=scheduler)
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
         shape = _shape(input_shape, "resnet")
         if len(shape) != 3:
             raise ValueError(f"resnet needs input_shape (channels, height, width), got {tuple(input_shape)!r}")
@@ -207,7 +219,15 @@ class ResNet(Classifier):
         classes = _classes(num_classes, "resnet")
         self.save_hyperparameters()
         self.channels_last = channels_last
-        self.stem = _conv_bn(shape[0], int(widths[0]))
+        if stem == "imagenet":
+            self.stem: nn.Module = nn.Sequential(
+                nn.Conv2d(shape[0], int(widths[0]), 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(int(widths[0])),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            )
+        else:
+            self.stem = _conv_bn(shape[0], int(widths[0]))
         stages: list[nn.Module] = []
         cin = int(widths[0])
         for i, (w, n) in enumerate(zip(widths, blocks)):

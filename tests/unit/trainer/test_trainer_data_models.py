@@ -78,6 +78,18 @@ def test_registered_pairs_build_and_run_forward(model_name: str, data_name: str,
     assert logits.shape == (len(y), dm.data_spec().num_classes)
 
 
+def test_resnet_imagenet_stem_is_resnet18() -> None:
+    # torchvision's resnet18(num_classes=1000) has exactly this many parameters; the benchmark
+    # relies on the built-in being that model, not merely ResNet-shaped.
+    model = models.ResNet(input_shape=(3, 224, 224), num_classes=1000, stem="imagenet")
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
+    # The 7x7/2 convolution and 3x3/2 pool quarter each side before the first stage.
+    assert model.stem(torch.zeros(1, 3, 224, 224)).shape == (1, 64, 56, 56)
+    with pytest.raises(ValueError, match="stem must be one of cifar, imagenet"):
+        models.ResNet(stem="vit")
+
+
 def test_model_args_errors_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"^config: model_args: DigitsCNN: .*unexpected keyword argument 'hidden'"):
         instantiate(models.DigitsCNN, {"hidden": 3}, {}, "model_args")

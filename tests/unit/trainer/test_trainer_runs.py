@@ -11,32 +11,14 @@ from typing import Any
 
 import pytest
 
-from ltj_trainer import events
 from unit.trainer.trainer_helpers import (
-    TrainProcess, callback_state, digits_config, free_port, wait_for, write_config,
+    TrainProcess, callback_state, ckpt_files, digits_config, last_checkpoint_saved, load_ckpt, of_type, read_events,
+    sigterm_then_resume, start_pods, status_matches_lightning, wait_for, write_config,
 )
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 RUN_TIMEOUT = 240  # seconds; a healthy run takes ~20 s on 2 busy cores
-
-
-def _load(path: str | Path) -> dict[str, Any]:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _events(root: Path) -> list[events.Event]:
-    return events.read_all(root / "events.jsonl")
-
-
-def _of(evs: list[events.Event], type_: str) -> list[events.Event]:
-    return [e for e in evs if e.type == type_]
-
-
-def _ckpt_files(root: Path) -> set[str]:
-    return {str(p) for p in (root / "checkpoints").glob("*.ckpt")}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +37,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str, Any]) -> None:
     assert finished_run["code"] == 0, finished_run["log"][-6000:]
     root: Path = finished_run["root"]
-    last = _load(root / "checkpoints" / "last.ckpt")
+    last = load_ckpt(root / "checkpoints" / "last.ckpt")
     mc = callback_state(last, "ModelCheckpoint")
     es = callback_state(last, "EarlyStopping")
 
@@ -64,23 +46,23 @@ def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str,
     assert last["epoch"] == 3
     # Files: exactly Lightning's top-3 plus last.ckpt (epoch 0's was evicted and deleted).
     assert len(mc["best_k_models"]) == 3
-    assert _ckpt_files(root) == set(mc["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
+    assert ckpt_files(root) == set(mc["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
     assert all(Path(p).name.startswith("digits_cnn_epoch") and "-val_loss" in p for p in mc["best_k_models"])
 
-    evs = _events(root)
+    evs = read_events(root)
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
-    started = _of(evs, "started")
+    started = of_type(evs, "started")
     assert len(started) == 1
     s = started[0].fields
     assert (s["world_size"], s["num_nodes"], s["devices"], s["precision"], s["accelerator"]) == (1, 1, 1, "32-true", "cpu")
     assert s["sync_batchnorm"] is False and "GPU" in s["sync_batchnorm_note"]
     assert s["resumed_from"] is None and (s["monitor"], s["mode"], s["model_class"]) == ("val_loss", "min", "digits_cnn")
 
-    vals = _of(evs, "validation")
+    vals = of_type(evs, "validation")
     assert [v.get("epoch") for v in vals] == [0, 1, 2, 3]  # never the sanity check
     assert all("val_loss" in v.get("metrics") for v in vals)
 
-    ckpts = _of(evs, "checkpoint")
+    ckpts = of_type(evs, "checkpoint")
     top_k_paths = {c.get("path") for c in ckpts if c.get("kind") == "top_k"}
     assert set(mc["best_k_models"]) <= top_k_paths
     assert {c.get("path") for c in ckpts if c.get("kind") == "last"} == {str(root / "checkpoints" / "last.ckpt")}
@@ -89,17 +71,17 @@ def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str,
         if c.get("kind") == "top_k":
             assert Path(c.get("path")).name.startswith(f"digits_cnn_epoch{c.get('epoch'):02d}-")
 
-    (stopped,) = _of(evs, "early_stopped")
+    (stopped,) = of_type(evs, "early_stopped")
     assert stopped.get("epoch") == es["stopped_epoch"]
     assert stopped.get("reason") == "patience_exhausted" and stopped.get("monitor") == "val_loss"
     assert stopped.get("best_score") == pytest.approx(float(es["best_score"]))
 
-    (fit_end,) = _of(evs, "fit_end")
+    (fit_end,) = of_type(evs, "fit_end")
     assert fit_end.get("best_path") == mc["best_model_path"]
     assert fit_end.get("best_score") == pytest.approx(float(mc["best_model_score"]))
     assert fit_end.get("stopped_early") is True and fit_end.get("epoch") == 3
 
-    (test,) = _of(evs, "test")
+    (test,) = of_type(evs, "test")
     assert test.get("ckpt_path") == mc["best_model_path"]
     assert set(test.get("metrics")) == {"test_loss", "test_acc"}
     assert [e.type for e in evs][-3:] == ["early_stopped", "fit_end", "test"]
@@ -112,6 +94,12 @@ def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str,
     }
     assert "sync_batchnorm is off" in finished_run["log"]
     assert (root / "csv" / "attempt_0" / "metrics.csv").is_file()
+
+
+def test_the_event_log_folds_into_the_status_lightning_reports(finished_run: dict[str, Any]) -> None:
+    assert finished_run["code"] == 0, finished_run["log"][-6000:]
+    status = status_matches_lightning(finished_run["root"], world_size=1, attempt=0)
+    assert status["earlyStopped"]["epoch"] == status["epoch"] == 3
 
 
 def test_a_finished_run_does_not_train_again(finished_run: dict[str, Any]) -> None:
@@ -128,40 +116,24 @@ def test_a_finished_run_does_not_train_again(finished_run: dict[str, Any]) -> No
     assert json.loads((tmp / "termination-log").read_text())["early_stopped"] is True
 
 
-def _two_pods(cfg: Path, tmp_path: Path) -> list[TrainProcess]:
-    """Two `ltj-train` processes with the env the operator injects into the pods of a 2-node CPU
-    job (loopback stands in for the headless Service); they share the output directory."""
-    port = free_port()
-    procs = []
-    for i in range(2):
-        env = {
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(i),
-            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": str(i),
-            "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
-            "LTJ_JOB_NAME": "ddp", "LTJ_ATTEMPT": "0", "LTJ_TERMINATION_LOG": str(tmp_path / f"term-{i}"),
-        }
-        procs.append(TrainProcess(cfg, tmp_path / f"node-{i}.txt", env=env))
-    return procs
-
-
 def test_two_nodes_ddp_over_gloo_through_the_entrypoint(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, max_epochs=2, early_stopping=False,
                                                                    num_nodes=2, devices=1))
-    procs = _two_pods(cfg, tmp_path)
+    procs = start_pods(cfg, tmp_path)
     codes = [p.wait(RUN_TIMEOUT) for p in procs]
     assert codes == [0, 0], "\n\n".join(p.tail() for p in procs)
 
     root = tmp_path / "output"
-    evs = _events(root)
+    evs = read_events(root)
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))  # one writer: global rank 0
-    (started,) = _of(evs, "started")
+    (started,) = of_type(evs, "started")
     assert (started.get("world_size"), started.get("num_nodes"), started.get("devices")) == (2, 2, 1)
     assert started.get("strategy") == "ddp" and started.get("sync_batchnorm") is False
-    assert [v.get("epoch") for v in _of(evs, "validation")] == [0, 1]
-    assert len(_of(evs, "fit_end")) == 1 and len(_of(evs, "test")) == 1
-    last = _load(root / "checkpoints" / "last.ckpt")
+    assert [v.get("epoch") for v in of_type(evs, "validation")] == [0, 1]
+    assert len(of_type(evs, "fit_end")) == 1 and len(of_type(evs, "test")) == 1
+    last = load_ckpt(root / "checkpoints" / "last.ckpt")
     mc = callback_state(last, "ModelCheckpoint")
-    assert _of(evs, "fit_end")[0].get("best_path") == mc["best_model_path"]
+    assert of_type(evs, "fit_end")[0].get("best_path") == mc["best_model_path"]
     summaries = [json.loads((tmp_path / f"term-{i}").read_text()) for i in range(2)]
     assert summaries[0]["best_checkpoint"] == summaries[1]["best_checkpoint"] == mc["best_model_path"]
     assert summaries[0]["last_seq"] == evs[-1].seq
@@ -175,66 +147,39 @@ def test_sigkill_then_restart_resumes_from_last(tmp_path: Path) -> None:
     root = tmp_path / "output"
     first = TrainProcess(cfg, tmp_path / "run1.txt")
 
-    def second_last_checkpoint() -> bool:
-        return any(e.type == "checkpoint" and e.get("kind") == "last" and e.get("epoch") >= 2 for e in _events(root))
-
-    wait_for(second_last_checkpoint, RUN_TIMEOUT, "the epoch-2 checkpoint", first)
+    wait_for(last_checkpoint_saved(root, min_epoch=2), RUN_TIMEOUT, "the epoch-2 checkpoint", first)
     first.kill_tree(signal.SIGKILL)
     first.wait(30)
-    before = _events(root)
-    assert not _of(before, "fit_end"), "the run finished before it was killed"
-    killed_at = _load(root / "checkpoints" / "last.ckpt")
+    before = read_events(root)
+    assert not of_type(before, "fit_end"), "the run finished before it was killed"
+    killed_at = load_ckpt(root / "checkpoints" / "last.ckpt")
     killed_epoch = killed_at["epoch"]
     killed_top_k = set(callback_state(killed_at, "ModelCheckpoint")["best_k_models"])
 
     second = TrainProcess(cfg, tmp_path / "run2.txt", env={"LTJ_ATTEMPT": "1"})
     assert second.wait(RUN_TIMEOUT) == 0, second.tail()
-    evs = _events(root)
+    evs = read_events(root)
     after = evs[len(before):]
     assert after[0].type == "started" and after[0].seq == before[-1].seq + 1  # seq continues
     assert after[0].get("resumed_from") == str(root / "checkpoints" / "last.ckpt")
     assert after[0].get("attempt") == 1
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
-    epochs_after = [v.get("epoch") for v in _of(after, "validation")]
+    epochs_after = [v.get("epoch") for v in of_type(after, "validation")]
     assert epochs_after == list(range(killed_epoch + 1, 8))  # did not restart at 0
     # Top-k state survived: the first save after the restart ranks against the restored files ...
     first_save = next(e for e in after if e.type == "checkpoint")
     restored = {t["path"] for t in first_save.get("top_k")} & killed_top_k
     assert restored, (first_save.fields, killed_top_k)
     # ... and files evicted later were ones saved before the kill: only top-2 + last remain.
-    final = callback_state(_load(root / "checkpoints" / "last.ckpt"), "ModelCheckpoint")
-    assert _ckpt_files(root) == set(final["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
+    final = callback_state(load_ckpt(root / "checkpoints" / "last.ckpt"), "ModelCheckpoint")
+    assert ckpt_files(root) == set(final["best_k_models"]) | {str(root / "checkpoints" / "last.ckpt")}
     assert (root / "csv" / "attempt_1" / "metrics.csv").is_file()
 
 
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, batch_size=8, max_epochs=4,
                                                                    early_stopping=False))
-    root = tmp_path / "output"
-    proc = TrainProcess(cfg, tmp_path / "run1.txt")
-    wait_for(lambda: any(e.type == "checkpoint" and e.get("kind") == "last" for e in _events(root)),
-             RUN_TIMEOUT, "the first checkpoint", proc)
-    proc.proc.send_signal(signal.SIGTERM)  # what the kubelet does to the container's PID 1
-    assert proc.wait(60) == 143, proc.tail()
-
-    sigterm_ckpt = root / "checkpoints" / "sigterm.ckpt"
-    assert sigterm_ckpt.is_file()
-    evs = _events(root)
-    saved = [e for e in evs if e.type == "checkpoint" and e.get("kind") == "sigterm"]
-    assert [e.get("path") for e in saved] == [str(sigterm_ckpt)]
-    state = _load(sigterm_ckpt)
-    assert state["global_step"] == saved[0].get("step") > 0
-    assert not _of(evs, "error") and not _of(evs, "fit_end")
-    term = json.loads((tmp_path / "termination-log").read_text())
-    assert (term["interrupted"], term["exit_code"], term["last_seq"]) == ("SIGTERM", 143, evs[-1].seq)
-
-    resumed = TrainProcess(cfg, tmp_path / "run2.txt", env={"LTJ_ATTEMPT": "1"})
-    assert resumed.wait(RUN_TIMEOUT) == 0, resumed.tail()
-    after = _events(root)[len(evs):]
-    assert after[0].type == "started" and after[0].get("resumed_from") == str(sigterm_ckpt)
-    steps_after = [v.get("step") for v in _of(after, "validation")]
-    assert steps_after and min(steps_after) > saved[0].get("step")  # continued, not restarted
-    assert not sigterm_ckpt.exists()  # removed once a fit completes normally
+    sigterm_then_resume(cfg, tmp_path, RUN_TIMEOUT)
 
 
 def test_ddp_pods_signalled_at_different_times_all_stop_and_save(tmp_path: Path) -> None:
@@ -244,18 +189,17 @@ def test_ddp_pods_signalled_at_different_times_all_stop_and_save(tmp_path: Path)
     cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, batch_size=8, max_epochs=6,
                                                                    early_stopping=False, num_nodes=2))
     root = tmp_path / "output"
-    procs = _two_pods(cfg, tmp_path)
-    wait_for(lambda: any(e.type == "checkpoint" and e.get("kind") == "last" for e in _events(root)),
-             RUN_TIMEOUT, "the first checkpoint", procs[0])
+    procs = start_pods(cfg, tmp_path)
+    wait_for(last_checkpoint_saved(root), RUN_TIMEOUT, "the first checkpoint", procs[0])
     procs[1].proc.send_signal(signal.SIGTERM)
     assert procs[1].wait(60) == 143, procs[1].tail()
     procs[0].proc.send_signal(signal.SIGTERM)  # the other kubelet, later (may find it exiting)
     assert procs[0].wait(60) == 143, procs[0].tail()
-    evs = _events(root)
+    evs = read_events(root)
     saved = [e for e in evs if e.type == "checkpoint" and e.get("kind") == "sigterm"]
     assert [e.get("path") for e in saved] == [str(root / "checkpoints" / "sigterm.ckpt")]
-    assert not _of(evs, "error")
-    assert _load(root / "checkpoints" / "sigterm.ckpt")["global_step"] == saved[0].get("step")
+    assert not of_type(evs, "error")
+    assert load_ckpt(root / "checkpoints" / "sigterm.ckpt")["global_step"] == saved[0].get("step")
     for i in range(2):
         assert json.loads((tmp_path / f"term-{i}").read_text())["interrupted"] == "SIGTERM"
 
@@ -265,8 +209,8 @@ def test_a_training_error_exits_1_with_an_error_event(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, early_stop_metric="val_los", max_epochs=2))
     proc = TrainProcess(cfg, tmp_path / "log.txt")
     assert proc.wait(RUN_TIMEOUT) == 1, proc.tail()
-    evs = _events(tmp_path / "output")
-    (error,) = _of(evs, "error")
+    evs = read_events(tmp_path / "output")
+    (error,) = of_type(evs, "error")
     assert error.get("exception") == "RuntimeError" and "val_los" in error.get("message")
     term = json.loads((tmp_path / "termination-log").read_text())
     assert term["exit_code"] == 1 and "val_los" in term["error"] and term["last_seq"] == error.seq
