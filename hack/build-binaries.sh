@@ -3,16 +3,19 @@
 # published Go modules and caches them by version outside the repository:
 #   ${LTJ_CACHE:-~/.cache/ltj}/bin/k8s-v<KUBE_VERSION>-.../...
 # With --node it also builds what the real node runs: kubelet and kube-proxy (same k8s.io/kubernetes
-# module), CoreDNS and Rancher's local-path-provisioner (their own modules).
+# module), CoreDNS and Rancher's local-path-provisioner (their own modules). With --kwok it also builds
+# kwok, which simulates nodes and their pods (sigs.k8s.io/kwok). The flags combine.
 # Prints the directory holding the binaries on its last line. Binaries already present
 # (KUBEBUILDER_ASSETS or PATH) are used when their versions match.
 set -euo pipefail
-node=0
-case ${1:-} in
-  --node) node=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--node]" >&2; exit 2 ;;
-esac
+node=0 kwok=0
+for arg in "$@"; do
+  case $arg in
+    --node) node=1 ;;
+    --kwok) kwok=1 ;;
+    *) echo "usage: $0 [--node] [--kwok]" >&2; exit 2 ;;
+  esac
+done
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
@@ -91,6 +94,10 @@ if [ "$node" -eq 1 ]; then
       -ldflags "-s -w -X main.VERSION=v$LOCAL_PATH_PROVISIONER_VERSION" \
       "github.com/rancher/local-path-provisioner@v$LOCAL_PATH_PROVISIONER_VERSION"
   fi
+fi
+if [ "$kwok" -eq 1 ] && [ ! -x "$dest/kwok" ] && ! have kwok "$KWOK_VERSION"; then
+  log "building kwok v$KWOK_VERSION (cold: ~3 min on 2 cores)"
+  GOBIN="$dest" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
 fi
 log "binaries ready in $dest ($(( $(date +%s) - start ))s)"
 echo "$dest"

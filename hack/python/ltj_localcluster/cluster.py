@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
 
 
-def ensure_binaries(node: bool = False) -> Path:
-    """Builds (or finds cached) control plane binaries, and the real node's with ``node``; progress
-    goes to stderr."""
-    out = subprocess.run(["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])], stdout=subprocess.PIPE,
-                         text=True, check=True)
+def ensure_binaries(node: bool = False, kwok: bool = False) -> Path:
+    """Builds (or finds cached) control plane binaries, the real node's with ``node`` and kwok with
+    ``kwok``; progress goes to stderr."""
+    flags = [*(["--node"] if node else []), *(["--kwok"] if kwok else [])]
+    out = subprocess.run(["bash", str(BUILD_SCRIPT), *flags], stdout=subprocess.PIPE, text=True, check=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 

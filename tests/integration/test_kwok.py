@@ -1,0 +1,152 @@
+"""kwok's simulated nodes against the real control plane: GPU capacity, scheduling, and pods driven
+through Running to Succeeded/Failed by kwok Stages (ltj_localcluster/kwok-stages.yaml)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+import yaml
+
+from kubetest import Kube, wait_for
+from ltj_localcluster.cluster import NodePool, down, ensure_binaries
+from ltj_localcluster.controlplane import ControlPlane, read_pids
+from ltj_localcluster.kwok import EXIT_CODE, RUN_SECONDS, KwokNodes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+GPUS = 4
+
+
+@pytest.fixture(scope="session")
+def kwok_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokNodes]:
+    """A control plane with two kwok nodes of GPUS GPUs each."""
+    run_dir = tmp_path_factory.mktemp("kwok-cluster")
+    try:
+        info = ControlPlane(run_dir, ensure_binaries(kwok=True)).start()
+        nodes = KwokNodes(info, NodePool(nodes=2, cpu="8", memory="16Gi", gpus=GPUS))
+        nodes.start()
+        yield nodes
+    finally:
+        down(run_dir)
+
+
+@pytest.fixture(scope="session")
+def kube(kwok_cluster: KwokNodes) -> Kube:
+    """Overrides conftest's cluster in this module, so its ``namespace`` fixture works on this one."""
+    info = kwok_cluster.info
+    return Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "no-agent")
+
+
+def create_pod(kube: Kube, ns: str, name: str, annotations: dict[str, str] | None = None,
+               gpus: int = 0) -> None:
+    container: dict[str, Any] = {"name": "main", "image": "registry.invalid/never-pulled:1"}
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations or {}},
+           "spec": {"restartPolicy": "Never", "containers": [container]}}
+    kube.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(pod))
+
+
+def get_pod(kube: Kube, ns: str, name: str) -> dict[str, Any]:
+    return kube.get("pod", name, "-n", ns)
+
+
+def watch_phases(kube: Kube, ns: str, name: str, until: tuple[str, ...], timeout: float = 60) -> list[dict[str, Any]]:
+    """The pod as polled, once per phase change, until it reaches a phase in ``until``."""
+    seen: list[dict[str, Any]] = []
+
+    def poll() -> bool:
+        pod = get_pod(kube, ns, name)
+        phase = pod["status"].get("phase")
+        if not seen or seen[-1]["status"].get("phase") != phase:
+            seen.append(pod)
+        return phase in until
+
+    wait_for(poll, timeout, interval=0.2, what=f"pod {name} in {until}",
+             diagnose=lambda: json.dumps(seen[-1:], indent=1))
+    return seen
+
+
+def kwok_processes(kube: Kube) -> list[psutil.Process]:
+    """kwok processes serving this cluster (others may run beside it)."""
+    return [p for p in psutil.process_iter(["cmdline", "status"]) if Path((p.info["cmdline"] or [""])[0]).name == "kwok"
+            and f"--kubeconfig={kube.kubeconfig}" in p.info["cmdline"] and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_nodes_are_ready_untainted_with_their_gpus(kube: Kube, kwok_cluster: KwokNodes):
+    nodes = kube.get("nodes")["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == kwok_cluster.names
+    for node in nodes:
+        assert not node["spec"].get("taints"), node["spec"]
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == str(GPUS)
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == str(GPUS)
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", ready
+
+
+def test_pod_runs_with_a_pod_ip_and_keeps_running(kube: Kube, namespace: str):
+    create_pod(kube, namespace, "forever", gpus=1)
+    create_pod(kube, namespace, "brief", {RUN_SECONDS: "1"})
+    running = watch_phases(kube, namespace, "forever", ("Running",))[-1]
+    assert running["status"]["podIP"].startswith("10.245."), running["status"]
+    assert all(s["ready"] and "running" in s["state"] for s in running["status"]["containerStatuses"])
+    # An unannotated pod outlives one that was told to end.
+    watch_phases(kube, namespace, "brief", ("Succeeded",))
+    assert get_pod(kube, namespace, "forever")["status"]["phase"] == "Running"
+
+
+@pytest.mark.parametrize("code,phase,reason", [(0, "Succeeded", "Completed"), (3, "Failed", "Error")])
+def test_annotated_pod_ends_with_its_exit_code_after_its_run_time(kube: Kube, namespace: str, code: int,
+                                                                  phase: str, reason: str):
+    create_pod(kube, namespace, "job", {RUN_SECONDS: "2", EXIT_CODE: str(code)})
+    seen = watch_phases(kube, namespace, "job", ("Succeeded", "Failed"))
+    assert [p["status"]["phase"] for p in seen][-2:] == ["Running", phase]
+    assert seen[-2]["status"]["podIP"]
+    status = seen[-1]["status"]
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (code, reason)
+    # kwok ends the pod at its start time plus the run time (both in whole seconds in the API).
+    assert (ts(terminated["finishedAt"]) - ts(status["startTime"])).total_seconds() >= 2, terminated
+
+
+def test_pod_wanting_more_gpus_than_any_node_stays_pending(kube: Kube, namespace: str):
+    create_pod(kube, namespace, "greedy", gpus=GPUS + 1)
+
+    def unschedulable() -> dict[str, Any] | None:
+        conds = get_pod(kube, namespace, "greedy")["status"].get("conditions") or []
+        return next((c for c in conds if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"), None)
+
+    cond = wait_for(unschedulable, 60, interval=0.5, what="the scheduler to give up on greedy")
+    assert "Insufficient nvidia.com/gpu" in cond["message"], cond
+    assert get_pod(kube, namespace, "greedy")["status"]["phase"] == "Pending"
+
+
+def test_deleted_pod_is_gone(kube: Kube, namespace: str):
+    create_pod(kube, namespace, "doomed")
+    watch_phases(kube, namespace, "doomed", ("Running",))
+    kube.kubectl("delete", "pod", "doomed", "-n", namespace, "--wait=false")
+    wait_for(lambda: kube.kubectl("get", "pod", "doomed", "-n", namespace, check=False).returncode != 0, 30,
+             what="doomed to be removed")
+
+
+def test_stop_leaves_no_kwok_process_and_start_resumes(kube: Kube, namespace: str, kwok_cluster: KwokNodes):
+    create_pod(kube, namespace, "before")
+    watch_phases(kube, namespace, "before", ("Running",))
+    assert len(kwok_processes(kube)) == 1
+    kwok_cluster.stop()
+    assert kwok_processes(kube) == []
+    assert "kwok" not in read_pids(kwok_cluster.run_dir)
+    # Started again on the same cluster, kwok picks its nodes and pods back up.
+    kwok_cluster.start()
+    create_pod(kube, namespace, "after", {EXIT_CODE: "0"})
+    watch_phases(kube, namespace, "after", ("Succeeded",))
+    assert get_pod(kube, namespace, "before")["status"]["phase"] == "Running"
