@@ -113,7 +113,7 @@ def down(run_dir: str | os.PathLike[str]) -> None:
         info: ClusterInfo | None = ClusterInfo.load(run_dir)
     except ValueError:
         info = None
-    node = realnode.NodeConfig.for_run_dir(run_dir).dir.exists()
+    node = realnode.NodeConfig.for_run_dir(run_dir).dir.exists() or realnode.holds_node(run_dir)
     if node and info is not None:
         realnode.drain(run_dir, [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"])
     stop_pids(run_dir, grace=20)

@@ -307,7 +307,7 @@ class RealNode:
         """``images`` maps names ("pause", "operator", ...) to objects with a ``ref``; ``load_images``
         puts them into containerd once it runs."""
         t0 = time.monotonic()
-        _claim_lock(self.run_dir)
+        _claim_lock(self.run_dir, self.bin_dir)
         self.cfg.dir.mkdir(parents=True, exist_ok=True)
         pki = pkimod.Pki(Path(self.info.pki_dir))
         pkimod.issue_client(pki, "node", f"system:node:{NODE_NAME}", orgs=("system:nodes",))
@@ -384,15 +384,32 @@ class RealNode:
 
 
 # -- the lock: one real node per machine --------------------------------------------------------------
-def _claim_lock(run_dir: Path) -> None:
+def _claim_lock(run_dir: Path, bin_dir: Path) -> None:
+    """Takes the machine's one real node for ``run_dir``. A holder none of whose processes runs any
+    more (a killed test run) left only state behind: that is cleaned up and the lock taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(NODE_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = Path(NODE_LOCK.read_text().strip())
+            if any(_alive(pid) for pid in read_pids(holder).values()):
+                raise RuntimeError(f"a real node already runs on this machine (run dir {holder}); stop it with "
+                                   f"`python -m ltj_localcluster down --run-dir {holder}`") from None
+            log.warning("cleaning up after a real node whose processes are gone (run dir %s)", holder)
+            cleanup(holder, bin_dir)
+            NODE_LOCK.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(run_dir))
+        return
+
+
+def _alive(pid: int) -> bool:
     try:
-        fd = os.open(NODE_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        holder = NODE_LOCK.read_text().strip()
-        raise RuntimeError(f"a real node already runs on this machine (run dir {holder}); stop it with "
-                           f"`python -m ltj_localcluster down --run-dir {holder}`") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(str(run_dir))
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _http_ok(url: str) -> bool:
