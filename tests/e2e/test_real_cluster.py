@@ -154,10 +154,12 @@ def test_sample_trains_over_two_real_pods_to_succeeded(real_cluster: RealCluster
     wait_status(real_cluster.kube, ns, name, lambda st: st.get("phase") == "Running", 300, "Running")
     rank0, rank1 = f"{name}-node-0", f"{name}-node-1"
 
-    # Cluster DNS: the rendezvous name every rank is given resolves to rank 0's pod.
+    # Cluster DNS: the rendezvous name every rank is given resolves to rank 0's pod (once CoreDNS has
+    # seen the Service's endpoints, which may follow the pods' Running by a moment).
     ip0 = real_cluster.kube.get("pod", rank0, "-n", ns)["status"]["podIP"]
-    resolved = exec_in(real_cluster, ns, rank1, "trainer", "python", "-c",
-                       f"import socket; print(socket.gethostbyname('{rank0}.{name}'))").strip()
+    lookup = f"import socket; print(socket.gethostbyname('{rank0}.{name}'))"
+    resolved = wait_for(lambda: real_cluster.kubectl("exec", "-n", ns, rank1, "-c", "trainer", "--", "python", "-c",
+                                                     lookup, check=False).stdout.strip(), 60, what="the DNS name")
     assert resolved == ip0
 
     # The restricted profile, enforced: the namespace refuses a privileged pod, and the trainer and
