@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ltj_localcluster.cluster import BUILD_SCRIPT, ensure_binaries
+from ltj_localcluster.cluster import BUILD_SCRIPT, REPO, down, ensure_binaries
 from ltj_localcluster.controlplane import COMPONENTS, ClusterInfo, ControlPlane, delete_bridge
 
 pytestmark = pytest.mark.integration
@@ -78,3 +80,35 @@ def test_second_cluster_runs_beside_the_first_and_stops_cleanly(kube, tmp_path):
     assert subprocess.run(["ip", "link", "show", info.bridge], capture_output=True).returncode != 0
     # The first cluster is untouched.
     assert kube.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+
+
+def test_every_option_of_the_cli_says_what_it_does():
+    from ltj_localcluster.__main__ import parser
+
+    undocumented = [a.dest for a in parser()._actions if not (a.help or "").strip()]
+    assert not undocumented
+
+
+def test_up_prints_the_next_steps_and_its_down_command_stops_the_cluster(tmp_path):
+    run_dir = tmp_path / "cli"
+    up = subprocess.run([sys.executable, "-m", "ltj_localcluster", "up", "--run-dir", str(run_dir)],
+                        capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        info = ClusterInfo.load(run_dir)
+        out = up.stdout
+        assert f"export KUBECONFIG={info.kubeconfig}" in out and info.server in out
+        # The kubectl the output puts first on PATH matches the server's version.
+        [path_line] = [ln for ln in out.splitlines() if ln.strip().startswith("export PATH=")]
+        kubectl = Path(path_line.split("=", 1)[1].split(":", 1)[0]) / "kubectl"
+        client = json.loads(subprocess.run([str(kubectl), "version", "-o", "json", f"--kubeconfig={info.kubeconfig}"],
+                                           capture_output=True, text=True, check=True).stdout)
+        assert client["clientVersion"]["gitVersion"] == client["serverVersion"]["gitVersion"]
+        assert f"kubectl apply --server-side -f {REPO / 'crds'}" in out
+        [stop] = [ln.strip() for ln in out.splitlines() if " -m ltj_localcluster down " in ln]
+        pids = json.loads((run_dir / "pids.json").read_text())
+    except BaseException:
+        down(run_dir)
+        raise
+    assert subprocess.run(shlex.split(stop), capture_output=True, timeout=300).returncode == 0
+    assert pids and not [name for name, pid in pids.items() if _alive(pid)]

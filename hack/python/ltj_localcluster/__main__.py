@@ -7,25 +7,75 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
-from . import imagebuild, realnode
+from . import imagebuild, install, realnode
 from .cluster import LocalCluster, NodePool, down, ensure_binaries
 from .controlplane import ClusterInfo
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ltj_localcluster")
-    p.add_argument("command", choices=["up", "down", "info", "prepare"])
-    p.add_argument("--run-dir", default=".run/cluster")
-    p.add_argument("--nodes", type=int, default=NodePool.nodes)
-    p.add_argument("--cpu", default=NodePool.cpu)
-    p.add_argument("--memory", default=NodePool.memory)
-    p.add_argument("--gpus", type=int, default=NodePool.gpus)
+def next_steps(cluster: LocalCluster, run_dir: str) -> str:
+    """What to do with a cluster that is up, as `kind create cluster` says it."""
+    info = cluster.info
+    assert info is not None
+    bin_dir = Path(info.bin_dir)
+    venv = Path(sys.executable)
+    if cluster.real_node:
+        flags = install.chart_flags(cluster.images["operator"].ref, cluster.images["trainer"].ref)
+        operator = (f"  helm install {install.RELEASE} {install.CHART} {shlex.join(flags)}\n"
+                    "  (the chart installs the CRD; the operator runs as a pod of the real node)")
+    else:
+        operator = (f"  kubectl apply --server-side -f {install.CRD}\n"
+                    f"  {venv} -m kopf run --standalone --all-namespaces -m ltj_operator.handlers")
+    return f"""
+The local cluster is up ({'one real node' if cluster.real_node else 'the node agent'}); API server {info.server}.
+
+  export KUBECONFIG={info.kubeconfig}
+  export PATH={bin_dir}:$PATH   # kubectl and helm of the server's version (v{_kube_version()})
+
+Install ltj:
+{operator}
+
+Run the sample and watch it:
+  kubectl apply -f {install.REPO / 'crds' / 'samples' / 'cpu-digits-2node.yaml'}
+  kubectl get ltj -w
+
+Stop the cluster (it leaves nothing behind):
+  {venv} -m ltj_localcluster down --run-dir {shlex.quote(run_dir)}
+"""
+
+
+def _kube_version() -> str:
+    env = (install.REPO / "hack" / "versions.env").read_text()
+    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("KUBE_VERSION="))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ltj_localcluster",
+                                description="The local Kubernetes cluster for ltj: a control plane on this "
+                                            "machine and its nodes (root).")
+    p.add_argument("command", choices=["up", "down", "info", "prepare"],
+                   help="up: start a cluster; down: stop it and remove what it made; info: print its "
+                        "cluster.json; prepare: build what --real-node needs ahead of time")
+    p.add_argument("--run-dir", default=".run/cluster",
+                   help="where the cluster keeps its certificates, configs, logs and state (default: %(default)s)")
+    p.add_argument("--nodes", type=int, default=NodePool.nodes,
+                   help="node agent: simulated nodes (default: %(default)s; the real node is always one)")
+    p.add_argument("--cpu", default=NodePool.cpu, help="node agent: each node's cpu capacity (default: %(default)s)")
+    p.add_argument("--memory", default=NodePool.memory,
+                   help="node agent: each node's memory capacity (default: %(default)s)")
+    p.add_argument("--gpus", type=int, default=NodePool.gpus,
+                   help="nvidia.com/gpu capacity each node advertises, for scheduling only (default: %(default)s)")
     p.add_argument("--real-node", action="store_true",
                    help="one real node (kubelet, containerd, CoreDNS, kube-proxy) running the project's images")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.command == "prepare":
         reason = realnode.unavailable()
@@ -36,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_binaries(node=True)
         imagebuild.ensure_images()
     elif a.command == "up":
-        info = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=a.real_node).up()
-        print(f"export KUBECONFIG={info.kubeconfig}")
+        cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=a.real_node)
+        cluster.up()
+        print(next_steps(cluster, a.run_dir))
     elif a.command == "down":
         down(a.run_dir)
     else:
