@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kubetest import CRD_DIR, Kube, wait_for
+from kubetest import Kube, install_crd
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +22,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     os.environ["KUBECONFIG"] = info.kubeconfig
     kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir, cluster.agent_state)
     try:
-        kube.kubectl("apply", "--server-side", "-f", str(CRD_DIR / "ltj.dev_lightningtrainingjobs.yaml"))
-        # Right after the apply, `kubectl wait` can fail before the CRD has any condition: retry.
-        wait_for(lambda: kube.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                                      "crd/lightningtrainingjobs.ltj.dev", check=False).returncode == 0,
-                 90, interval=1, what="the CRD to be Established")
+        install_crd(kube)
         yield kube
     finally:
         cluster.down()
@@ -62,6 +58,7 @@ def operator(kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Ite
 
     for k, v in OPERATOR_ENV.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)  # the cluster of `kube`, also where a module overrides it
     monkeypatch.setenv("LTJ_WATCH_NAMESPACES", namespace)
     runners: list[Any] = []
 

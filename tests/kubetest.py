@@ -56,6 +56,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){extra}")
 
 
+def install_crd(kube: Kube) -> None:
+    kube.kubectl("apply", "--server-side", "-f", str(CRD_DIR / "ltj.dev_lightningtrainingjobs.yaml"))
+    # Right after the apply, `kubectl wait` can fail before the CRD has any condition: retry.
+    wait_for(lambda: kube.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                                  "crd/lightningtrainingjobs.ltj.dev", check=False).returncode == 0,
+             90, interval=1, what="the CRD to be Established")
+
+
 def sample() -> dict[str, Any]:
     return yaml.safe_load(SAMPLE.read_text())
 

@@ -14,8 +14,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _name_of_sample() -> str:
-    import yaml
-
     return yaml.safe_load(SAMPLE.read_text())["metadata"]["name"]
 
 
@@ -134,36 +132,6 @@ def test_operator_restart_mid_job_creates_no_duplicates(kube, namespace, operato
     # Running may have removed a rank that was still running when rank 0 finished).
     now = {p["metadata"]["uid"] for p in pods(kube, namespace, name)}
     assert len(uids) == 2 and now and now <= uids
-
-
-def test_unschedulable_job_says_why(kube, namespace, operator):
-    # A class no provisioner serves keeps the claim unbound, so the scheduler's first reason is the
-    # claim; once a volume is bound by hand its reason becomes the GPUs, and the condition follows it.
-    name = apply(kube, namespace, job("toobig", nodes=1, gpusPerNode=8, output={"volumeClaimTemplate": {
-        "storageClassName": "ltj-test-manual", "accessModes": ["ReadWriteMany"], "storage": "1Gi"}}))
-
-    def unschedulable_because(text: str):
-        return lambda st: (text in ((condition(st, "Unschedulable") or {}).get("message") or "")
-                           and condition(st, "Unschedulable")["status"] == "True")
-
-    st = wait_status(kube, namespace, name, unschedulable_because("PersistentVolumeClaim"), 120,
-                     "Unschedulable condition naming the unbound claim")
-    assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
-
-    claim = kube.get("pvc", f"{name}-output", "-n", namespace)
-    volume = f"manual-{claim['metadata']['uid']}"
-    # Marked as the node agent's, under its directory, so that it deletes the volume once released.
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": volume, "annotations": {"pv.kubernetes.io/provisioned-by": "ltj.dev/local"}},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "ltj-test-manual",
-                 "hostPath": {"path": str(kube.agent_state / "volumes" / volume), "type": "DirectoryOrCreate"},
-                 "claimRef": {"namespace": namespace, "name": claim["metadata"]["name"],
-                              "uid": claim["metadata"]["uid"]}}}))
-    st = wait_status(kube, namespace, name, unschedulable_because("nvidia.com/gpu"), 120,
-                     "Unschedulable condition naming the GPUs once the claim is bound")
-    assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
 
 
 def test_deletion_cascades_to_every_child(kube, namespace, operator):

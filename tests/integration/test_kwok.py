@@ -1,5 +1,6 @@
 """kwok's simulated nodes against the real control plane: GPU capacity, scheduling, and pods driven
-through Running to Succeeded/Failed by kwok Stages (ltj_localcluster/kwok-stages.yaml)."""
+through Running to Succeeded/Failed by kwok Stages (ltj_localcluster/kwok-stages.yaml); and the
+operator's scheduling-only behaviour on them (no trainer runs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from kubetest import Kube, wait_for
+from kubetest import Kube, apply, condition, install_crd, job, wait_for, wait_status
 from ltj_localcluster.cluster import NodePool, down, ensure_binaries
 from ltj_localcluster.controlplane import ControlPlane, read_pids
 from ltj_localcluster.kwok import EXIT_CODE, RUN_SECONDS, KwokNodes
@@ -39,7 +40,9 @@ def kwok_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokNodes
 def kube(kwok_cluster: KwokNodes) -> Kube:
     """Overrides conftest's cluster in this module, so its ``namespace`` fixture works on this one."""
     info = kwok_cluster.info
-    return Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "no-agent")
+    kube = Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "no-agent")
+    install_crd(kube)
+    return kube
 
 
 def create_pod(kube: Kube, ns: str, name: str, annotations: dict[str, str] | None = None,
@@ -150,3 +153,32 @@ def test_stop_leaves_no_kwok_process_and_start_resumes(kube: Kube, namespace: st
     create_pod(kube, namespace, "after", {EXIT_CODE: "0"})
     watch_phases(kube, namespace, "after", ("Succeeded",))
     assert get_pod(kube, namespace, "before")["status"]["phase"] == "Running"
+
+
+def test_unschedulable_job_says_why(kube, namespace, operator):
+    # A class no provisioner serves keeps the claim unbound, so the scheduler's first reason is the
+    # claim; once a volume is bound by hand its reason becomes the GPUs, and the condition follows it.
+    name = apply(kube, namespace, job("toobig", nodes=1, gpusPerNode=8, output={"volumeClaimTemplate": {
+        "storageClassName": "ltj-test-manual", "accessModes": ["ReadWriteMany"], "storage": "1Gi"}}))
+
+    def unschedulable_because(text: str):
+        return lambda st: (text in ((condition(st, "Unschedulable") or {}).get("message") or "")
+                           and condition(st, "Unschedulable")["status"] == "True")
+
+    st = wait_status(kube, namespace, name, unschedulable_because("PersistentVolumeClaim"), 120,
+                     "Unschedulable condition naming the unbound claim")
+    assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
+
+    claim = kube.get("pvc", f"{name}-output", "-n", namespace)
+    volume = f"manual-{claim['metadata']['uid']}"
+    # Nothing mounts it on kwok's nodes: a volume only has to exist for the scheduler.
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "ltj-test-manual",
+                 "hostPath": {"path": f"/nonexistent/{volume}"},
+                 "claimRef": {"namespace": namespace, "name": claim["metadata"]["name"],
+                              "uid": claim["metadata"]["uid"]}}}))
+    st = wait_status(kube, namespace, name, unschedulable_because("nvidia.com/gpu"), 120,
+                     "Unschedulable condition naming the GPUs once the claim is bound")
+    assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
