@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ltj_localcluster import install
+from ltj_localcluster import imagebuild, install
 
 from kubetest import REPO, Kube, wait_for
 
@@ -75,7 +75,7 @@ class RealCluster:
 
 
 def _ctr(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", *args],
+    return subprocess.run(["ctr", "-a", imagebuild.CONTAINERD_SOCK, "-n", "k8s.io", *args],
                           capture_output=True, text=True, check=True, timeout=60)
 
 

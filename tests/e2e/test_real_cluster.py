@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from kubetest import SAMPLE, condition, dump, job, pods, sample, wait_for, wait_status, wait_terminal
+from kubetest import SAMPLE, apply, condition, dump, job, job_output_dir, pods, sample, wait_for, wait_status, wait_terminal
 from realcluster import OPERATOR_NAMESPACE, RELEASE, RealCluster, start_kind, start_real_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -59,11 +59,6 @@ def ns(real_cluster: RealCluster, request: pytest.FixtureRequest) -> Iterator[st
     real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def apply_job(cluster: RealCluster, ns: str, manifest: dict[str, Any]) -> str:
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
-    return manifest["metadata"]["name"]
-
-
 def exec_in(cluster: RealCluster, ns: str, pod: str, container: str, *cmd: str) -> str:
     return cluster.kubectl("exec", "-n", ns, pod, "-c", container, "--", *cmd, timeout=60).stdout
 
@@ -75,10 +70,7 @@ def proc_status(cluster: RealCluster, ns: str, pod: str, container: str) -> dict
 
 def output_dir(cluster: RealCluster, ns: str, name: str) -> Path:
     """Where this machine sees the job's output directory on its claim's volume."""
-    pvc = cluster.kube.get("pvc", f"{name}-output", "-n", ns)
-    pv = cluster.kube.get("pv", pvc["spec"]["volumeName"])
-    sub = (cluster.kube.get("ltj", name, "-n", ns)["spec"].get("output") or {}).get("subPath") or name
-    return cluster.host_path(pv["spec"]["hostPath"]["path"]) / sub
+    return cluster.host_path(str(job_output_dir(cluster.kube, ns, name)))
 
 
 def job_events(cluster: RealCluster, ns: str, name: str) -> list[dict[str, Any]]:
@@ -184,7 +176,7 @@ def test_sample_trains_over_two_real_pods_to_succeeded(real_cluster: RealCluster
     assert relay_st["state"]["running"]["startedAt"] <= trainer_st["state"]["running"]["startedAt"]
 
     # The relay's token may patch its own job's status and nothing else.
-    other = apply_job(real_cluster, ns, job("other", runPolicy={"suspend": True}))
+    other = apply(real_cluster.kube, ns, job("other", runPolicy={"suspend": True}))
     token = exec_in(real_cluster, ns, rank0, "relay", "cat", SA_TOKEN)
     assert patch_status_as(real_cluster, token, ns, name) == 200
     assert patch_status_as(real_cluster, token, ns, other) == 403
@@ -234,7 +226,7 @@ def long_job(name: str) -> dict[str, Any]:
 
 
 def test_trainer_container_killed_mid_epoch_restarts_the_gang_from_the_last_checkpoint(real_cluster, ns):
-    name = apply_job(real_cluster, ns, long_job("kill"))
+    name = apply(real_cluster.kube, ns, long_job("kill"))
     watch = PodWatch(real_cluster, ns, name)
     try:
         first_checkpoint(real_cluster, ns, name)
@@ -252,7 +244,7 @@ def test_trainer_container_killed_mid_epoch_restarts_the_gang_from_the_last_chec
 
 
 def test_rank_sent_sigterm_is_not_recorded_succeeded_and_resumes(real_cluster, ns):
-    name = apply_job(real_cluster, ns, long_job("term"))
+    name = apply(real_cluster.kube, ns, long_job("term"))
     first_checkpoint(real_cluster, ns, name)
     # What the kubelet sends a container on eviction or preemption.
     real_cluster.signal_container(ns, f"{name}-node-1", "trainer", "SIGTERM")
@@ -270,7 +262,7 @@ def test_rank_sent_sigterm_is_not_recorded_succeeded_and_resumes(real_cluster, n
 
 
 def test_operator_pod_deleted_mid_run_comes_back_and_the_job_completes(real_cluster, ns):
-    name = apply_job(real_cluster, ns, long_job("opdel"))
+    name = apply(real_cluster.kube, ns, long_job("opdel"))
     first_checkpoint(real_cluster, ns, name)
     gang = {p["metadata"]["uid"] for p in pods(real_cluster.kube, ns, name)}
     [old] = real_cluster.operator_pods()

@@ -12,8 +12,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from . import imagebuild, install, realnode
-from .cluster import LocalCluster, NodePool, down, ensure_binaries
+from . import install, realnode
+from .cluster import LocalCluster, NodePool, down, prepare_real_node
 from .controlplane import ClusterInfo
 
 
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             print(f"real node: skipped here: {reason}")
             return 0
-        realnode.ensure_packages()
-        ensure_binaries(node=True)
-        imagebuild.ensure_images()
+        prepare_real_node()
     elif a.command == "up":
         cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=a.real_node)
         cluster.up()

@@ -10,9 +10,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from . import realnode
+from . import imagebuild, realnode
 from .controlplane import ClusterInfo, ControlPlane, delete_bridge, record_pid, stop_pids
 from .network import remove_pod_namespaces
 
@@ -20,6 +19,12 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
+
+
+def prepare_real_node() -> tuple[Path, dict[str, imagebuild.Image]]:
+    """What a real node needs, built or found cached: its Debian packages, the binaries, the images."""
+    realnode.ensure_packages()
+    return ensure_binaries(node=True), imagebuild.ensure_images()
 
 
 def ensure_binaries(node: bool = False, kwok: bool = False) -> Path:
@@ -47,7 +52,7 @@ class LocalCluster:
         self.pool = pool
         self.real_node = real_node
         self.info: ClusterInfo | None = None
-        self.images: dict[str, Any] = {}
+        self.images: dict[str, imagebuild.Image] = {}
         self._cp: ControlPlane | None = None
         self._agent: subprocess.Popen | None = None
 
@@ -57,18 +62,15 @@ class LocalCluster:
 
     def up(self, timeout: float = 240) -> ClusterInfo:
         t0 = time.monotonic()
-        bin_dir = ensure_binaries(node=self.real_node)
         if self.real_node:
-            from . import imagebuild
-
-            realnode.ensure_packages()
-            self.images = imagebuild.ensure_images()
+            bin_dir, self.images = prepare_real_node()
+        else:
+            bin_dir = ensure_binaries()
         self._cp = ControlPlane(self.run_dir, bin_dir, routable=self.real_node)
         self.info = self._cp.start()
         try:
             if self.real_node:
-                realnode.RealNode(self.info, bin_dir, self.pool.gpus).start(
-                    self.images, lambda images: imagebuild.load_into_containerd(images.values()))
+                realnode.RealNode(self.info, bin_dir, self.pool.gpus).start(self.images)
             else:
                 self._start_agent(timeout)
         except BaseException:
@@ -113,12 +115,12 @@ def down(run_dir: str | os.PathLike[str]) -> None:
         info: ClusterInfo | None = ClusterInfo.load(run_dir)
     except ValueError:
         info = None
-    node = realnode.NodeConfig.for_run_dir(run_dir).dir.exists() or realnode.holds_node(run_dir)
+    node = realnode.holds_node(run_dir)  # the lock is taken first thing, so a half-started node holds it
     if node and info is not None:
         realnode.drain(run_dir, [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"])
     stop_pids(run_dir, grace=20)
     if node:
-        realnode.cleanup(run_dir, Path(info.bin_dir) if info else Path("/nonexistent"))
+        realnode.cleanup(run_dir, Path(info.bin_dir) if info else None)
     if info is None:
         return
     bridge = info.bridge

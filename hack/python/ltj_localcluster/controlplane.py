@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -191,6 +192,9 @@ class ControlPlane:
                            bridge_ip=bridge_ip, subnet=subnet, pki_dir=str(pki.dir))
         (self.run_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
 
+        # Every start is a new cluster: its certificates and keys are new, so nothing stored under the
+        # old ones is kept (a run dir reused by `make demo` and `make demo-real` would carry objects over).
+        shutil.rmtree(self.run_dir / "etcd", ignore_errors=True)
         self._spawn("etcd", [
             f"--data-dir={self.run_dir / 'etcd'}", "--name=default",
             f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
@@ -200,7 +204,7 @@ class ControlPlane:
             f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
             "--unsafe-no-fsync=true", "--log-level=warn", "--quota-backend-bytes=4294967296",
         ])
-        self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), 30)
+        self._wait("etcd", lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), 30)
 
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
@@ -217,7 +221,7 @@ class ControlPlane:
         ])
         ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
         ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
-        self._wait("kube-apiserver", lambda: _http_ok(f"{server}/readyz", ctx), 90)
+        self._wait("kube-apiserver", lambda: http_ok(f"{server}/readyz", ctx), 90)
 
         common = [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
                   "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"]
@@ -232,11 +236,11 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
-            self._wait(name, lambda p=port: _http_ok(f"https://127.0.0.1:{p}/healthz", insecure), 60)
+            self._wait(name, lambda p=port: http_ok(f"https://127.0.0.1:{p}/healthz", insecure), 60)
         # The token and root-CA publisher controllers make namespaces usable for pods.
-        self._wait("default ServiceAccount", lambda: _http_ok(
+        self._wait("default ServiceAccount", lambda: http_ok(
             f"{server}/api/v1/namespaces/default/serviceaccounts/default", ctx), 60)
-        self._wait("kube-root-ca.crt", lambda: _http_ok(
+        self._wait("kube-root-ca.crt", lambda: http_ok(
             f"{server}/api/v1/namespaces/default/configmaps/kube-root-ca.crt", ctx), 60)
         log.info("control plane ready at %s in %.1fs", server, time.monotonic() - t0)
         return info
@@ -246,11 +250,12 @@ class ControlPlane:
         self._procs.clear()
 
 
-def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+def http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` answers 200 now (refused, unreachable or any error status: False)."""
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
             return r.status == 200
-    except urllib.error.HTTPError:
+    except OSError:  # URLError and HTTPError included
         return False
 
 

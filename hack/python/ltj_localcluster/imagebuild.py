@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import hostpkgs
-from .realnode import CONTAINERD_SOCK
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -51,6 +50,7 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_ARG = "BASE_IMAGE"  # the Dockerfiles' build argument naming their base
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_IMAGES = ("pause", "operator", "trainer")
+CONTAINERD_SOCK = "/run/containerd/containerd.sock"  # the real node's containerd (its default address)
 APT_PACKAGES = {"buildah": "buildah", "debootstrap": "debootstrap", "catatonit": "catatonit", "file": "file"}
 
 

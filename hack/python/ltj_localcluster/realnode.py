@@ -22,16 +22,15 @@ import shlex
 import shutil
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from . import hostpkgs
+from . import hostpkgs, imagebuild
 from . import pki as pkimod
-from .controlplane import ClusterInfo, free_port, read_pids, record_pid, stop_pids
+from .controlplane import ClusterInfo, free_port, http_ok, read_pids, record_pid, stop_pids
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ CLUSTER_DOMAIN = "cluster.local"
 STORAGE_CLASS = "ltj-local"  # the samples' class: ReadWriteMany on this one-node shared filesystem
 STORAGE_NAMESPACE = "local-path-storage"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
-CONTAINERD_SOCK = "/run/containerd/containerd.sock"
+CONTAINERD_SOCK = imagebuild.CONTAINERD_SOCK
 NODE_LOCK = Path("/run/ltj-realnode")
 # Fixed host paths of containerd and the kubelet; `down` removes them (nothing else uses them here).
 HOST_STATE_DIRS = ("/var/lib/containerd", "/run/containerd", "/var/lib/kubelet", "/var/log/pods",
@@ -60,9 +59,6 @@ KUBELET_SYSCTLS = {
 PACKAGES = {"/usr/bin/containerd": "containerd", "/usr/sbin/runc": "runc", "/usr/bin/ctr": "containerd",
             f"{CNI_BIN_DIR}/bridge": "containernetworking-plugins", "/usr/sbin/iptables": "iptables",
             "/usr/sbin/conntrack": "conntrack", "/usr/bin/unshare": "util-linux", "/usr/bin/nsenter": "util-linux"}
-NODE_BINARIES = ("kubelet", "kube-proxy", "coredns", "local-path-provisioner")
-# Components in start order; they stop in the reverse order (stop_pids stops newest first).
-COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns", "local-path-provisioner")
 
 
 def unavailable() -> str | None:
@@ -303,9 +299,8 @@ class RealNode:
             time.sleep(0.2)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, images: dict[str, Any], load_images: Callable[[dict[str, Any]], None]) -> None:
-        """``images`` maps names ("pause", "operator", ...) to objects with a ``ref``; ``load_images``
-        puts them into containerd once it runs."""
+    def start(self, images: dict[str, imagebuild.Image]) -> None:
+        """Starts the node with ``images`` (at least "pause" and "operator") loaded into containerd."""
         t0 = time.monotonic()
         _claim_lock(self.run_dir, self.bin_dir)
         self.cfg.dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +311,7 @@ class RealNode:
         self.cfg.host_state.write_text(json.dumps({"ip_forward": ip_forward}))
 
         containerd = self._start_containerd()
-        load_images(images)
+        imagebuild.load_into_containerd(images)
         kubelet = self._spawn("kubelet", [
             "nsenter", "-t", str(containerd.pid), "-m", "--", str(self.bin_dir / "kubelet"),
             f"--config={self.cfg.kubelet}", f"--kubeconfig={self.cfg.kubeconfig}",
@@ -333,10 +328,10 @@ class RealNode:
         self.cfg.kube_proxy.write_text(yaml.safe_dump(kube_proxy_config(self.info.kubeconfig, proxy_health,
                                                                          proxy_metrics)))
         proxy = self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={self.cfg.kube_proxy}"])
-        self._wait("kube-proxy", lambda: _http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), 60, proxy, "kube-proxy")
+        self._wait("kube-proxy", lambda: http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), 60, proxy, "kube-proxy")
         self.cfg.corefile.write_text(corefile(self.info, dns_ready, dns_health))
         dns = self._spawn("coredns", [str(self.bin_dir / "coredns"), "-conf", str(self.cfg.corefile)])
-        self._wait("CoreDNS", lambda: _http_ok(f"http://127.0.0.1:{dns_ready}/ready"), 60, dns, "coredns")
+        self._wait("CoreDNS", lambda: http_ok(f"http://127.0.0.1:{dns_ready}/ready"), 60, dns, "coredns")
         provisioner = self._spawn("local-path-provisioner", [
             str(self.bin_dir / "local-path-provisioner"), "start", f"--kubeconfig={self.info.kubeconfig}",
             f"--config={self.cfg.provisioner_config}", f"--namespace={STORAGE_NAMESPACE}",
@@ -348,7 +343,7 @@ class RealNode:
             "local-path-provisioner")
         log.info("real node %s ready in %.1fs", NODE_NAME, time.monotonic() - t0)
 
-    def _write_configs(self, pki: pkimod.Pki, images: dict[str, Any]) -> None:
+    def _write_configs(self, pki: pkimod.Pki, images: dict[str, imagebuild.Image]) -> None:
         cfg = self.cfg
         cfg.cni_conf_dir.mkdir(parents=True, exist_ok=True)
         cfg.volumes.mkdir(parents=True, exist_ok=True)
@@ -412,14 +407,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:  # URLError and HTTPError included
-        return False
-
-
 # -- teardown ---------------------------------------------------------------------------------------
 def holds_node(run_dir: Path) -> bool:
     return NODE_LOCK.exists() and NODE_LOCK.read_text().strip() == str(run_dir)
@@ -443,14 +430,14 @@ def drain(run_dir: Path, kubectl: list[str], timeout: float = 90) -> None:
     log.warning("pods still running on the real node after %.0fs; stopping it anyway", timeout)
 
 
-def cleanup(run_dir: Path, bin_dir: Path) -> None:
+def cleanup(run_dir: Path, bin_dir: Path | None) -> None:
     """Removes what the node leaves on the host once its processes are gone (see the note's teardown
     table): containerd shims, kube-proxy's and the CNI plugins' rules, the pod bridge, the kubepods
     cgroups, the fixed state directories; restores ip_forward."""
     cfg = NodeConfig.for_run_dir(run_dir)
     # Shims outlive containerd by design; with containerd gone they only hold dead sandboxes.
     _run("pkill", "-KILL", "-f", f"containerd-shim-runc-v2 .*-address {CONTAINERD_SOCK}", check=False)
-    if (bin_dir / "kube-proxy").exists():
+    if bin_dir is not None and (bin_dir / "kube-proxy").exists():
         _run(str(bin_dir / "kube-proxy"), "--cleanup", check=False)
     _remove_firewall_leftovers()
     _run("ip", "link", "del", CNI_BRIDGE, check=False)
