@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: all venv binaries real-node demo demo-real demo-down test test-unit test-integration test-e2e lint bench bench-relay bench-operator bench-real-node clean
+.PHONY: all venv binaries real-node demo demo-down test test-unit test-integration test-e2e lint bench bench-relay bench-operator bench-time-to-train clean
 
 all: test
 
@@ -29,19 +30,16 @@ real-node: venv binaries
 	@echo "==> Real node: containerd, kubelet, CoreDNS, ... and the ltj images (first time: ~15 min)"
 	@$(PY) -m ltj_localcluster prepare
 
-## demo: start the local cluster, run the sample 2-node DDP job, show its status, stop the cluster
-demo: venv binaries
-	@$(PY) hack/demo.py
+## demo: the local cluster with a real node, the operator installed by Helm, the sample 2-node DDP job
+## trained in containers while its status streams; then the cluster stops (root)
+demo: venv binaries real-node
+	@$(PY) hack/demo.py $(DEMO_ARGS)
 
-## demo-real: the same sample on one real node (kubelet, containerd), the operator installed by Helm (root)
-demo-real: venv binaries real-node
-	@$(PY) hack/demo.py --real-node
-
-## demo-down: stop a demo cluster left running with `hack/demo.py --keep`
+## demo-down: stop a demo cluster left running with `make demo DEMO_ARGS=--keep`
 demo-down: venv
 	@$(PY) -m ltj_localcluster down --run-dir .run/demo
 
-## test: every tier (unit, integration, e2e on the local cluster; kind tests skip without Docker)
+## test: every tier (unit; integration on the control plane with kwok nodes; e2e on the real node; kind skips without Docker)
 test: venv binaries real-node
 	@bash hack/run-pytest.sh tests $(PYTEST_ARGS)
 
@@ -66,13 +64,13 @@ bench: venv binaries
 bench-relay: venv binaries
 	@$(PY) benchmarks/relay_latency.py
 
-## bench-operator: ltj vs Kubeflow's training-operator vs a plain client (root, Go; ~40 min)
+## bench-operator: ltj vs Kubeflow's training-operator vs a plain client, on kwok nodes (root, Go; ~40 min)
 bench-operator: venv binaries
 	@$(PY) benchmarks/operator_scale.py $(BENCH_ARGS)
 
-## bench-real-node: the sample job on the real node vs the node agent; image sizes and build times (root)
-bench-real-node: venv binaries real-node
-	@$(PY) benchmarks/real_node.py $(BENCH_ARGS)
+## bench-time-to-train: submit -> first step / Succeeded, kill -> resumed step: ltj vs PyTorchJob on the real node (root, Go)
+bench-time-to-train: venv binaries real-node
+	@$(PY) benchmarks/time_to_train.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache

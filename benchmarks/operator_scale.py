@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/operator_scale.py [--sizes 1,50,200] [--scale 100,1000] [--systems ltj,peer,floor]
 
 Systems, each on its own fresh private control plane (etcd, kube-apiserver with an audit log,
-controller-manager, scheduler) with the node agent in --simulate mode (pods go Running without
-running anything), one system at a time:
+controller-manager, scheduler) with two kwok nodes (sigs.k8s.io/kwok: pods bound to them go Running
+at once without running anything), one system at a time:
 - ltj:   our operator as a subprocess (`python -m ltj_operator`), LightningTrainingJob, 2 nodes.
 - peer:  Kubeflow training-operator v1 (benchmarks/peers/build-training-operator.sh), PyTorchJob with
          a Master and one Worker, run out-of-cluster (self-signed webhook certs, no webhook config).
@@ -22,13 +22,14 @@ submit -> job status Running (ltj, floor-job: status.phase; peer: the Running co
 floor-all: both pods Running); totals from the first submit (workloads of <= 10 jobs run --repeats times, larger ones
 --repeats-large times, the median run reported); API requests by the operator's user agents counted in the
 API server's audit log (submit .. all Running + settle); the operator's peak RSS (VmHWM) and CPU
-seconds in that window. Scale (--scale): jobs whose pods finish at once (sim.ltj.dev/exit-code=0)
+seconds in that window. Scale (--scale): jobs whose pods finish at once (ltj.dev/kwok-exit-code=0)
 up to each size, then, with the operator idle: its RSS, its API requests per minute, and the time
 one new job takes to get its pods and to run.
 
 Writes benchmarks/out/operator_scale.csv (long format: section,system,n,metric,value) and
 operator_scale.png, and prints the tables. Needs root (the local control plane makes a Linux bridge),
-the binaries of hack/build-binaries.sh, and Go for the peer (built once, cached).
+the binaries of hack/build-binaries.sh (kwok included, built on first use), and Go for the peer
+(built once, cached).
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ltj_localcluster.kwok import EXIT_CODE as SIM_EXIT  # kwok-stages.yaml ends such a pod with that code
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 LTJ_CRD = REPO / "crds" / "ltj.dev_lightningtrainingjobs.yaml"
 PEER_BUILD = REPO / "benchmarks" / "peers" / "build-training-operator.sh"
 PEER_CRD_REL = "manifests/base/crds/kubeflow.org_pytorchjobs.yaml"
 WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in training-operator v1.9
-SIM_EXIT = "sim.ltj.dev/exit-code"
 BENCH_UA = "ltj-bench"
 FLOOR_UA = "ltj-bench-floor"
 SYSTEMS = ("ltj", "peer", "peer-fast", "floor", "floor-all", "floor-job")
@@ -505,29 +507,14 @@ class Cluster:
         user = yaml.safe_load(Path(self.info.kubeconfig).read_text())["users"][0]["user"]
         self.ctx.load_cert_chain(user["client-certificate"], user["client-key"])
         self.api = Api(self.info.server, self.ctx)
-        self._start_agent()
-        self.log(f"control plane + simulating node agent up in {time.monotonic() - t:.0f}s")
+        from ltj_localcluster.cluster import NodePool
+        from ltj_localcluster.kwok import KwokNodes
 
-    def _start_agent(self) -> None:
-        run = Path(self.info.run_dir)
-        state = run / "agent"
-        state.mkdir(parents=True, exist_ok=True)
-        bindir = Path(sys.executable).parent
-        logf = open(run / "logs" / "node-agent.log", "ab")
-        proc = subprocess.Popen(
-            [str(bindir / "ltj-node-agent"), "--cluster-info", str(run / "cluster.json"), "--state-dir", str(state),
-             "--nodes", "2", "--pods", "2000", "--cpu", "1000", "--memory", "4Ti", "--simulate",
-             "--log-level", "WARNING"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        pids = json.loads((run / "pids.json").read_text())
-        pids["ltj-node-agent"] = proc.pid
-        (run / "pids.json").write_text(json.dumps(pids))
-        deadline = time.monotonic() + 120
-        while not (state / "agent.ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node agent did not start: {(run / 'logs' / 'node-agent.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        # Two nodes with more CPU and memory than the pods ask for and room for every pod of the scale
+        # section (finished pods stay: cleanPodPolicy None). kwok records its process in the run dir's
+        # pids.json: cpu() counts it (as "kwok"), down() stops it.
+        KwokNodes(self.info, NodePool(nodes=2, cpu="1000", memory="4Ti", gpus=0, pods=2000)).start(timeout=120)
+        self.log(f"control plane + kwok nodes up in {time.monotonic() - t:.0f}s")
 
     def cpu(self, extra: Mapping[str, int] | None = None) -> dict[str, float]:
         """CPU seconds so far of each cluster process (and of `extra`: name -> pid), by name."""
@@ -565,10 +552,21 @@ class Cluster:
         assert self.api is not None
         self.api.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                         "metadata": {"name": ns}})
-        # The claim the ltj jobs name (bound by the agent's provisioner; the scheduler waits for it).
-        self.api.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", {
+        # The claim the ltj jobs name (the scheduler waits for it to be bound). No provisioner runs beside
+        # kwok: a static volume of its own, which nothing mounts, of no class (so no default class
+        # applies). Its claimRef names the claim's uid, as a provisioner's does: the volume controller
+        # then binds the claim on the volume's first sync (without the uid, only on its 15 s resync).
+        # Retained when the claim goes, and deleted with the namespace.
+        claim = self.api.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", {
             "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": OUTPUT_CLAIM},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
+                     "storageClassName": ""}})
+        self.api.request("POST", "/api/v1/persistentvolumes", {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume_name(ns)},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": str(Path(self.info.run_dir) / "volumes" / ns)},
+                     "claimRef": {"namespace": ns, "name": OUTPUT_CLAIM, "uid": claim["metadata"]["uid"]}}})
         deadline = time.monotonic() + 60
         while True:
             pvc = self.api.request("GET", f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{OUTPUT_CLAIM}")
@@ -594,6 +592,9 @@ class Cluster:
             if time.monotonic() - t > timeout:
                 raise RuntimeError(f"namespace {ns} not gone after {timeout:.0f}s")
             time.sleep(0.5)
+        # Its claim went with it; the volume (Released, retained) would stay. Its protection finalizer
+        # lets it go once the volume controller has seen the claim gone: nothing waits for that.
+        self.api.request("DELETE", f"/api/v1/persistentvolumes/{volume_name(ns)}", ok=(404,))
         return time.monotonic() - t
 
     def audit(self, agents: Mapping[str, Sequence[str]], start: float, end: float) -> dict[str, dict[str, int]]:
@@ -618,6 +619,11 @@ class Cluster:
                 break
             time.sleep(1.0)
         return time.monotonic() - t
+
+
+def volume_name(ns: str) -> str:
+    """The static volume that binds namespace `ns`'s OUTPUT_CLAIM."""
+    return f"{OUTPUT_CLAIM}-{ns}"
 
 
 def _line_time(line: bytes) -> float:
@@ -733,14 +739,15 @@ class Peer(System):
         self.binary, self.crd = Path(bin_dir) / "training-operator", Path(mod_dir) / PEER_CRD_REL
 
     def setup(self, cluster: Cluster) -> None:
+        """The CRD and what the training-operator expects to find; ``cluster`` needs only ``apply_crd``
+        and ``kubectl`` (benchmarks/time_to_train.py passes its own)."""
         assert self.crd is not None
         cluster.apply_crd(self.crd, "pytorchjobs.kubeflow.org")
-        assert cluster.api is not None
-        cluster.api.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                           "metadata": {"name": "kubeflow"}})
         # cert-controller fills this Secret; the webhook server reads the files (nothing mounts them here).
-        cluster.api.request("POST", "/api/v1/namespaces/kubeflow/secrets", {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "training-operator-webhook-cert"}})
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeflow"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "training-operator-webhook-cert",
+                                                                "namespace": "kubeflow"}}]}))
         WEBHOOK_CERT_DIR.mkdir(parents=True, exist_ok=True)
         if not (WEBHOOK_CERT_DIR / "tls.crt").exists() or not (WEBHOOK_CERT_DIR / "tls.key").exists():
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
@@ -1222,7 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    bin_dir = ensure_binaries()
+    bin_dir = ensure_binaries(kwok=True)
     ltj_env = dict(kv.split("=", 1) for kv in args.ltj_env)
     impls: dict[str, System] = {"ltj": Ltj(ltj_env), "peer": Peer(args.peer_args.split()),
                                 "peer-fast": Peer([*PEER_FAST_ARGS, *args.peer_args.split()], "peer-fast"),

@@ -1,6 +1,6 @@
 """Event-to-status latency of the relay, and its API writes per job per minute.
 
-On a private local control plane (etcd + kube-apiserver + controllers, no node agent): a
+On a private local control plane (etcd + kube-apiserver + controllers, no nodes): a
 LightningTrainingJob, the relay's ServiceAccount/Role/RoleBinding as the operator renders them, a
 real ``ltj-relay`` process with a ``kubectl create token`` token, and an events file appended at a
 steady rate by the trainer's Writer. A real watch on the job records when each seq becomes visible

@@ -1,12 +1,10 @@
-"""`make demo`: a real 2-node DDP LightningTrainingJob on the embedded local cluster.
+"""`make demo`: a real 2-node DDP LightningTrainingJob on the local cluster, as on any cluster.
 
-Starts the local control plane and node agent, installs the CRD, runs the operator, applies
-crds/samples/cpu-digits-2node.yaml, streams the job's progress from its status until it finishes,
-prints `kubectl get ltj` and where the checkpoints are, then stops everything.
-
-With --real-node (`make demo-real`) the same sample runs as on any cluster: one real node (kubelet,
-containerd, CoreDNS, kube-proxy), the project's images built from its Dockerfiles, and the operator
-installed with the Helm chart, running as a pod.
+Starts the local control plane with one real node (kubelet, containerd, CoreDNS, kube-proxy), builds
+the project's images from its Dockerfiles (cached), installs the operator with the Helm chart (it
+runs as a pod), applies crds/samples/cpu-digits-2node.yaml unchanged, streams the job's progress
+from its status until it finishes, prints `kubectl get ltj` and where the checkpoints are, then
+stops everything.
 """
 
 from __future__ import annotations
@@ -33,33 +31,23 @@ def say(msg: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", default=str(REPO / ".run" / "demo"))
+    ap.add_argument("--run-dir", default=str(REPO / ".run" / "demo"),
+                    help="where the cluster keeps its state and logs (default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for the job")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running (stop: make demo-down)")
-    ap.add_argument("--real-node", action="store_true",
-                    help="run on one real node with the project's images and the operator installed by Helm")
     a = ap.parse_args()
 
-    if a.real_node:
-        say("starting the local cluster with a real node (first run builds the Kubernetes binaries, the node's "
-            "binaries and the images: ~25 min on 2 cores; later runs ~2 min)")
-    else:
-        say("starting the local cluster (first run builds the Kubernetes binaries: ~10 min on 2 cores)")
-    cluster = LocalCluster(a.run_dir, NodePool(nodes=1 if a.real_node else 2, cpu="8", memory="16Gi", gpus=4),
-                           real_node=a.real_node)
+    say("starting the local cluster with a real node (the first run builds the Kubernetes binaries, the "
+        "node's binaries and the images, with progress below: ~25 min on 2 cores; later runs ~2 min)")
+    cluster = LocalCluster(a.run_dir, NodePool(nodes=1, gpus=4))
     info = cluster.up()
     kubectl = [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"]
-    operator: subprocess.Popen | None = None
     try:
-        if a.real_node:
-            say("helm install ltj charts/ltj-operator -n ltj-system (the operator runs as a pod)")
-            out = install.helm_install(Path(info.bin_dir) / "helm", info.kubeconfig, cluster.images["operator"].ref,
-                                       cluster.images["trainer"].ref)
-            if out.returncode != 0:
-                raise RuntimeError(f"helm install failed:\n{out.stdout}{out.stderr}")
-        else:
-            say(f"cluster up: {info.server}; installing the CRD and starting the operator (kopf run)")
-            operator = install.run_in_process(kubectl, info.kubeconfig, Path(a.run_dir) / "logs" / "operator.log")
+        say("helm install ltj charts/ltj-operator -n ltj-system (the operator runs as a pod)")
+        out = install.helm_install(Path(info.bin_dir) / "helm", info.kubeconfig, cluster.images["operator"].ref,
+                                   cluster.images["trainer"].ref)
+        if out.returncode != 0:
+            raise RuntimeError(f"helm install failed:\n{out.stdout}{out.stderr}")
         say(f"kubectl apply -f {SAMPLE.relative_to(REPO)}")
         subprocess.run([*kubectl, "apply", "-f", str(SAMPLE)], check=True)
         name = _sample_name()
@@ -71,9 +59,6 @@ def main() -> int:
         say(f"job {name} finished: {phase}")
         return 0 if phase == "Succeeded" else 1
     finally:
-        if operator is not None:
-            operator.terminate()
-            operator.wait(30)
         if a.keep:
             say(f"cluster left running: export KUBECONFIG={info.kubeconfig}; "
                 f"stop it with: .venv/bin/python -m ltj_localcluster down --run-dir {a.run_dir}")

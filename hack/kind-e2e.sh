@@ -8,7 +8,7 @@
 #   5. applies crds/samples/cpu-digits-2node.yaml unchanged and waits for phase Succeeded with
 #      status.training filled.
 # With --setup-only it stops after step 3, keeps the cluster and writes <artifacts>/cluster.json
-# (kubeconfig, images, tools) for tests/e2e/test_real_cluster.py, which installs the chart itself.
+# (kubeconfig, images, tools) for the e2e tier (tests/e2e, the kind param), which installs the chart itself.
 #
 # Shared volume: every kind node is a container on this host, so the script bind-mounts one host
 # directory into every node (kind extraMounts, at /ltj-shared) and points kind's own

@@ -8,24 +8,33 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import yaml
 
-from kubetest import Kube, install_crd
+from kubetest import Kube, install_crd, wait_for
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local control plane with two kwok nodes of 4 GPUs each: pods are scheduled, nothing runs
+    (training runs in the e2e tier, on the real node)."""
     from ltj_localcluster.cluster import LocalCluster, NodePool
 
-    run_dir = tmp_path_factory.mktemp("cluster")
-    cluster = LocalCluster(run_dir, NodePool(nodes=2, cpu="8", memory="16Gi", gpus=4))
-    info = cluster.up()
-    os.environ["KUBECONFIG"] = info.kubeconfig
-    kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir, cluster.agent_state)
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), NodePool(nodes=2, cpu="8", memory="16Gi", gpus=4),
+                           real_node=False)
     try:
-        install_crd(kube)
-        yield kube
+        cluster.up()
+        yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kube(local_cluster: Any) -> Kube:
+    info = local_cluster.info
+    os.environ["KUBECONFIG"] = info.kubeconfig
+    kube = Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir))
+    install_crd(kube)
+    return kube
 
 
 @pytest.fixture
@@ -36,8 +45,6 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     kube.kubectl("create", "namespace", name)
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 
 
 OPERATOR_ENV = {
@@ -80,3 +87,24 @@ def operator(kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     start.stop = stop  # type: ignore[attr-defined]
     yield start
     stop()
+
+
+@pytest.fixture
+def static_claim(kube: Kube, namespace: str) -> Iterator[str]:
+    """A ReadWriteMany claim bound to a hand-made volume by the controller manager (kwok clusters have
+    no provisioner), so the scheduler's verdict on a pod mounting it is about the pod itself."""
+    pv_name = f"static-{namespace}"[:63]
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv_name}"},
+                   "claimRef": {"namespace": namespace, "name": "static"}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "static", "namespace": namespace},
+           "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
+                    "resources": {"requests": {"storage": "1Gi"}}}}
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([pv, pvc]))
+    try:
+        wait_for(lambda: kube.get("pvc", "static", "-n", namespace).get("status", {}).get("phase") == "Bound", 60,
+                 what="the static claim to bind")
+        yield "static"
+    finally:
+        kube.kubectl("delete", "pv", pv_name, "--wait=false", check=False)

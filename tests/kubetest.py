@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ class Kube:
     kubeconfig: str
     bin_dir: Path
     run_dir: Path
-    agent_state: Path
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
@@ -118,7 +115,7 @@ def pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
 
 
 def volume_dir(kube: Kube, namespace: str, name: str) -> Path:
-    """The host directory behind the job's output claim (the node agent's provisioner)."""
+    """The host directory behind the job's output claim (a hostPath volume of the local cluster's provisioner)."""
     pvc = kube.get("pvc", f"{name}-output", "-n", namespace)
     pv = kube.get("pv", pvc["spec"]["volumeName"])
     return Path(pv["spec"]["hostPath"]["path"])
@@ -134,17 +131,6 @@ def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     from ltj_trainer import events as ev
 
     return ev.as_dicts(ev.read_all(job_output_dir(kube, namespace, name) / ev.FILENAME))
-
-
-def trainer_pids(kube: Kube, namespace: str, pod: str) -> list[int]:
-    """PIDs of the pod's trainer container (the node agent's state files)."""
-    pidfile = kube.agent_state / "pods" / namespace / pod / "trainer.pid"
-    return [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
-
-
-def kill_trainer(kube: Kube, namespace: str, pod: str, sig: int = signal.SIGKILL) -> None:
-    pids = wait_for(lambda: trainer_pids(kube, namespace, pod), 60, what=f"{pod} trainer pid")
-    os.kill(pids[0], sig)
 
 
 def dump(kube: Kube, namespace: str) -> str:

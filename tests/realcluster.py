@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ltj_localcluster import imagebuild, install
 
-from kubetest import REPO, Kube, wait_for
+from kubetest import REPO, Kube, job, job_output_dir, wait_for, wait_status
 
 RELEASE = install.RELEASE
 OPERATOR_NAMESPACE = install.NAMESPACE
@@ -90,7 +90,7 @@ def start_real_node(run_dir: Path) -> RealCluster | str:
     baseline = realnode.host_state()
     cluster = LocalCluster(run_dir, NodePool(nodes=1, gpus=4), real_node=True)
     info = cluster.up()
-    kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir, realnode.NodeConfig.for_run_dir(run_dir).dir)
+    kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir)
     return RealCluster(
         name="realnode", kube=kube, helm_bin=Path(info.bin_dir) / "helm",
         operator_image=cluster.images["operator"].ref, trainer_image=cluster.images["trainer"].ref,
@@ -128,7 +128,7 @@ def start_kind(artifacts: Path) -> RealCluster | str:
         raise RuntimeError(f"hack/kind-e2e.sh --setup-only failed ({proc.returncode}):\n"
                            + (artifacts / "kind-setup.log").read_text(errors="replace")[-6000:])
     setup = json.loads((artifacts / "cluster.json").read_text())
-    kube = Kube(setup["kubeconfig"], Path(setup["bin_dir"]), artifacts, artifacts)
+    kube = Kube(setup["kubeconfig"], Path(setup["bin_dir"]), artifacts)
     volume = Path(setup["volume"])
 
     def host_path(path: str) -> Path:
@@ -144,3 +144,40 @@ def start_kind(artifacts: Path) -> RealCluster | str:
         host_path=host_path,
         teardown=[lambda: subprocess.run([setup["kind"], "delete", "cluster", "--name", setup["name"]],
                                          capture_output=True, timeout=600)])
+
+
+def output_dir(cluster: RealCluster, ns: str, name: str) -> Path:
+    """Where this machine sees the job's output directory on its claim's volume."""
+    return cluster.host_path(str(job_output_dir(cluster.kube, ns, name)))
+
+
+def job_events(cluster: RealCluster, ns: str, name: str) -> list[dict[str, Any]]:
+    """The trainer's events file, read from the volume as the relay reads it."""
+    from ltj_trainer import events as ev
+
+    return ev.as_dicts(ev.read_all(output_dir(cluster, ns, name) / ev.FILENAME))
+
+
+def first_checkpoint(cluster: RealCluster, ns: str, name: str) -> dict[str, Any]:
+    return wait_status(cluster.kube, ns, name, lambda st: (st.get("training") or {}).get("lastCheckpoint"),
+                       600, "a first checkpoint")
+
+
+def assert_events_complete(evs: list[dict[str, Any]], attempts: int) -> None:
+    """Nothing lost across restarts: one gapless seq sequence, one `started` per attempt, every later
+    attempt resumed from a checkpoint, epochs never restarting at 0."""
+    seqs = [e["seq"] for e in evs]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    starts = [e for e in evs if e["type"] == "started"]
+    assert len(starts) == attempts, starts
+    assert all(s.get("resumed_from") for s in starts[1:]), starts
+    for later in starts[1:]:
+        i = evs.index(later)
+        before = [e["epoch"] for e in evs[:i] if e["type"] == "validation"]
+        after = next(e for e in evs[i:] if e["type"] == "validation")
+        assert before and after["epoch"] >= before[-1], (before, after)
+
+
+def long_job(name: str) -> dict[str, Any]:
+    """The sample with enough epochs to be hit mid-training and no early stop."""
+    return job(name, training={"maxEpochs": 8, "earlyStopping": {"enabled": False}})

@@ -1,62 +1,30 @@
 """End to end on a real cluster, as users run ltj: the operator installed by Helm runs as a pod, the
 sample trains in containers of the project's images, ranks find each other through cluster DNS,
-and the restricted Pod Security profile is enforced by the kubelet.
+the restricted Pod Security profile is enforced by the kubelet, and a rank killed or sent SIGTERM,
+or the operator's own pod deleted, costs no work.
 
-One module for every real cluster, selected by the ``real_cluster`` fixture: the local real node
-(root, Debian packages; skipped elsewhere with the reason) and kind (a Docker engine; the GitHub
-workflow). Tests run in file order: the last one uninstalls the chart.
+The ``real_cluster`` fixture (conftest.py) is the local real node, or kind in the GitHub workflow.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 import yaml
 
-from kubetest import SAMPLE, apply, condition, dump, job, job_output_dir, pods, sample, wait_for, wait_status, wait_terminal
-from realcluster import OPERATOR_NAMESPACE, RELEASE, RealCluster, start_kind, start_real_node
+from kubetest import SAMPLE, apply, condition, dump, job, pods, sample, wait_for, wait_status, wait_terminal
+from realcluster import (OPERATOR_NAMESPACE, RELEASE, RealCluster, assert_events_complete, first_checkpoint, job_events,
+                         long_job, output_dir)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-@pytest.fixture(scope="session", params=["realnode", pytest.param("kind", marks=pytest.mark.kind)])
-def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
-    if request.param == "realnode":
-        cluster = start_real_node(tmp_path_factory.mktemp("realnode"))
-    else:
-        cluster = start_kind(Path(os.environ.get("LTJ_KIND_ARTIFACTS") or tmp_path_factory.mktemp("kind")))
-    if isinstance(cluster, str):
-        pytest.skip(cluster)
-    try:
-        cluster.install_operator()
-        yield cluster
-    finally:
-        for stop in cluster.teardown:
-            stop()
-
-
-@pytest.fixture
-def ns(real_cluster: RealCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace where the restricted Pod Security profile is enforced."""
-    base = "".join(c if c.isalnum() else "-" for c in request.node.originalname.lower())[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:5]}"
-    real_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest"}}}))
-    yield name
-    real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def exec_in(cluster: RealCluster, ns: str, pod: str, container: str, *cmd: str) -> str:
@@ -66,23 +34,6 @@ def exec_in(cluster: RealCluster, ns: str, pod: str, container: str, *cmd: str) 
 def proc_status(cluster: RealCluster, ns: str, pod: str, container: str) -> dict[str, str]:
     text = exec_in(cluster, ns, pod, container, "cat", "/proc/1/status")
     return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines())}
-
-
-def output_dir(cluster: RealCluster, ns: str, name: str) -> Path:
-    """Where this machine sees the job's output directory on its claim's volume."""
-    return cluster.host_path(str(job_output_dir(cluster.kube, ns, name)))
-
-
-def job_events(cluster: RealCluster, ns: str, name: str) -> list[dict[str, Any]]:
-    """The trainer's events file, read from the volume as the relay reads it."""
-    from ltj_trainer import events as ev
-
-    return ev.as_dicts(ev.read_all(output_dir(cluster, ns, name) / ev.FILENAME))
-
-
-def first_checkpoint(cluster: RealCluster, ns: str, name: str) -> dict[str, Any]:
-    return wait_status(cluster.kube, ns, name, lambda st: (st.get("training") or {}).get("lastCheckpoint"),
-                       600, "a first checkpoint")
 
 
 class PodWatch:
@@ -106,21 +57,6 @@ class PodWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def assert_events_complete(evs: list[dict[str, Any]], attempts: int) -> None:
-    """Nothing lost across restarts: one gapless seq sequence, one `started` per attempt, every later
-    attempt resumed from a checkpoint, epochs never restarting at 0."""
-    seqs = [e["seq"] for e in evs]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
-    starts = [e for e in evs if e["type"] == "started"]
-    assert len(starts) == attempts, starts
-    assert all(s.get("resumed_from") for s in starts[1:]), starts
-    for later in starts[1:]:
-        i = evs.index(later)
-        before = [e["epoch"] for e in evs[:i] if e["type"] == "validation"]
-        after = next(e for e in evs[i:] if e["type"] == "validation")
-        assert before and after["epoch"] >= before[-1], (before, after)
 
 
 def test_operator_runs_as_a_pod_with_the_charts_service_account(real_cluster: RealCluster):
@@ -220,11 +156,6 @@ def patch_status_as(cluster: RealCluster, token: str, ns: str, name: str) -> int
         return e.code
 
 
-def long_job(name: str) -> dict[str, Any]:
-    """The sample with enough epochs to be hit mid-training and no early stop."""
-    return job(name, training={"maxEpochs": 8, "earlyStopping": {"enabled": False}})
-
-
 def test_trainer_container_killed_mid_epoch_restarts_the_gang_from_the_last_checkpoint(real_cluster, ns):
     name = apply(real_cluster.kube, ns, long_job("kill"))
     watch = PodWatch(real_cluster, ns, name)
@@ -281,27 +212,3 @@ def test_operator_pod_deleted_mid_run_comes_back_and_the_job_completes(real_clus
     assert_events_complete(evs, attempts=1)
     last_val = [e for e in evs if e["type"] == "validation"][-1]
     assert st["training"]["epoch"] == last_val["epoch"] and st["training"]["finished"] is True
-
-
-def test_helm_uninstall_leaves_only_what_helm_keeps(real_cluster: RealCluster):
-    real_cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait")
-    selector = f"app.kubernetes.io/instance={RELEASE}"
-    kinds = "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings"
-    left = real_cluster.kube.get(kinds, "-A", "-l", selector)["items"]
-    left += real_cluster.kube.get("clusterroles,clusterrolebindings", "-l", selector)["items"]
-    wait_for(lambda: not real_cluster.kube.get("pods", "-n", OPERATOR_NAMESPACE, "-l", selector)["items"], 120,
-             what="the operator pod gone")
-    left = [i for i in left if i["kind"] != "Pod"]
-    assert not left, [f"{i['kind']}/{i['metadata']['name']}" for i in left]
-    # Helm keeps CRDs it installed from crds/ (and with them every job) and the release namespace.
-    real_cluster.kube.get("crd", "lightningtrainingjobs.ltj.dev")
-    real_cluster.kube.get("namespace", OPERATOR_NAMESPACE)
-    assert not real_cluster.kube.get("secrets", "-n", OPERATOR_NAMESPACE, "-l", "owner=helm")["items"]
-
-
-def test_down_leaves_the_machine_as_it_was(real_cluster: RealCluster):
-    if real_cluster.host_state is None:
-        pytest.skip(f"{real_cluster.name}: the cluster does not run on this machine's host")
-    while real_cluster.teardown:
-        real_cluster.teardown.pop(0)()
-    assert real_cluster.host_state() == real_cluster.baseline

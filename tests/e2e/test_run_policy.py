@@ -1,60 +1,61 @@
-"""Run policy end to end: suspend/resume, deadline, TTL, cleanPodPolicy."""
+"""Run policy end to end on a real cluster: suspend/resume, deadline, TTL, cleanPodPolicy."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubetest import (apply, condition, dump, events, get_job, job, pods, status, wait_for, wait_status,
-                      wait_terminal)
+from kubetest import apply, condition, dump, get_job, job, pods, status, wait_for, wait_status, wait_terminal
+from realcluster import RealCluster, first_checkpoint, job_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _patch(kube, namespace, name, patch: str) -> None:
-    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p", patch)
+def _patch(cluster: RealCluster, ns: str, name: str, patch: str) -> None:
+    cluster.kubectl("patch", "ltj", name, "-n", ns, "--type=merge", "-p", patch)
 
 
-def test_suspend_keeps_status_and_checkpoints_and_resume_continues(kube, namespace, operator):
-    name = apply(kube, namespace, job("suspend", nodes=1, training={"maxEpochs": 30, "earlyStopping": {"enabled": False}}))
-    wait_status(kube, namespace, name, lambda st: (st.get("training") or {}).get("lastCheckpoint"), 420,
-                "a first checkpoint")
-    _patch(kube, namespace, name, '{"spec":{"runPolicy":{"suspend":true}}}')
-    st = wait_status(kube, namespace, name, lambda st: st.get("phase") == "Suspended", 120, "Suspended")
-    wait_for(lambda: not pods(kube, namespace, name), 120, what="pods deleted on suspend")
+def test_suspend_keeps_status_and_checkpoints_and_resume_continues(real_cluster: RealCluster, ns: str):
+    kube = real_cluster.kube
+    name = apply(kube, ns, job("suspend", nodes=1, training={"maxEpochs": 30, "earlyStopping": {"enabled": False}}))
+    first_checkpoint(real_cluster, ns, name)
+    _patch(real_cluster, ns, name, '{"spec":{"runPolicy":{"suspend":true}}}')
+    st = wait_status(kube, ns, name, lambda st: st.get("phase") == "Suspended", 120, "Suspended")
+    wait_for(lambda: not pods(kube, ns, name), 120, what="pods deleted on suspend")
     assert condition(st, "Suspended")["status"] == "True"
-    kept = status(kube, namespace, name)["training"]
+    kept = status(kube, ns, name)["training"]
     assert kept["lastCheckpoint"]
     assert not kept.get("finished"), "the job finished before the suspension took effect: make it longer"
 
-    _patch(kube, namespace, name, '{"spec":{"runPolicy":{"suspend":false}}}')
-    st = wait_terminal(kube, namespace, name)
-    assert st["phase"] == "Succeeded", dump(kube, namespace)
+    _patch(real_cluster, ns, name, '{"spec":{"runPolicy":{"suspend":false}}}')
+    st = wait_terminal(kube, ns, name)
+    assert st["phase"] == "Succeeded", dump(kube, ns)
     assert condition(st, "Suspended")["status"] == "False"
-    starts = [e for e in events(kube, namespace, name) if e["type"] == "started"]
+    starts = [e for e in job_events(real_cluster, ns, name) if e["type"] == "started"]
     assert len(starts) == 2 and starts[1]["resumed_from"]
 
 
-def test_active_deadline_fails_job_and_cleans_running_pods(kube, namespace, operator):
-    name = apply(kube, namespace, job("deadline", nodes=1, training={"maxEpochs": 1000000, "earlyStopping": {"enabled": False}},
-                                      runPolicy={"activeDeadlineSeconds": 20, "cleanPodPolicy": "Running"}))
-    st = wait_terminal(kube, namespace, name, timeout=180)
-    assert st["phase"] == "Failed", dump(kube, namespace)
+def test_active_deadline_fails_job_and_cleans_running_pods(real_cluster: RealCluster, ns: str):
+    kube = real_cluster.kube
+    name = apply(kube, ns, job("deadline", nodes=1, training={"maxEpochs": 1000000, "earlyStopping": {"enabled": False}},
+                               runPolicy={"activeDeadlineSeconds": 20, "cleanPodPolicy": "Running"}))
+    st = wait_terminal(kube, ns, name, timeout=180)
+    assert st["phase"] == "Failed", dump(kube, ns)
     assert condition(st, "Failed")["reason"] == "DeadlineExceeded"
-    wait_for(lambda: not pods(kube, namespace, name), 120, what="running pods cleaned after the deadline")
+    wait_for(lambda: not pods(kube, ns, name), 120, what="running pods cleaned after the deadline")
 
 
-def test_ttl_deletes_finished_job(kube, namespace, operator):
-    name = apply(kube, namespace, job("ttl", nodes=1, training={"maxEpochs": 1},
-                                      runPolicy={"ttlSecondsAfterFinished": 5}))
-    wait_for(lambda: kube.kubectl("get", "ltj", name, "-n", namespace, check=False).returncode != 0, 420,
+def test_ttl_deletes_the_finished_job_and_clean_pod_policy_keeps_what_it_says(real_cluster: RealCluster, ns: str):
+    kube = real_cluster.kube
+    one_epoch = {"nodes": 1, "training": {"maxEpochs": 1}}
+    ttl = apply(kube, ns, job("ttl", **one_epoch, runPolicy={"ttlSecondsAfterFinished": 5}))
+    kept = {policy: apply(kube, ns, job(f"clean-{policy.lower()}", **one_epoch, runPolicy={"cleanPodPolicy": policy}))
+            for policy in ("None", "All")}
+    for policy, name in kept.items():
+        st = wait_terminal(kube, ns, name, timeout=420)
+        assert st["phase"] == "Succeeded", dump(kube, ns)
+        left = 1 if policy == "None" else 0
+        wait_for(lambda n=name, k=left: len(pods(kube, ns, n)) == k, 60,
+                 what=f"{left} pod(s) left with cleanPodPolicy={policy}")
+        assert get_job(kube, ns, name)["status"]["phase"] == "Succeeded"
+    wait_for(lambda: "(NotFound)" in kube.kubectl("get", "ltj", ttl, "-n", ns, check=False).stderr, 420,
              what="job deleted by its TTL")
-
-
-@pytest.mark.parametrize("policy,kept", [("None", 1), ("All", 0)])
-def test_clean_pod_policy_on_success(kube, namespace, operator, policy, kept):
-    name = apply(kube, namespace, job(f"clean-{policy.lower()}", nodes=1, training={"maxEpochs": 1},
-                                      runPolicy={"cleanPodPolicy": policy}))
-    st = wait_terminal(kube, namespace, name, timeout=420)
-    assert st["phase"] == "Succeeded", dump(kube, namespace)
-    wait_for(lambda: len(pods(kube, namespace, name)) == kept, 60, what=f"{kept} pod(s) left with cleanPodPolicy={policy}")
-    assert get_job(kube, namespace, name)["status"]["phase"] == "Succeeded"

@@ -91,7 +91,7 @@ def test_every_option_of_the_cli_says_what_it_does():
 
 def test_up_prints_the_next_steps_and_its_down_command_stops_the_cluster(tmp_path):
     run_dir = tmp_path / "cli"
-    up = subprocess.run([sys.executable, "-m", "ltj_localcluster", "up", "--run-dir", str(run_dir)],
+    up = subprocess.run([sys.executable, "-m", "ltj_localcluster", "up", "--kwok", "--run-dir", str(run_dir)],
                         capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, up.stderr[-3000:]

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
 import yaml
 
-from kubetest import Kube, apply, condition, install_crd, job, wait_for, wait_status
-from ltj_localcluster.cluster import NodePool, down, ensure_binaries
-from ltj_localcluster.controlplane import ControlPlane, read_pids
+from kubetest import Kube, apply, condition, job, wait_for, wait_status
+from ltj_localcluster.controlplane import read_pids
 from ltj_localcluster.kwok import EXIT_CODE, RUN_SECONDS, KwokNodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -24,25 +23,10 @@ GPUS = 4
 
 
 @pytest.fixture(scope="session")
-def kwok_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokNodes]:
-    """A control plane with two kwok nodes of GPUS GPUs each."""
-    run_dir = tmp_path_factory.mktemp("kwok-cluster")
-    try:
-        info = ControlPlane(run_dir, ensure_binaries(kwok=True)).start()
-        nodes = KwokNodes(info, NodePool(nodes=2, cpu="8", memory="16Gi", gpus=GPUS))
-        nodes.start()
-        yield nodes
-    finally:
-        down(run_dir)
-
-
-@pytest.fixture(scope="session")
-def kube(kwok_cluster: KwokNodes) -> Kube:
-    """Overrides conftest's cluster in this module, so its ``namespace`` fixture works on this one."""
-    info = kwok_cluster.info
-    kube = Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "no-agent")
-    install_crd(kube)
-    return kube
+def kwok_cluster(local_cluster) -> KwokNodes:
+    """conftest's cluster: a control plane with two kwok nodes of GPUS GPUs each."""
+    assert local_cluster.kwok is not None and local_cluster.pool.gpus == GPUS
+    return local_cluster.kwok
 
 
 def create_pod(kube: Kube, ns: str, name: str, annotations: dict[str, str] | None = None,

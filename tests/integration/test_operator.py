@@ -1,8 +1,8 @@
 """The operator in-process (KopfRunner) against the real API server, scheduler and garbage collector.
 
 No training runs here (that is the e2e tier): the jobs' pods are pinned to a node label no node has
-(or ask for more GPUs than any node offers), so the scheduler never binds them and the node agent never
-runs them. The tests then play the kubelet themselves by patching the pods' status subresource
+(or ask for more GPUs than any node offers), so the scheduler never binds them and kwok never drives
+them. The tests then play the kubelet themselves by patching the pods' status subresource
 (Running, terminated with an exit code) and check what the operator makes of it: children, owner
 references, idempotence, events, gang restarts, terminal phases, cleanPodPolicy, deadlines, suspension.
 """
@@ -247,27 +247,6 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
         else:
             assert "initContainers" not in spec and C.VOLUME_RELAY_TOKEN not in volumes
     wait_event(kube, namespace, name, "Normal", R.CREATING_PODS, "kids-node-0, kids-node-1 (attempt 0)")
-
-
-@pytest.fixture
-def static_claim(kube: Kube, namespace: str) -> Iterator[str]:
-    """A claim bound to a hand-made volume by the controller manager (no provisioner involved), so the
-    scheduler's verdict on a pod mounting it is about the pod itself."""
-    pv_name = f"static-{namespace}"[:63]
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv_name}"},
-                   "claimRef": {"namespace": namespace, "name": "static"}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "static", "namespace": namespace},
-           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
-                    "resources": {"requests": {"storage": "1Gi"}}}}
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([pv, pvc]))
-    try:
-        until(lambda: kube.get("pvc", "static", "-n", namespace).get("status", {}).get("phase") == "Bound", 60,
-              "the static claim to bind")
-        yield "static"
-    finally:
-        kube.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
 
 
 def test_a_new_jobs_first_status_already_counts_its_pods(kube: Kube, namespace: str, operator: Any) -> None:

@@ -359,7 +359,7 @@ def private_cluster(tmp_path: Path) -> Iterator[tuple[Admin, Path]]:
     run_dir = tmp_path / "cp"
     info = ControlPlane(run_dir, ensure_binaries()).start()
     try:
-        admin = Admin(Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir), Path(info.run_dir) / "agent"))
+        admin = Admin(Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir)))
         admin.kubectl("apply", "--server-side", "-f", str(CRD))
         # `kubectl wait` errors out (instead of waiting) while the new CRD has no conditions yet.
         poll(lambda: admin.kubectl("wait", "--for=condition=Established", "--timeout=10s", f"crd/{C.CRD_NAME}",

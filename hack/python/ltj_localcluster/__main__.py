@@ -1,7 +1,9 @@
 """`python -m ltj_localcluster up|down|info|prepare --run-dir DIR`: the local cluster from a shell.
 
-`prepare` builds (or finds cached) what a real node needs: its Debian packages, binaries and the
-project's images; where the machine cannot run one it says why and succeeds."""
+`up` starts one real node running the project's images (built on first use), or with ``--kwok``
+simulated nodes on which nothing runs. `prepare` builds (or finds cached) what a real node needs:
+its Debian packages, binaries and the project's images; where the machine cannot run one it says
+why and succeeds."""
 
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ def next_steps(cluster: LocalCluster, run_dir: str) -> str:
                     "  (the chart installs the CRD; the operator runs as a pod of the real node)")
     else:
         operator = (f"  kubectl apply --server-side -f {install.CRD}\n"
-                    f"  {venv} -m kopf run --standalone --all-namespaces -m ltj_operator.handlers")
+                    f"  {venv} -m kopf run --standalone --all-namespaces -m ltj_operator.handlers\n"
+                    "  (kwok nodes: pods are scheduled and shown Running, but no trainer runs)")
+    nodes = "one real node" if cluster.real_node else f"{cluster.pool.nodes} kwok nodes"
     return f"""
-The local cluster is up ({'one real node' if cluster.real_node else 'the node agent'}); API server {info.server}.
+The local cluster is up ({nodes}); API server {info.server}.
 
   export KUBECONFIG={info.kubeconfig}
   export PATH={bin_dir}:$PATH   # kubectl and helm of the server's version (v{_kube_version()})
@@ -59,18 +63,18 @@ def parser() -> argparse.ArgumentParser:
                                             "machine and its nodes (root).")
     p.add_argument("command", choices=["up", "down", "info", "prepare"],
                    help="up: start a cluster; down: stop it and remove what it made; info: print its "
-                        "cluster.json; prepare: build what --real-node needs ahead of time")
+                        "cluster.json; prepare: build what a real node needs ahead of time")
     p.add_argument("--run-dir", default=".run/cluster",
                    help="where the cluster keeps its certificates, configs, logs and state (default: %(default)s)")
+    p.add_argument("--kwok", action="store_true",
+                   help="simulated nodes (kwok) instead of the real node: for scheduling, nothing runs")
     p.add_argument("--nodes", type=int, default=NodePool.nodes,
-                   help="node agent: simulated nodes (default: %(default)s; the real node is always one)")
-    p.add_argument("--cpu", default=NodePool.cpu, help="node agent: each node's cpu capacity (default: %(default)s)")
+                   help="--kwok: how many nodes (default: %(default)s; the real node is always one)")
+    p.add_argument("--cpu", default=NodePool.cpu, help="--kwok: each node's cpu capacity (default: %(default)s)")
     p.add_argument("--memory", default=NodePool.memory,
-                   help="node agent: each node's memory capacity (default: %(default)s)")
+                   help="--kwok: each node's memory capacity (default: %(default)s)")
     p.add_argument("--gpus", type=int, default=NodePool.gpus,
                    help="nvidia.com/gpu capacity each node advertises, for scheduling only (default: %(default)s)")
-    p.add_argument("--real-node", action="store_true",
-                   help="one real node (kubelet, containerd, CoreDNS, kube-proxy) running the project's images")
     return p
 
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         prepare_real_node()
     elif a.command == "up":
-        cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=a.real_node)
+        cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=not a.kwok)
         cluster.up()
         print(next_steps(cluster, a.run_dir))
     elif a.command == "down":

@@ -1,19 +1,18 @@
-"""The whole local cluster: binaries, control plane and its node (the agent's simulated nodes, or one
-real node running containers), up and down together."""
+"""The whole local cluster: binaries, the control plane and its nodes (one real node running containers,
+or kwok's simulated nodes, on which nothing runs), up and down together."""
 
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import imagebuild, realnode
-from .controlplane import ClusterInfo, ControlPlane, delete_bridge, record_pid, stop_pids
-from .network import remove_pod_namespaces
+from .controlplane import ClusterInfo, ControlPlane, delete_bridge, stop_pids
+from .kwok import KwokNodes
 
 log = logging.getLogger(__name__)
 
@@ -41,71 +40,43 @@ class NodePool:
     cpu: str = "8"
     memory: str = "16Gi"
     gpus: int = 4
+    pods: int = 110  # max pods per node (kwok's nodes; the kubelet's default)
 
 
 class LocalCluster:
     """``real_node``: one real node (kubelet + containerd) runs the pods in containers of the project's
-    images, built on first use; otherwise the node agent runs ``pool``'s nodes."""
+    images, built on first use; otherwise kwok runs ``pool``'s simulated nodes, where pods are
+    scheduled and shown Running but nothing runs."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], pool: NodePool = NodePool(), real_node: bool = False):
+    def __init__(self, run_dir: str | os.PathLike[str], pool: NodePool = NodePool(), real_node: bool = True):
         self.run_dir = Path(run_dir).resolve()
         self.pool = pool
         self.real_node = real_node
         self.info: ClusterInfo | None = None
         self.images: dict[str, imagebuild.Image] = {}
-        self._cp: ControlPlane | None = None
-        self._agent: subprocess.Popen | None = None
+        self.kwok: KwokNodes | None = None
 
-    @property
-    def agent_state(self) -> Path:
-        return self.run_dir / "agent"
-
-    def up(self, timeout: float = 240) -> ClusterInfo:
+    def up(self) -> ClusterInfo:
         t0 = time.monotonic()
         if self.real_node:
             bin_dir, self.images = prepare_real_node()
         else:
-            bin_dir = ensure_binaries()
-        self._cp = ControlPlane(self.run_dir, bin_dir, routable=self.real_node)
-        self.info = self._cp.start()
+            bin_dir = ensure_binaries(kwok=True)
+        self.info = ControlPlane(self.run_dir, bin_dir, routable=self.real_node).start()
         try:
             if self.real_node:
                 realnode.RealNode(self.info, bin_dir, self.pool.gpus).start(self.images)
             else:
-                self._start_agent(timeout)
+                self.kwok = KwokNodes(self.info, self.pool)
+                self.kwok.start()
         except BaseException:
             self.down()
             raise
         log.info("local cluster up in %.1fs (kubeconfig %s)", time.monotonic() - t0, self.info.kubeconfig)
         return self.info
 
-    def _start_agent(self, timeout: float) -> None:
-        self.agent_state.mkdir(parents=True, exist_ok=True)
-        ready = self.agent_state / "agent.ready"
-        ready.unlink(missing_ok=True)
-        logf = open(self.run_dir / "logs" / "node-agent.log", "ab")
-        bindir = Path(sys.executable).parent
-        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self._agent = subprocess.Popen(
-            [str(bindir / "ltj-node-agent"), "--cluster-info", str(self.run_dir / "cluster.json"),
-             "--state-dir", str(self.agent_state), "--nodes", str(self.pool.nodes), "--cpu", self.pool.cpu,
-             "--memory", self.pool.memory, "--gpus", str(self.pool.gpus)],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        logf.close()
-        record_pid(self.run_dir, "ltj-node-agent", self._agent.pid)
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if self._agent.poll() is not None:
-                tail = (self.run_dir / "logs" / "node-agent.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"node agent exited with {self._agent.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("node agent not ready")
-            time.sleep(0.2)
-
     def down(self) -> None:
         down(self.run_dir)
-        self._agent = None
-        self._cp = None
 
 
 def down(run_dir: str | os.PathLike[str]) -> None:
@@ -121,9 +92,5 @@ def down(run_dir: str | os.PathLike[str]) -> None:
     stop_pids(run_dir, grace=20)
     if node:
         realnode.cleanup(run_dir, Path(info.bin_dir) if info else None)
-    if info is None:
-        return
-    bridge = info.bridge
-    # Pod network namespaces outlive an agent that was SIGKILLed: remove them with the bridge.
-    remove_pod_namespaces(bridge)
-    delete_bridge(bridge)
+    if info is not None:
+        delete_bridge(info.bridge)

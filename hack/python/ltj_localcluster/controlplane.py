@@ -1,8 +1,9 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler as local processes, with generated certificates and an admin kubeconfig.
 
-Pods of this cluster live in network namespaces on a per-cluster Linux bridge (created here, so
-the API server's certificate can name its address); the node agent attaches them.
+Each cluster claims a Linux bridge of its own (created here, so the API server's certificate can
+name its address): a real node's kubelet, CoreDNS and, for routable clusters, the API server listen
+on that address, where the node's pods reach them.
 """
 
 from __future__ import annotations

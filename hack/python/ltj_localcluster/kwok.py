@@ -29,7 +29,6 @@ EXIT_CODE = "ltj.dev/kwok-exit-code"
 RUN_SECONDS = "ltj.dev/kwok-run-seconds"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_LABEL = "type"  # kwok's docs label their fake nodes type=kwok
-MAX_PODS = "110"  # the kubelet's default
 # Made-up addresses, apart from the service range and the real node's pods so they cannot be confused.
 POD_CIDR = "10.245.0.0/16"
 NODE_IP = "10.246.0.1"
@@ -38,7 +37,7 @@ NODE_IP = "10.246.0.1"
 def node_manifest(name: str, pool: NodePool) -> dict[str, Any]:
     """A fake node of ``pool``'s shape. The API server keeps a Node's status on create, so its
     resources are set here and kwok only adds conditions."""
-    resources = {"cpu": pool.cpu, "memory": pool.memory, "pods": MAX_PODS}
+    resources = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.pods)}
     if pool.gpus:
         resources["nvidia.com/gpu"] = str(pool.gpus)
     return {

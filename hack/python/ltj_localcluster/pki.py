@@ -127,7 +127,7 @@ def create(directory: Path, extra_sans: tuple[str, ...] = ()) -> Pki:
     api_sans = ("127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", *extra_sans)
     _issue(pki, "apiserver", "kube-apiserver", server_sans=api_sans)
-    _issue(pki, "kubelet", "ltj-node-agent", server_sans=("127.0.0.1", "localhost", *extra_sans))
+    _issue(pki, "kubelet", "ltj-node", server_sans=("127.0.0.1", "localhost", *extra_sans))
     _issue(pki, "admin", "admin", orgs=("system:masters",), client=True)
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_key, sa)
