@@ -88,7 +88,8 @@ class TrainingState:
     last_event_time: str | None = None
     attempt: int | None = None
     world_size: int | None = None
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # the checkpoint the trainer restored (Lightning's resolved path)
+    precision: str | None = None  # Lightning's precision as used (fp16 asked on a CPU trains in 32-true)
     error: ErrorInfo | None = None
     skipped_lines: int = 0
     started_count: int = 0
@@ -96,6 +97,7 @@ class TrainingState:
     samples: tuple[Sample, ...] = ()  # recent progress samples of the current attempt
     event_times: tuple[float, ...] = ()  # recent event times of the current attempt
     last_validation: Sample | None = None
+    position: Sample | None = None  # where training last was: the latest progress or validation
 
 
 # -- value hygiene ---------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def _apply(s: TrainingState, e: Event) -> TrainingState:
 def _on_started(s: TrainingState, e: Event, t: float | None) -> TrainingState:
     max_epochs = _int(e.get("max_epochs"))
     resumed = _path(e.get("resumed_from"))
-    mode = e.get("mode")
+    mode, precision = e.get("mode"), e.get("precision")
     # A new attempt: rates and intervals restart (the gap between attempts is not training speed).
     samples = (Sample(t, None, 0),) if t is not None and resumed is None else ()
     return dataclasses.replace(
@@ -206,6 +208,7 @@ def _on_started(s: TrainingState, e: Event, t: float | None) -> TrainingState:
         attempt=_int(e.get("attempt")),
         world_size=_int(e.get("world_size")),
         resumed_from=resumed,
+        precision=_text(precision, MAX_NAME) if isinstance(precision, str) and precision else None,
         max_epochs=max_epochs if max_epochs is not None and max_epochs > 0 else None,
         monitor=_text(e.get("monitor"), MAX_NAME) or s.monitor,
         mode=mode if mode in ("min", "max") else s.mode,
@@ -213,6 +216,25 @@ def _on_started(s: TrainingState, e: Event, t: float | None) -> TrainingState:
         finished=False,
         samples=samples,
         event_times=(t,) if t is not None else (),
+    )
+
+
+def _on_progress(s: TrainingState, e: Event, t: float | None) -> TrainingState:
+    """A step within an epoch: the step and the progress curve move; the epoch and its metrics stay
+    those of the last validation."""
+    epoch, step, spe = _int(e.get("epoch")), _int(e.get("step")), _int(e.get("steps_per_epoch"))
+    if step is None:
+        return s
+    spe = spe if spe is not None and spe > 0 else s.steps_per_epoch
+    if not spe:  # without the epoch's length a step says nothing about how far training is
+        return dataclasses.replace(s, step=step)
+    sample = Sample(t if t is not None else 0.0, epoch, step)
+    return dataclasses.replace(
+        s,
+        step=step,
+        steps_per_epoch=spe,
+        samples=(s.samples + (sample,))[-RATE_WINDOW:] if t is not None else s.samples,
+        position=sample,
     )
 
 
@@ -238,6 +260,7 @@ def _on_validation(s: TrainingState, e: Event, t: float | None) -> TrainingState
         steps_per_epoch=spe,
         samples=samples,
         last_validation=sample,
+        position=sample,
         early_stopped=early,
     )
 
@@ -315,6 +338,7 @@ def _on_error(s: TrainingState, e: Event, t: float | None) -> TrainingState:
 
 _HANDLERS = {
     ev.STARTED: _on_started,
+    ev.PROGRESS: _on_progress,
     ev.VALIDATION: _on_validation,
     ev.CHECKPOINT: _on_checkpoint,
     ev.EARLY_STOPPED: _on_early_stopped,
@@ -347,9 +371,9 @@ def progress(s: TrainingState) -> float | None:
     """Percent done (0..100), or None while unknown."""
     if s.finished:
         return 100.0
-    if s.last_validation is None:
+    if s.position is None:
         return 0.0 if s.max_epochs is not None else None
-    f = _fraction(s, s.last_validation)
+    f = _fraction(s, s.position)
     return None if f is None else round(100.0 * f, 1)
 
 
@@ -407,6 +431,7 @@ def to_status(state: TrainingState, now: float) -> dict[str, Any]:
         "attempt": state.attempt,
         "worldSize": state.world_size,
         "resumedFrom": state.resumed_from,
+        "precision": state.precision,
         "skippedLines": state.skipped_lines,
         "startedCount": state.started_count,
         "updateTime": format_time(now),

@@ -1,7 +1,7 @@
 """Lightning hooks that write the event log (global rank 0 only).
 
 - :class:`EventCallback`: ``started`` (on_fit_start, knows the resolved resume checkpoint),
-  ``validation`` (on_validation_end, after the epoch's metrics are reduced, never during the
+  ``progress`` (the first optimizer step of a fit, then every log_every_n_steps), ``validation`` (on_validation_end, after the epoch's metrics are reduced, never during the
   sanity check), ``early_stopped`` (on_train_end, after EarlyStopping decided) and ``fit_end``.
 - :class:`CheckpointEventLogger`: a Lightning Logger whose ``after_save_checkpoint`` runs on
   rank 0 after the file is written; it diffs ``best_k_models`` to tell top-k saves from
@@ -192,6 +192,8 @@ class EventRecorder:
 class EventCallback(Callback):
     def __init__(self, recorder: EventRecorder):
         self.recorder = recorder
+        self._seen_step: int | None = None  # global_step at the last train batch (or the start) of this fit
+        self._first_step_reported = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.recorder.trainer = trainer
@@ -211,6 +213,30 @@ class EventCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.recorder.seed_top_k(_ckpt_callback(trainer))
+        # After the restore: a resumed fit counts its steps from the checkpoint's.
+        self._seen_step, self._first_step_reported = int(trainer.global_step), False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # `progress` after the first optimizer step of each fit (training really runs: the time a
+        # user waits for), then every log_every_n_steps steps, as Lightning logs. DDP steps are
+        # synchronous, so rank 0's step is every rank's.
+        step = int(trainer.global_step)
+        stepped, self._seen_step = self._seen_step is not None and step != self._seen_step, step
+        if not stepped or not self.recorder.active:
+            return
+        if self._first_step_reported and step % trainer.log_every_n_steps:
+            return
+        self._first_step_reported = True
+        batches = trainer.num_training_batches
+        self.recorder.emit(
+            events.PROGRESS,
+            epoch=int(trainer.current_epoch),
+            step=step,
+            batch=batch_idx + 1,
+            batches=int(batches) if math.isfinite(batches) else None,
+            steps_per_epoch=math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None,
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.recorder.active or trainer.state.fn != "fit":

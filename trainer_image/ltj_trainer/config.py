@@ -17,6 +17,8 @@ import yaml
 
 DEFAULT_CONFIG_PATH = "/etc/ltj/trainer.yaml"
 ENV_PREFIX = "LTJ_"
+LOCAL_OUTPUT_DIR = "ltj-output"  # under the working directory, for runs outside a pod
+POD_ENV = "LTJ_JOB_NAME"  # the operator sets it in every training pod
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 MODES = ("min", "max")
@@ -263,6 +265,10 @@ def parse(
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError("", f"the file must hold a mapping of settings, got {type(raw).__name__}")
+    if "apiVersion" in raw or "kind" in raw:
+        raise ConfigError("", "this is a Kubernetes manifest, not the trainer's settings: give ltj-train the flat "
+                              "settings (model_class, data_class, max_epochs, ...; docs/trainer.md), which the "
+                              "operator renders from a LightningTrainingJob into its pods' ltj.dev/trainer-config")
     unknown = sorted(str(k) for k in raw if k not in _PARSERS)
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(KEYS)})")
@@ -276,6 +282,11 @@ def parse(
             values[key] = _PARSERS[key](name, env[name], True)
     if "model_class" not in values:
         raise ConfigError("model_class", f"required (set it in the file or {env_key('model_class')})")
+    if not (env or {}).get(POD_ENV):
+        # Not in a pod the operator made (a laptop): everything under the working directory, never
+        # at the filesystem root or in /dev.
+        values.setdefault("default_root_dir", os.path.abspath(LOCAL_OUTPUT_DIR))
+        values.setdefault("termination_log", os.path.join(values["default_root_dir"], "termination-log"))
     cfg = TrainerConfig(**values)
     _check_names(cfg, known_models, known_data)
     _check_combinations(cfg)

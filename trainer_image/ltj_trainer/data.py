@@ -2,7 +2,7 @@
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (ships with scikit-learn, no download).
 - ``csv`` / ``parquet``: a table on the job's volume, read with pyarrow; one label column, the
-  other (numeric) columns are features.
+  other (numeric) columns are features, or with ``image_size`` the pixels of one image per row.
 - ``synthetic_tabular`` / ``synthetic_images``: learnable generated data for benchmarks.
 
 All are in-memory arrays split deterministically (``split_seed``), so every rank sees the same
@@ -126,7 +126,13 @@ class DigitsDataModule(ArrayDataModule):
 
 class _TableDataModule(ArrayDataModule):
     """A table file: ``path`` (absolute, or relative to the job's output directory), optional
-    ``val_path`` / ``test_path`` (else split by fractions), ``label_column``, ``feature_columns``."""
+    ``val_path`` / ``test_path`` (else split by fractions), ``label_column``, ``feature_columns``.
+
+    ``image_size`` (a side, or [height, width]) makes each row an image: the feature columns, in
+    order, are its pixels in (channels, height, width) order, as in CIFAR's and downsampled
+    ImageNet's arrays (one channel for MNIST-style tables); the channel count follows from the
+    number of columns.
+    """
 
     kind = "table"
 
@@ -137,12 +143,14 @@ class _TableDataModule(ArrayDataModule):
         feature_columns: Sequence[str] | None = None,
         val_path: str | None = None,
         test_path: str | None = None,
+        image_size: int | Sequence[int] | None = None,
         root_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not path:
             raise ValueError(f"{self.kind} data needs data_args.path")
+        self.image_hw = _image_hw(image_size)
         self.root_dir = root_dir
         self.path = self._abs(path)
         self.val_path = self._abs(val_path) if val_path else None
@@ -184,6 +192,12 @@ class _TableDataModule(ArrayDataModule):
         x = np.stack(cols, axis=1)
         if np.isnan(x).any():
             raise ValueError(f"{self.kind} data {path}: feature columns contain missing values")
+        if self.image_hw is not None:
+            pixels = self.image_hw[0] * self.image_hw[1]
+            if len(features) % pixels:
+                raise ValueError(f"{self.kind} data {path}: {len(features)} feature columns are not whole "
+                                 f"{self.image_hw[0]}x{self.image_hw[1]} images (a multiple of {pixels})")
+            x = x.reshape(len(x), len(features) // pixels, *self.image_hw)
         return x, self._encode_labels(table.column(self.label_column).to_numpy(zero_copy_only=False), path)
 
     def _encode_labels(self, labels: np.ndarray, path: str) -> np.ndarray:
@@ -204,6 +218,15 @@ class _TableDataModule(ArrayDataModule):
         if self.val_path and self.test_path:
             return Splits(train=(x, y), val=self._arrays(self.val_path), test=self._arrays(self.test_path))
         return split_arrays(x, y, self.val_fraction, self.test_fraction, self.split_seed)
+
+
+def _image_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    sides = [image_size] if isinstance(image_size, int) else list(image_size)
+    if len(sides) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+        raise ValueError(f"image_size must be a positive side or [height, width], got {image_size!r}")
+    return sides[0], sides[-1]
 
 
 class CsvDataModule(_TableDataModule):

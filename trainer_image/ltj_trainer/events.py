@@ -24,13 +24,14 @@ FILENAME = "events.jsonl"
 MAX_LINE_BYTES = 64 * 1024
 
 STARTED = "started"
+PROGRESS = "progress"
 VALIDATION = "validation"
 CHECKPOINT = "checkpoint"
 EARLY_STOPPED = "early_stopped"
 FIT_END = "fit_end"
 TEST = "test"
 ERROR = "error"
-TYPES = frozenset({STARTED, VALIDATION, CHECKPOINT, EARLY_STOPPED, FIT_END, TEST, ERROR})
+TYPES = frozenset({STARTED, PROGRESS, VALIDATION, CHECKPOINT, EARLY_STOPPED, FIT_END, TEST, ERROR})
 
 
 @dataclass(frozen=True)

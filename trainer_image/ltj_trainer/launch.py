@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 from ltj_trainer import config as config_mod
 from ltj_trainer import registry, summary
 from ltj_trainer.config import ConfigError, TrainerConfig
+from ltj_trainer.main import check_args
 
 log = logging.getLogger("ltj_trainer.launch")
 
@@ -133,8 +134,13 @@ def _fail(cfg: TrainerConfig | None, env: Mapping[str, str], code: int, message:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ltj-train", description="Launch Lightning training with torchrun.")
-    p.add_argument("--config", help=f"config file (default: $LTJ_CONFIG or {config_mod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("--config", metavar="PATH",
+                   help="the trainer's flat YAML settings (model_class, data_class, ...; docs/trainer.md), not a "
+                        f"LightningTrainingJob manifest (default: $LTJ_CONFIG or {config_mod.DEFAULT_CONFIG_PATH})")
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config, including model_args/data_args against the registered classes, "
+                        "and exit (reads no data, trains nothing)")
     return p.parse_args(argv)
 
 
@@ -147,8 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.config, env, known_models=registry.model_names(), known_data=registry.data_names())
         lay = layout(env, cfg)
+        if args.check:
+            check_args(cfg)  # imports Lightning (seconds): only when asked, the workers check again anyway
     except ConfigError as e:
         return _fail(cfg, env, 2, str(e))
+    if args.check:
+        print(f"config ok: model {cfg.model_class}, data {cfg.data_class}, output {cfg.default_root_dir}")
+        return 0
 
     worker_args = ["--config", args.config] if args.config else []
     tr_args = torchrun_args(lay, worker_args)

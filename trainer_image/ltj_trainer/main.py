@@ -48,24 +48,32 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
 
 
-def accepted_params(cls: type) -> set[str]:
-    """Keyword names a class's constructor accepts, following ``**kwargs`` up the MRO."""
+# Lightning's and torch's base classes take ``*args, **kwargs`` or nothing: they say nothing about
+# what a subclass that stops there accepts.
+FRAMEWORK_PACKAGES = frozenset({"lightning", "pytorch_lightning", "torch", "builtins"})
+
+
+def accepted_params(cls: type) -> tuple[set[str], bool]:
+    """Keyword names a class's constructor accepts, following ``**kwargs`` up the MRO, and whether
+    that is all of them (False when a ``**kwargs`` reaches the framework's base classes: the class
+    may consume any name itself)."""
     names: set[str] = set()
     for klass in cls.__mro__:
+        if klass.__module__.partition(".")[0] in FRAMEWORK_PACKAGES:
+            break
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
         if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    names.discard("self")
-    return names
+            return names, True
+    return names, False
 
 
 def instantiate(cls: type, user_args: Mapping[str, Any], injected: Mapping[str, Any], field: str) -> Any:
     """``cls(**user_args)`` plus those injected values the constructor names and the user left out."""
-    accepted = accepted_params(cls)
+    accepted, _ = accepted_params(cls)
     kwargs = {k: v for k, v in injected.items() if k in accepted and k not in user_args}
     kwargs.update(user_args)
     try:
@@ -74,15 +82,30 @@ def instantiate(cls: type, user_args: Mapping[str, Any], injected: Mapping[str, 
         raise ConfigError(field, f"{cls.__name__}: {e}") from e
 
 
+def check_args(cfg: TrainerConfig) -> tuple[type, type]:
+    """The job's datamodule and model classes, once ``data_args`` and ``model_args`` name only
+    arguments their constructors take: the config check that needs the classes but reads no data
+    and builds no model (``ltj-train --check``)."""
+    dm_cls = _checked_class(registry.data_class, cfg.data_class, "data_class", cfg.data_args, "data_args")
+    model_cls = _checked_class(registry.model_class, cfg.model_class, "model_class", cfg.model_args, "model_args")
+    return dm_cls, model_cls
+
+
+def _checked_class(resolve: Any, name: str, class_field: str, args: Mapping[str, Any], args_field: str) -> type:
+    try:
+        cls = resolve(name)
+    except registry.RegistryError as e:
+        raise ConfigError(class_field, str(e)) from e
+    accepted, complete = accepted_params(cls)
+    unknown = sorted(set(args) - accepted) if complete else []
+    if unknown:
+        raise ConfigError(f"{args_field}.{unknown[0]}",
+                          f"not an argument of {name!r} ({cls.__name__} takes: {', '.join(sorted(accepted))})")
+    return cls
+
+
 def build_modules(cfg: TrainerConfig) -> tuple[Any, Any]:
-    try:
-        dm_cls = registry.data_class(cfg.data_class)
-    except registry.RegistryError as e:
-        raise ConfigError("data_class", str(e)) from e
-    try:
-        model_cls = registry.model_class(cfg.model_class)
-    except registry.RegistryError as e:
-        raise ConfigError("model_class", str(e)) from e
+    dm_cls, model_cls = check_args(cfg)
     dm = instantiate(
         dm_cls,
         cfg.data_args,

@@ -1,5 +1,5 @@
 """Built-in LightningModules: an MLP for tabular data, a small CNN with BatchNorm for 8x8 digits
-(so sync_batchnorm matters), and a ResNet-18-style image classifier for GPU throughput.
+(so sync_batchnorm matters), and torchvision's ResNets (18 to 152 layers) as image classifiers.
 
 All share :class:`Classifier`: cross-entropy, ``train_loss`` per step, ``val_loss``/``val_acc``
 and ``test_loss``/``test_acc`` per epoch logged with ``sync_dist=True`` (EarlyStopping and
@@ -167,6 +167,10 @@ class DigitsCNN(Classifier):
 
 
 class _BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block."""
+
+    expansion = 1
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -183,24 +187,57 @@ class _BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x), inplace=True)
 
 
+class _Bottleneck(nn.Module):
+    """torchvision's ResNet-50+ block (V1.5: the stride sits on the 3x3 convolution)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
+
+
 STEMS = ("cifar", "imagenet")
+# torchvision's resnet<depth>: the block type and the number of blocks per stage.
+DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
+    18: (_BasicBlock, (2, 2, 2, 2)),
+    34: (_BasicBlock, (3, 4, 6, 3)),
+    50: (_Bottleneck, (3, 4, 6, 3)),
+    101: (_Bottleneck, (3, 4, 23, 3)),
+    152: (_Bottleneck, (3, 8, 36, 3)),
+}
+DEFAULT_DEPTH = 18
 
 
 class ResNet(Classifier):
-    """ResNet-18-style classifier for throughput on GPUs; widths/blocks scale it.
+    """torchvision's ResNet-``depth`` (18, 34, 50, 101, 152) as a classifier; ``widths``/``blocks`` scale it.
 
     ``stem="cifar"`` (a 3x3 convolution, full resolution) suits small images; ``stem="imagenet"``
-    is the original 7x7/2 convolution + 3x3/2 max pool, which makes the defaults torchvision's
-    ResNet-18 layer for layer (on 224x224 inputs the CIFAR stem would leave the stages 16x the
-    positions to compute).
+    is the original 7x7/2 convolution + 3x3/2 max pool, which makes ``depth`` torchvision's
+    ``resnet<depth>`` layer for layer (on 224x224 inputs the CIFAR stem would leave the stages 16x
+    the positions to compute). ``blocks`` instead of ``depth`` builds basic blocks, that many per
+    stage (a smaller network for tests and small data).
     """
 
     def __init__(
         self,
         input_shape: Sequence[int] = (3, 32, 32),
         num_classes: int = 10,
+        depth: int | None = None,
         widths: Sequence[int] = (64, 128, 256, 512),
-        blocks: Sequence[int] = (2, 2, 2, 2),
+        blocks: Sequence[int] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
         optimizer: str = "adamw",
@@ -214,8 +251,9 @@ class ResNet(Classifier):
         shape = _shape(input_shape, "resnet")
         if len(shape) != 3:
             raise ValueError(f"resnet needs input_shape (channels, height, width), got {tuple(input_shape)!r}")
-        if len(widths) != len(blocks) or not widths:
-            raise ValueError(f"widths and blocks must have the same non-zero length, got {widths!r} and {blocks!r}")
+        block, counts = self._layout(depth, blocks)
+        if len(widths) != len(counts):
+            raise ValueError(f"widths must give one width per stage ({len(counts)} stages), got {widths!r}")
         classes = _classes(num_classes, "resnet")
         self.save_hyperparameters()
         self.channels_last = channels_last
@@ -230,15 +268,28 @@ class ResNet(Classifier):
             self.stem = _conv_bn(shape[0], int(widths[0]))
         stages: list[nn.Module] = []
         cin = int(widths[0])
-        for i, (w, n) in enumerate(zip(widths, blocks)):
+        for i, (w, n) in enumerate(zip(widths, counts)):
             for j in range(int(n)):
                 stride = 2 if (i > 0 and j == 0) else 1
-                stages.append(_BasicBlock(cin, int(w), stride))
-                cin = int(w)
+                stages.append(block(cin, int(w), stride))
+                cin = int(w) * block.expansion
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _layout(depth: int | None, blocks: Sequence[int] | None) -> tuple[Any, tuple[int, ...]]:
+        if blocks is None:
+            depth = DEFAULT_DEPTH if depth is None else depth
+            if depth not in DEPTHS:
+                raise ValueError(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
+            return DEPTHS[depth]
+        if depth is not None:
+            raise ValueError("give depth (torchvision's layouts) or blocks (basic blocks per stage), not both")
+        if not blocks:
+            raise ValueError("blocks must list at least one stage")
+        return _BasicBlock, tuple(int(n) for n in blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

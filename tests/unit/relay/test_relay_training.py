@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ltj_operator import training as tr
 from ltj_trainer import events as ev
 from ltj_trainer.events import Event
 
 pytestmark = pytest.mark.unit
+
+CRD = Path(__file__).resolve().parents[3] / "crds" / "ltj.dev_lightningtrainingjobs.yaml"
 
 T0 = tr.parse_time("2025-01-01T00:00:00Z")
 assert T0 is not None
@@ -32,8 +36,8 @@ class Log:
         return e
 
     def started(self, at: float, attempt: int = 0, resumed_from: str | None = None, max_epochs: int = 10,
-                mode: str = "min") -> Event:
-        return self.add(at, ev.STARTED, world_size=2, num_nodes=2, devices=1, precision="32-true",
+                mode: str = "min", precision: str = "32-true") -> Event:
+        return self.add(at, ev.STARTED, world_size=2, num_nodes=2, devices=1, precision=precision,
                         accelerator="cpu", sync_batchnorm=False, resumed_from=resumed_from, attempt=attempt,
                         max_epochs=max_epochs, monitor="val_loss", mode=mode, model_class="digits_cnn",
                         data_class="digits")
@@ -151,6 +155,54 @@ def test_resumed_run_continues_seq_and_keeps_history() -> None:
     assert out["etaSeconds"] == 10  # 20% per 10 s in this attempt
 
 
+def test_a_sigterm_restart_names_the_checkpoint_really_restored_and_the_precision_used() -> None:
+    log = Log()
+    # fp16 asked for on CPU: the trainer's started event carries what Lightning trains in.
+    log.started(0, max_epochs=5, precision="32-true")
+    log.epoch(10, 0, 0.9)
+    log.epoch(20, 1, 0.8)
+    sigterm = "/output/checkpoints/sigterm.ckpt"
+    log.add(25, ev.CHECKPOINT, path=sigterm, score=None, epoch=2, step=50, kind="sigterm",
+            top_k=[{"path": p, "score": v} for p, v in Log.scores.items()], best_path=None, best_score=None)
+    # Lightning's fit(ckpt_path="last") chose sigterm.ckpt, newer than last.ckpt: the event names it.
+    log.started(100, attempt=1, resumed_from=sigterm, max_epochs=5, precision="32-true")
+    log.epoch(110, 2, 0.7)
+    whole = tr.fold(log.events)
+    out = status(whole, 111)
+    assert out["resumedFrom"] == sigterm and out["precision"] == "32-true"
+    # Later saves move lastCheckpoint (where a next attempt resumes), not what this run restored.
+    assert out["lastCheckpoint"] == "/output/checkpoints/last.ckpt" and out["attempt"] == 1
+    # Idempotent by seq: re-delivering the first attempt's start, or everything, changes nothing.
+    assert tr.fold(log.events[:1], whole) == whole and tr.fold(log.events, whole) == whole
+    assert tr.fold(log.events[5:], tr.fold(log.events[:8])) == whole
+
+
+def test_a_fresh_start_has_no_resumed_from_and_bf16_shows_as_lightning_names_it() -> None:
+    log = Log()
+    log.started(0, precision="bf16-mixed")
+    out = status(tr.fold(log.events), 1)
+    assert "resumedFrom" not in out and out["precision"] == "bf16-mixed"
+
+
+def test_every_status_field_is_declared_in_the_crd() -> None:
+    """The API server prunes undeclared status fields silently: all that to_status writes must be in the schema."""
+    crd = yaml.safe_load(CRD.read_text())
+    declared = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "training"]["properties"]
+    log = Log()
+    log.started(0, max_epochs=4, precision="16-mixed")
+    log.epoch(10, 0, 0.9)
+    log.started(20, attempt=1, resumed_from="/output/checkpoints/last.ckpt")
+    log.epoch(30, 1, 0.8)
+    log.add(31, ev.EARLY_STOPPED, epoch=1, reason="patience", message="m", best_score=0.8, monitor="val_loss")
+    log.add(32, ev.FIT_END, epoch=1, step=40, best_path=None, best_score=None, stopped_early=True)
+    log.add(33, ev.TEST, metrics={"test_loss": 0.8})
+    log.add(34, ev.ERROR, message="late", exception="RuntimeError")
+    out = status(tr.with_skipped(tr.fold(log.events), 1), 40)
+    assert set(out) <= set(declared), f"the API server would drop {sorted(set(out) - set(declared))}"
+    assert {"resumedFrom", "precision", "earlyStopped", "error", "testMetrics", "skippedLines"} <= set(out)
+
+
 def test_early_stop() -> None:
     log = Log()
     log.started(0, max_epochs=10)
@@ -265,6 +317,32 @@ def test_progress_from_steps_with_validation_inside_epochs() -> None:
     out = status(s, 30)
     assert out["progress"] == 75.0
     assert out["etaSeconds"] == 10
+
+
+def test_progress_events_move_step_progress_and_eta_within_an_epoch() -> None:
+    log = Log()
+    log.started(0, max_epochs=4)
+    log.add(2, ev.PROGRESS, epoch=0, step=1, batch=1, batches=50, steps_per_epoch=50)
+    first = status(tr.fold(log.events), 2)
+    assert (first["step"], first["progress"], "epoch" not in first) == (1, 0.5, True)
+    log.add(12, ev.PROGRESS, epoch=0, step=21, batch=21, batches=50, steps_per_epoch=50)
+    out = status(tr.fold(log.events), 12)
+    # 10.5 % in the 12 s since the start: 89.5 % to go at that rate; the epoch stays unvalidated.
+    assert (out["step"], out["progress"], out["etaSeconds"]) == (21, 10.5, 102)
+    assert "epoch" not in out and out["metrics"] == {}
+    # The validation closing epoch 0 takes over (its own step and metrics), and so does the next step.
+    log.add(27, ev.VALIDATION, epoch=0, step=50, metrics={"val_loss": 1.0})
+    log.add(28, ev.PROGRESS, epoch=1, step=60, batch=10, batches=50, steps_per_epoch=50)
+    out = status(tr.fold(log.events), 28)
+    assert (out["epoch"], out["step"], out["progress"], out["metrics"]) == (0, 60, 30.0, {"val_loss": 1.0})
+
+
+def test_a_progress_event_without_the_epoch_length_moves_only_the_step() -> None:
+    log = Log()
+    log.started(0, max_epochs=4)
+    log.add(5, ev.PROGRESS, epoch=0, step=7, batch=7, batches=None, steps_per_epoch=None)
+    out = status(tr.fold(log.events), 5)
+    assert (out["step"], out["progress"]) == (7, 0.0)
 
 
 def test_error_and_unfinished_attempt() -> None:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_minimal_config_gets_the_documented_defaults() -> None:
-    cfg = config.parse({"model_class": "digits_cnn"}, {})
+    cfg = config.parse({"model_class": "digits_cnn"}, {"LTJ_JOB_NAME": "digits"})  # in a pod the operator made
     assert cfg == TrainerConfig(model_class="digits_cnn")
     assert (cfg.data_class, cfg.batch_size, cfg.num_workers, cfg.max_epochs) == ("digits", 64, 0, 10)
     assert (cfg.early_stopping, cfg.early_stop_metric, cfg.early_stop_patience, cfg.early_stop_min_delta) == (
@@ -24,6 +24,22 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert (cfg.ddp_timeout_seconds, cfg.log_every_n_steps) == (1800, 10)
     assert cfg.events_path == "/output/events.jsonl"
     assert cfg.checkpoint_dir == "/output/checkpoints"
+
+
+def test_outside_a_pod_the_output_defaults_to_the_working_directory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = config.parse({"model_class": "digits_cnn"}, {})
+    assert cfg.default_root_dir == str(tmp_path / "ltj-output")
+    assert cfg.termination_log == str(tmp_path / "ltj-output" / "termination-log")
+    assert config.parse({"model_class": "digits_cnn", "default_root_dir": "/data/run"}, {}).default_root_dir == "/data/run"
+    assert config.parse({"model_class": "digits_cnn"}, {"LTJ_DEFAULT_ROOT_DIR": "/o"}).default_root_dir == "/o"
+
+
+def test_a_job_manifest_is_not_the_trainer_config() -> None:
+    job = {"apiVersion": "ltj.dev/v1alpha1", "kind": "LightningTrainingJob", "spec": {"model": {"name": "x"}}}
+    with pytest.raises(ConfigError, match=r"^config: this is a Kubernetes manifest, not the trainer's settings"):
+        config.parse(job, {})
 
 
 def test_full_valid_config() -> None:

@@ -48,6 +48,29 @@ def test_csv_and_parquet_tables(tmp_path: Path) -> None:
         assert set(np.unique(dm.splits.train[1])) <= {0, 1, 2}
 
 
+def test_image_size_makes_table_rows_images(tmp_path: Path) -> None:
+    """MNIST-style tables: one pixel per column, in (channel, row, column) order."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    rng = np.random.default_rng(0)
+    pixels = rng.random((60, 2 * 4 * 3), dtype=np.float32)
+    table = {f"px{i}": pixels[:, i] for i in range(pixels.shape[1])}
+    csv.write_csv(pa.table({"label": rng.integers(0, 3, 60), **table}), tmp_path / "img.csv")
+    dm = data.CsvDataModule(path=str(tmp_path / "img.csv"), image_size=[4, 3])
+    assert dm.data_spec().input_shape == (2, 4, 3)
+    x, y = dm.splits.train
+    row = np.flatnonzero((pixels == x[0].reshape(-1)).all(axis=1))
+    assert len(row) == 1  # the image is its row's columns, reshaped in order
+    square = data.CsvDataModule(path=str(tmp_path / "img.csv"), image_size=2, feature_columns=list(table)[:8])
+    assert square.data_spec().input_shape == (2, 2, 2)
+    with pytest.raises(ValueError, match=r"24 feature columns are not whole 5x5 images \(a multiple of 25\)"):
+        data.CsvDataModule(path=str(tmp_path / "img.csv"), image_size=5).data_spec()
+    for bad in (0, [2, 3, 4], "32", True):
+        with pytest.raises(ValueError, match="image_size must be a positive side or"):
+            data.CsvDataModule(path="x.csv", image_size=bad)
+
+
 def test_table_errors_name_the_problem(tmp_path: Path) -> None:
     import pyarrow as pa
     from pyarrow import csv
@@ -88,6 +111,26 @@ def test_resnet_imagenet_stem_is_resnet18() -> None:
     assert model.stem(torch.zeros(1, 3, 224, 224)).shape == (1, 64, 56, 56)
     with pytest.raises(ValueError, match="stem must be one of cifar, imagenet"):
         models.ResNet(stem="vit")
+
+
+# torchvision.models.resnet<depth>(num_classes=1000): sum(p.numel() for p in m.parameters()).
+@pytest.mark.parametrize(("depth", "params"), [(18, 11_689_512), (34, 21_797_672), (50, 25_557_032),
+                                               (101, 44_549_160), (152, 60_192_808)])
+def test_resnet_depth_is_torchvisions_resnet(depth: int, params: int) -> None:
+    model = models.ResNet(input_shape=(3, 224, 224), num_classes=1000, stem="imagenet", depth=depth)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.hparams.depth == depth  # saved, so load_from_checkpoint rebuilds the same network
+
+
+def test_resnet_depth_50_runs_on_small_images_and_rejects_what_it_cannot_build() -> None:
+    model = models.ResNet(input_shape=(3, 32, 32), num_classes=10, depth=50)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="depth must be one of 18, 34, 50, 101, 152, got 51"):
+        models.ResNet(depth=51)
+    with pytest.raises(ValueError, match="give depth .* or blocks .*, not both"):
+        models.ResNet(depth=18, blocks=[1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"widths must give one width per stage \(4 stages\)"):
+        models.ResNet(depth=34, widths=[8, 16])
 
 
 def test_model_args_errors_are_config_errors() -> None:

@@ -110,6 +110,16 @@ def test_bad_config_exits_2_naming_the_field_before_starting_anything(tmp_path: 
     assert json.loads(term.read_text())["error"].startswith("config: precision:")
 
 
+def test_check_validates_the_arguments_and_a_laptop_run_writes_under_the_working_directory(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "t.yaml", model_class="resnet", model_args={"depth": 50}, data_class="parquet",
+                       data_args={"path": "imagenet32.parquet", "image_size": 32})
+    out = subprocess.run([LTJ_TRAIN, "--config", str(cfg), "--check"], env=child_env(), capture_output=True,
+                         text=True, timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"config ok: model resnet, data parquet, output {tmp_path / 'ltj-output'}"
+    assert list(tmp_path.iterdir()) == [cfg]  # nothing read, nothing written
+
+
 def test_unregistered_model_exits_2(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "t.yaml", model_class="gpt5", default_root_dir=str(tmp_path))
     out = subprocess.run([LTJ_TRAIN, "--config", str(cfg), "--dry-run"], env=child_env(), capture_output=True,

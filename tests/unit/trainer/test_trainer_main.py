@@ -1,15 +1,17 @@
-"""The worker's pieces that need no training: resume resolution, constructor injection, run state."""
+"""The worker's pieces that need no training: resume resolution, constructor injection, the check of
+model_args / data_args against the constructors, run state."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 
-from ltj_trainer import config, events, runstate
+from ltj_trainer import config, events, registry, runstate
 from ltj_trainer.config import ConfigError
-from ltj_trainer.main import accepted_params, instantiate, resolve_resume
+from ltj_trainer.main import accepted_params, check_args, instantiate, resolve_resume
 
 pytestmark = pytest.mark.unit
 
@@ -59,13 +61,35 @@ class Closed:
 
 
 def test_injection_follows_kwargs_to_the_base_and_never_overrides_the_user() -> None:
-    assert accepted_params(WithKwargs) == {"path", "batch_size", "num_workers"}
+    assert accepted_params(WithKwargs) == ({"path", "batch_size", "num_workers"}, True)
     obj = instantiate(WithKwargs, {"path": "p", "num_workers": 3}, {"batch_size": 8, "num_workers": 1, "root_dir": "/o"},
                       "data_args")
     assert (obj.path, obj.batch_size, obj.num_workers) == ("p", 8, 3)
     assert instantiate(Closed, {}, {"batch_size": 8}, "data_args").n == 1  # not named: not passed
     with pytest.raises(ConfigError, match=r"^config: data_args: Closed: "):
         instantiate(Closed, {"m": 1}, {}, "data_args")
+
+
+class Swallows(pl.LightningDataModule):
+    def __init__(self, batch_size: int = 1, **options: object) -> None:
+        super().__init__()  # keeps **options itself: any name is an argument
+        self.options = options
+
+
+def test_arguments_are_checked_against_constructors_before_anything_is_built(tmp_path: Path) -> None:
+    assert accepted_params(Closed) == ({"n"}, True)
+    assert accepted_params(Swallows) == ({"batch_size"}, False)
+    resnet = check_args(cfg(tmp_path, model_class="resnet", model_args={"depth": 50}, data_class="parquet",
+                            data_args={"path": "/nowhere.parquet", "image_size": 32}))
+    assert resnet == (registry.data_class("parquet"), registry.model_class("resnet"))
+    with pytest.raises(ConfigError, match=r"^config: model_args.layers: not an argument of 'resnet' "
+                                          r"\(ResNet takes: blocks, channels_last, depth, input_shape, lr, "):
+        check_args(cfg(tmp_path, model_class="resnet", model_args={"layers": 50, "zeta": 1}))
+    # Through **kwargs to the base class, as the built-in table datamodules take val_fraction.
+    with pytest.raises(ConfigError, match=r"^config: data_args.shuffle: not an argument of 'csv' \(CsvDataModule"):
+        check_args(cfg(tmp_path, data_class="csv", data_args={"path": "t.csv", "val_fraction": 0.2, "shuffle": 1}))
+    with pytest.raises(ConfigError, match=r"^config: model_class: model 'gpt5' is not registered"):
+        check_args(cfg(tmp_path, model_class="gpt5"))
 
 
 def test_run_state_round_trip_and_corruption(tmp_path: Path) -> None:

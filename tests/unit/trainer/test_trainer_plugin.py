@@ -1,16 +1,15 @@
 """A user's model and datamodule join through entry points: the example plugin package
-(examples/plugin) is pip-installed into a separate directory (the venv stays untouched) and a
-real run trains it by its registered names."""
+(examples/plugin, installed by conftest.plugin_site into a separate directory, the venv stays
+untouched) is found by its registered names and a real run trains it."""
 
 from __future__ import annotations
 
-import importlib.metadata
+import inspect
 import json
-import shutil
+import os
+import re
 import subprocess
-import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,38 +17,6 @@ from ltj_trainer import events, registry
 from unit.trainer.trainer_helpers import REPO, TrainProcess, digits_config, write_config
 
 pytestmark = pytest.mark.unit
-
-PLUGIN = REPO / "examples" / "plugin"
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("plugin")
-    src = tmp / "src"
-    shutil.copytree(PLUGIN, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = tmp / "site"
-    # --no-build-isolation: the venv's setuptools builds it, no index needed; --no-deps: the
-    # plugin uses the trainer's torch and lightning, as in an image built FROM ours.
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(site), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert list(site.glob("ltj_example_plugin-*.dist-info"))
-    return site
-
-
-@pytest.fixture
-def on_path(plugin_site: Path) -> Iterator[None]:
-    sys.path.insert(0, str(plugin_site))
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        sys.path.remove(str(plugin_site))
-        for name in [m for m in sys.modules if m.startswith("ltj_example_plugin")]:
-            del sys.modules[name]
 
 
 def test_plugin_names_are_registered_from_installed_metadata(on_path: None) -> None:
@@ -79,3 +46,29 @@ def test_plugin_model_trains_through_the_entrypoint(plugin_site: Path, tmp_path:
     assert test.get("metrics")["test_acc"] > 0.75  # the moons are learnable; an untrained net is ~0.5
     assert json.loads((tmp_path / "termination-log").read_text())["best_checkpoint"].startswith(
         str(tmp_path / "output" / "checkpoints" / "moons_mlp_epoch"))
+
+
+def test_the_local_cluster_commands_match_what_imagebuild_builds_and_loads(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/trainer.md: a plugin image built FROM the local cluster's trainer image, imported where its
+    node's kubelet finds images. (Building and running it needs root and the real node: by hand.)"""
+    from ltj_localcluster import imagebuild
+
+    blocks = re.findall(r"^```sh\n(.*?)^```", (REPO / "docs" / "trainer.md").read_text(), re.MULTILINE | re.DOTALL)
+    (block,) = [b for b in blocks if "ltj_localcluster.imagebuild" in b]
+    assert "ARG TRAINER_IMAGE" in (REPO / "examples" / "plugin" / "Dockerfile").read_text()
+    assert '--build-arg TRAINER_IMAGE="$TRAINER"' in block
+    assert inspect.signature(imagebuild.load_into_containerd).parameters["namespace"].default == "k8s.io"
+    assert f"ctr -a {imagebuild.CONTAINERD_SOCK} -n k8s.io images import" in block
+    # The first line reads the trainer image's ref and archive from what imagebuild prints.
+    image = imagebuild.Image("trainer", f"{imagebuild.RECIPES['trainer'].repository}:0123456789ab", "h",
+                             Path("/cache/images/trainer/0123456789ab.tar"), 6 << 30, 93.5, "2025-01-01T00:00:00+00:00")
+    monkeypatch.setattr(imagebuild, "ensure_images", lambda names: {"trainer": image})
+    assert imagebuild.main(["--only", "trainer"]) == 0
+    printed = capsys.readouterr().out
+    invocation = "<(.venv/bin/python -m ltj_localcluster.imagebuild --only trainer)"
+    first = block.splitlines()[0]
+    assert invocation in first
+    out = subprocess.run(["bash", "-c", first.replace(invocation, '<(printf %s "$PRINTED")') + '; echo "$TRAINER $ARCHIVE"'],
+                         env={"PATH": os.environ["PATH"], "PRINTED": printed}, capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == [image.ref, str(image.archive)], out.stderr

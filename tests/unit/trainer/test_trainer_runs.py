@@ -60,6 +60,15 @@ def test_run_trains_early_stops_and_keeps_top3_plus_last(finished_run: dict[str,
 
     vals = of_type(evs, "validation")
     assert [v.get("epoch") for v in vals] == [0, 1, 2, 3]  # never the sanity check
+    # progress: the first optimizer step, then every log_every_n_steps (5) steps, each placed in
+    # its epoch; the first comes before the first validation.
+    progress = of_type(evs, "progress")
+    per_epoch = progress[0].get("steps_per_epoch")
+    assert per_epoch == progress[0].get("batches") == vals[0].get("step")  # one optimizer step per batch
+    assert [p.get("step") for p in progress] == [1, *range(5, vals[-1].get("step") + 1, 5)]
+    assert all(p.get("epoch") == (p.get("step") - 1) // per_epoch for p in progress)
+    assert all(p.get("batch") == (p.get("step") - 1) % per_epoch + 1 for p in progress)
+    assert evs.index(progress[0]) < evs.index(vals[0])
     assert all("val_loss" in v.get("metrics") for v in vals)
 
     ckpts = of_type(evs, "checkpoint")
@@ -163,6 +172,8 @@ def test_sigkill_then_restart_resumes_from_last(tmp_path: Path) -> None:
     assert after[0].type == "started" and after[0].seq == before[-1].seq + 1  # seq continues
     assert after[0].get("resumed_from") == str(root / "checkpoints" / "last.ckpt")
     assert after[0].get("attempt") == 1
+    # The resumed fit's first step follows the restored checkpoint's.
+    assert of_type(after, "progress")[0].get("step") == killed_at["global_step"] + 1
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
     epochs_after = [v.get("epoch") for v in of_type(after, "validation")]
     assert epochs_after == list(range(killed_epoch + 1, 8))  # did not restart at 0
