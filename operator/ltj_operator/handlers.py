@@ -19,6 +19,7 @@ import kopf
 from . import constants as C
 from .config import ConfigError, OperatorConfig
 from .diffbase import EventsOnlyDiffBaseStorage
+from .expectations import Expectations
 from .kube import Kube, ObjectCache
 from .reconcile import reconcile
 from .workqueue import WorkQueue
@@ -66,10 +67,10 @@ def next_pass_in(outcome: Any, config: OperatorConfig) -> float | None:
     return resync if outcome.requeue_after is None else min(outcome.requeue_after, resync)
 
 
-def pass_priority(cache: ObjectCache, key: tuple[str, str]) -> int:
+def pass_priority(expectations: Expectations, key: tuple[str, str]) -> int:
     """A waiting pass's rank for a reconcile thread (lower first): jobs waiting for their pods before
     the status and companions of jobs whose pods exist, which only record what already happened."""
-    return 0 if cache.awaits_pods(*key) else 1
+    return 0 if expectations.awaits_pods(*key) else 1
 
 
 def _watched(memo: Any, namespace: str | None, **_: Any) -> bool:
@@ -97,13 +98,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     configure_settings(settings, config)
     # Cached reads are re-checked against the API server once per resync period (see ObjectCache).
     cache = ObjectCache(max_age=0.9 * config.resync_seconds)
+    expectations = Expectations(cache)
     kube = Kube.from_environment(cache, workers=config.workers)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ltj-reconcile")
 
     async def work(key: tuple[str, str]) -> float | None:
         namespace, name = key
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(executor, reconcile, kube, config, namespace, name)
+        outcome = await loop.run_in_executor(executor, reconcile, kube, config, expectations, namespace, name)
         if outcome.body is not None:
             for note in outcome.events:
                 kopf.event(dict(outcome.body), type=note.type, reason=note.reason, message=note.message)
@@ -114,10 +116,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.config = config
     memo.kube = kube
     memo.cache = cache
+    memo.expectations = expectations
     memo.executor = executor
     # As many passes at once as reconcile threads, so a waiting pass is ordered by its priority.
     memo.queue = WorkQueue(work, resync_seconds=config.resync_seconds * FINISHED_RESYNC_FACTOR,
-                           slots=config.workers, priority=lambda key: pass_priority(cache, key))
+                           slots=config.workers, priority=lambda key: pass_priority(expectations, key))
     logger.info("ltj operator configured: %s", config)
 
 
@@ -139,6 +142,7 @@ async def job_event(namespace: str, name: str, event: Mapping[str, Any], memo: k
     # Listing at startup delivers every existing job here too: that is how reconciliation resumes.
     if event.get("type") == "DELETED":
         memo.cache.forget_job(namespace, name)
+        memo.expectations.forget(namespace, name)
     elif isinstance(event.get("object"), Mapping) and not memo.cache.put_job(event["object"]):
         return  # the echo of our own status write: the pass that wrote it has already seen it
     memo.queue.poke((namespace, name))

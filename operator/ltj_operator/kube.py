@@ -99,9 +99,11 @@ class _CachedPod:
 
 
 class ObjectCache:
-    """The newest version seen of each active job and of the views of its pods, fed by watch events,
-    by the responses to our own writes and by direct reads (thread-safe: events arrive on the event
-    loop, reads and writes in worker threads).
+    """The newest version the API server showed of each active job and of the views of its pods: fed
+    by watch events, by reads and by the job as our status writes return it (thread-safe: events arrive
+    on the event loop, reads in worker threads). It holds what was seen, nothing of the controller's
+    own bookkeeping: the pods a pass created or deleted are the controller's expectations until the
+    watch shows them (see expectations.Expectations).
 
     A job's body is served from here within `max_age` of the last time the API server showed it (a
     GET, a status patch's response, or a watch event); a job's pod list within max_age of the last
@@ -120,10 +122,8 @@ class ObjectCache:
         self._jobs: dict[tuple[str, str], tuple[Manifest, float]] = {}  # key -> (body, verified at)
         self._pods: dict[tuple[str, str], dict[str, _CachedPod]] = {}  # (ns, job) -> pod name -> view
         self._pods_verified: dict[tuple[str, str], float] = {}
-        self._deleted: dict[str, float] = {}  # uids of deleted pods (a late write response must not revive one)
+        self._deleted: dict[str, float] = {}  # uids of deleted pods (a list taken before must not revive one)
         self._claims: dict[tuple[str, str], tuple[tuple[str, ...], float]] = {}
-        self._companions: dict[tuple[str, str], str] = {}  # key -> uid of the job whose companions we created
-        self._status_written: dict[tuple[str, str], float] = {}  # key -> when our last status write returned
 
     # -- claims (access modes of a bound claim do not change; several jobs often share one claim) --
     def claim_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
@@ -137,37 +137,15 @@ class ObjectCache:
         with self._lock:
             self._claims[(namespace, name)] = (modes, self.clock())
 
-    # -- the children created after the pods (see reconcile) --
-    def companions_created(self, namespace: str, name: str, uid: str) -> bool:
-        with self._lock:
-            return self._companions.get((namespace, name)) == uid
-
-    def put_companions_created(self, namespace: str, name: str, uid: str) -> None:
-        with self._lock:
-            self._companions[(namespace, name)] = uid
-
-    # -- our own status writes and deferred first records (see status.PROGRESS_HOLD_SECONDS) --
-    def put_status_written(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        with self._lock:
-            if key in self._jobs:  # finished jobs are not kept
-                self._status_written[key] = self.clock()
-
-    def since_status_write(self, namespace: str, name: str) -> float | None:
-        with self._lock:
-            at = self._status_written.get((namespace, name))
-            return None if at is None else self.clock() - at
-
-    def awaits_pods(self, namespace: str, name: str) -> bool:
-        """The job is active and none of its pods is known: its next pass is likely to create its gang."""
+    # -- active jobs none of whose pods has been seen --
+    def without_pods(self, namespace: str, name: str) -> bool:
         key = (namespace, name)
         with self._lock:
             return key in self._jobs and not self._pods.get(key)
 
-    def others_await_pods(self, namespace: str, name: str) -> bool:
-        """Another active job is known without any of its pods (a burst of new jobs is under way)."""
+    def all_without_pods(self) -> list[tuple[str, str]]:
         with self._lock:
-            return any(not self._pods.get(key) for key in self._jobs if key != (namespace, name))
+            return [key for key in self._jobs if not self._pods.get(key)]
 
     # -- jobs --
     def job(self, namespace: str, name: str) -> Manifest | None:
@@ -202,8 +180,6 @@ class ObjectCache:
         self._jobs.pop(key, None)
         self._pods.pop(key, None)
         self._pods_verified.pop(key, None)
-        self._companions.pop(key, None)
-        self._status_written.pop(key, None)
 
     # -- pods --
     def pods(self, namespace: str, job_name: str) -> tuple[PodView, ...] | None:
@@ -220,7 +196,7 @@ class ObjectCache:
         with self._lock:
             fresh = {str((p.get("metadata") or {}).get("name")): _CachedPod(_rv(p), observe_pod(p)) for p in items
                      if str((p.get("metadata") or {}).get("uid") or "") not in self._deleted}
-            # Keep what events or writes brought in after the list was taken.
+            # Keep what events brought in after the list was taken.
             for name, cached in self._pods.get(key, {}).items():
                 if list_rv is not None and cached.rv is not None and cached.rv > list_rv:
                     if name not in fresh or _newer(cached.rv, fresh[name].rv):
@@ -253,13 +229,20 @@ class ObjectCache:
         with self._lock:
             if uid:
                 self._deleted[uid] = now
-                if len(self._deleted) > 1000:  # tombstones only need to outlive in-flight write responses
+                # Tombstones need only outlive late events, lists taken before the deletion and the
+                # controller's expectations (which expire after max_age).
+                if len(self._deleted) > 1000:
                     for old in [u for u, t in self._deleted.items() if now - t > 10 * self.max_age]:
                         del self._deleted[old]
             pods = self._pods.get((str(meta.get("namespace") or ""), str(job_name or "")))
             name = str(meta.get("name") or "")
             if pods is not None and name in pods and (not uid or pods[name].view.uid == uid):
                 del pods[name]
+
+    def deleted(self, uid: str) -> bool:
+        """Whether the watch has shown the pod with this uid deleted (lately: see forget_pod)."""
+        with self._lock:
+            return uid in self._deleted
 
     def __len__(self) -> int:
         with self._lock:
@@ -341,33 +324,6 @@ class Kube:
             raise ApiError(response.status, str(reason), str(message))
         return json.loads(data) if data else None
 
-    # -- what the cache remembers of our own writes --
-    def companions_created(self, namespace: str, name: str, uid: str) -> bool:
-        return self.cache is not None and self.cache.companions_created(namespace, name, uid)
-
-    def put_companions_created(self, namespace: str, name: str, uid: str) -> None:
-        if self.cache is not None:
-            self.cache.put_companions_created(namespace, name, uid)
-
-    def awaits_pods(self, namespace: str, name: str) -> bool:
-        """The cache knows the job and none of its pods (without a cache: unknown, so False)."""
-        return self.cache is not None and self.cache.awaits_pods(namespace, name)
-
-    def others_await_pods(self, namespace: str, name: str) -> bool:
-        """Another active job waits for its pods (without a cache: unknown, so True)."""
-        return self.cache is None or self.cache.others_await_pods(namespace, name)
-
-    def since_status_write(self, namespace: str, name: str) -> float | None:
-        """Seconds since this process last wrote the job's status, or created the first gang whose
-        record it deferred (None: not remembered)."""
-        return None if self.cache is None else self.cache.since_status_write(namespace, name)
-
-    def note_first_gang_created(self, namespace: str, name: str) -> None:
-        """The first gang exists and its record is deferred: the record then waits like progress after
-        a status write (status.PROGRESS_HOLD_SECONDS)."""
-        if self.cache is not None:
-            self.cache.put_status_written(namespace, name)
-
     # -- the job --
     def get_job(self, namespace: str, name: str) -> Manifest | None:
         if self.cache is not None:
@@ -392,8 +348,7 @@ class Kube:
         body = self.request("PATCH", _item(C.API_VERSION, C.KIND, namespace, name) + "/status",
                             body={"status": dict(status_patch)}, content_type="application/merge-patch+json")
         if self.cache is not None and body is not None:
-            self.cache.put_job(body)
-            self.cache.put_status_written(namespace, name)
+            self.cache.put_job(body)  # its watch event then echoes a version already kept: no news
         return body
 
     def delete_job(self, namespace: str, name: str, uid: str) -> bool:
@@ -405,9 +360,9 @@ class Kube:
         query = [("labelSelector", selector)]
         if self.cache is not None:
             # resourceVersion=0: served from the API server's watch cache at once, where a consistent
-            # list first waits for that cache to catch up with etcd (~65 ms per call here). What such a
-            # list may lack or still show (pods created or deleted an instant ago) the ObjectCache
-            # already knows from our writes and the watch, and keeps when it merges the list.
+            # list first waits for that cache to catch up with etcd. What such a list may lack or still
+            # show (pods created or deleted an instant ago) the ObjectCache keeps from the watch when it
+            # merges the list, and the controller's expectations hold from its own writes.
             query.append(("resourceVersion", "0"))
         data = self.request("GET", _collection("v1", "Pod", namespace), query=query)
         items = list((data or {}).get("items") or [])
@@ -431,18 +386,15 @@ class Kube:
                 return None
             raise
 
-    def create(self, manifest: Manifest) -> bool:
-        """Create unless it exists; True when this call created it."""
+    def create(self, manifest: Manifest) -> Manifest | None:
+        """Create unless it exists: the object as created, None when it existed."""
         meta = manifest["metadata"]
         try:
-            created = self.request("POST", _collection(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
-                                   body=manifest)
-            if self.cache is not None and manifest["kind"] == "Pod" and created:
-                self.cache.put_pod(created)  # the next pass sees it before its watch event arrives
-            return True
+            return self.request("POST", _collection(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
+                                body=manifest)
         except ApiError as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
 
     @staticmethod
@@ -460,25 +412,23 @@ class Kube:
     def ensure_claim(self, manifest: Manifest) -> bool:
         """Create the job's output claim unless it exists; True when this call created it. NotOwned when
         an existing claim of that name is not the job's (its pods would write into someone else's volume)."""
-        if self.create(manifest):
+        if self.create(manifest) is not None:
             return True
         meta = manifest["metadata"]
         self._controlled(manifest, self.get("v1", "PersistentVolumeClaim", meta["namespace"], meta["name"]))
         return False
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
-        return self._delete(_item("v1", "Pod", namespace, name), uid, pod=True)
+        return self._delete(_item("v1", "Pod", namespace, name), uid)
 
-    def _delete(self, path: str, uid: str, propagation: str | None = None, pod: bool = False) -> bool:
+    def _delete(self, path: str, uid: str, propagation: str | None = None) -> bool:
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if uid:
             body["preconditions"] = {"uid": uid}
         if propagation:
             body["propagationPolicy"] = propagation
         try:
-            deleted = self.request("DELETE", path, body=body)
-            if pod and self.cache is not None and isinstance(deleted, Mapping) and deleted.get("kind") == "Pod":
-                self.cache.put_pod(deleted)  # now marked as deleting
+            self.request("DELETE", path, body=body)
             return True
         except ApiError as exc:
             # 404: already gone; 409: the uid precondition failed, i.e. a newer namesake exists.

@@ -1,9 +1,11 @@
 """The job's state machine: one pure function, `decide`, from what is observed to what should be.
 
 Inputs: the parsed job (or the reason it does not parse), the current status (including
-`status.training`, which the relay writes), the observed pods and claim, and the time. Output: the
-complete operator-owned status, the actions that bring the world closer to it (create pods, delete
-pods, delete the job), when to look again, and the Kubernetes Events worth posting. No I/O, no clock.
+`status.training`, which the relay writes), the observed pods and claim, the time, and what the
+reconciler's own writes came to (`Outcomes`: a create the API server refused, the first gang created,
+the time since its last status write). Output: the complete operator-owned status and whether to
+record it now, the actions that bring the world closer to it (create pods, delete pods, delete the
+job), when to look again, and the Kubernetes Events worth posting. No I/O, no clock.
 
 Rules that keep it level-based and safe to repeat:
 - Succeeded and Failed are terminal: the phase never leaves them; later calls only clean up pods per
@@ -14,6 +16,9 @@ Rules that keep it level-based and safe to repeat:
   deleted, so a crash in between can neither lose nor double-count the restart.
 - A pod of the current attempt that vanishes after the whole gang was seen counts as a failure.
 - Conditions are keyed by type; lastTransitionTime changes only when the status does.
+- Outcomes change only what is recorded, never the actions: a refusal is Created=False with the API
+  server's message until the children exist; a first gang's record waits for its pods to be seen;
+  progress right after the last write waits for the rest of the gang (PROGRESS_HOLD_SECONDS).
 """
 
 from __future__ import annotations
@@ -79,6 +84,20 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class Outcomes:
+    """What the reconciler met beyond the observation, and remembers of its own writes."""
+    # The API server refused to create one of the job's children (quota, admission, a name taken by an
+    # object the job does not control): its message.
+    refusal: str | None = None
+    # The launched gang's companions (its Service and the relay's RoleBinding) exist.
+    companions_made: bool = False
+    # This pass created the job's first gang, before any status of the job was recorded.
+    gang_created: bool = False
+    # Seconds since the reconciler last wrote the job's status or created its first gang (None: never).
+    since_write: float | None = None
+
+
+@dataclass(frozen=True)
 class CreatePods:
     ranks: tuple[int, ...]
     attempt: int
@@ -112,6 +131,7 @@ class Decision:
     actions: tuple[Action, ...] = ()
     requeue_after: float | None = None
     events: tuple[EventNote, ...] = ()
+    held: bool = False  # the status is recorded by a later pass (see Outcomes)
 
     @property
     def phase(self) -> str:
@@ -126,13 +146,15 @@ class Decision:
     def status_patch(self, current: Mapping[str, Any] | None) -> dict[str, Any]:
         """The merge patch (operator fields only) that turns `current` into this decision; empty when
         nothing changed, so a repeated reconcile writes nothing. None removes a field."""
-        current = current or {}
-        patch: dict[str, Any] = {}
-        for key in OPERATOR_FIELDS:
-            new = self.status.get(key)
-            if new != current.get(key):
-                patch[key] = new
-        return patch
+        return _patch(self.status, current or {})
+
+    def record(self, current: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The status patch to write now: empty when nothing changed or the record is held."""
+        return {} if self.held else self.status_patch(current)
+
+
+def _patch(status: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: status.get(key) for key in OPERATOR_FIELDS if status.get(key) != current.get(key)}
 
 
 # --- conditions ------------------------------------------------------------------------------
@@ -265,7 +287,8 @@ def _result(training: Mapping[str, Any], summary: Mapping[str, Any] | None,
 
 class _Decider:
     def __init__(self, job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime,
-                 generation: int, spec_error: str | None, stall: StallPolicy):
+                 generation: int, spec_error: str | None, stall: StallPolicy, outcomes: Outcomes,
+                 hold_seconds: float):
         self.job = job
         self.prev: Mapping[str, Any] = status or {}
         self.observed = observed
@@ -273,6 +296,8 @@ class _Decider:
         self.now_s = format_time(now)
         self.spec_error = spec_error
         self.stall = stall
+        self.outcomes = outcomes
+        self.hold_seconds = hold_seconds
         self.conds = _Conditions(self.prev.get("conditions"), self.now_s, generation)
         training = self.prev.get("training")
         self.training: Mapping[str, Any] = training if isinstance(training, Mapping) else {}
@@ -337,6 +362,7 @@ class _Decider:
             self.fail(R.INVALID_SPEC, f"invalid spec: {self.spec_error or 'missing'}")
         else:
             self.active()
+            self.record_outcomes()
         return self.build()
 
     def observe_training(self) -> None:
@@ -682,6 +708,41 @@ class _Decider:
             self.conds.settle(C.COND_STALLED, R.EVENTS_FLOWING, "training events arrive")
             self.requeue(threshold - quiet + 1)
 
+    # -- what the reconciler's creates came to --
+    def record_outcomes(self) -> None:
+        if self.phase in C.TERMINAL_PHASES:
+            return
+        refusal = self.outcomes.refusal
+        created = self.conds.items.get(C.COND_CREATED, {})
+        if refusal is not None:
+            # Retried with backoff until the children exist; activeDeadlineSeconds bounds it like any wait.
+            message = f"the API server refused to create the job's objects: {refusal}"
+            self.conds.set(C.COND_CREATED, C.FALSE, R.POD_CREATION_FAILED, message)
+            self.event("Warning", R.POD_CREATION_FAILED, message)
+        elif (self.outcomes.companions_made and self.launched == self.attempt
+              and created.get("reason") == R.POD_CREATION_FAILED):
+            # Only the companions can have been refused once the whole gang exists: they are made now.
+            self.conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED, _created_message(self.nodes, self.attempt))
+
+    def deferred(self) -> bool:
+        """A first gang just created is not recorded: an operator that stops before its pods are seen
+        derives the same status from them, and the pass their events start records it."""
+        return self.outcomes.gang_created and self.outcomes.refusal is None
+
+    def hold(self, status: Mapping[str, Any]) -> float | None:
+        """Seconds the record of `status` waits, or None. Progress (or a first record that only says
+        Pending) right after our last write waits for the next pod's event or the hold's end, so a gang
+        coming up writes Running without a write queued ahead of it."""
+        since = self.outcomes.since_write
+        if since is None or since >= self.hold_seconds or self.events:
+            return None
+        if any(isinstance(a, CreatePods) for a in self.actions):
+            return None
+        patch = _patch(status, self.prev)
+        if patch and (progress_only(self.prev, patch) or first_record_pending(self.prev, patch)):
+            return self.hold_seconds - since
+        return None
+
     # -- output --
     def build(self) -> Decision:
         status: dict[str, Any] = {
@@ -699,11 +760,17 @@ class _Decider:
             "resumeFrom": self.resume_from,
             "result": self.result,
         }
+        requeue = min(self.requeues) if self.requeues else None
+        deferred = self.deferred()
+        hold = None if deferred else self.hold(status)
+        if hold is not None:
+            requeue = hold if requeue is None else min(requeue, hold)
         return Decision(
             status=status,
             actions=tuple(self.actions),
-            requeue_after=min(self.requeues) if self.requeues else None,
+            requeue_after=requeue,
             events=tuple(self.events),
+            held=deferred or hold is not None,
         )
 
 
@@ -727,38 +794,16 @@ def first_record_pending(current: Mapping[str, Any], patch: Mapping[str, Any]) -
     return current.get("attempt") is None and patch.get("phase") == C.PHASE_PENDING
 
 
-def creation_recovered(status: Mapping[str, Any], now: dt.datetime, generation: int) -> dict[str, Any] | None:
-    """The status patch once the children of a launched gang exist after a refusal reported by
-    creation_failed (None when there is nothing to take back: no refusal shown, or the gang is not
-    complete, in which case the pods' own creation turns Created back to True)."""
-    created = next((c for c in status.get("conditions") or [] if c.get("type") == C.COND_CREATED), None)
-    if (created is None or created.get("reason") != R.POD_CREATION_FAILED
-            or status.get("launchedAttempt") is None or status.get("launchedAttempt") != status.get("attempt")):
-        return None
-    conds = _Conditions(status.get("conditions"), format_time(now), generation)
-    conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED, _created_message(_int(status.get("nodes"), 0),
-                                                                          _int(status.get("attempt"), 0)))
-    return {"conditions": conds.as_list()}
-
-
-def creation_failed(status: Mapping[str, Any] | None, message: str, now: dt.datetime,
-                    generation: int) -> dict[str, Any]:
-    """The status patch that reports the API server refusing the job's pods or children (quota,
-    admission, an invalid podTemplate): Created=False/PodCreationFailed with the server's message.
-    The reconciler keeps retrying with backoff; activeDeadlineSeconds bounds it like any wait."""
-    conds = _Conditions((status or {}).get("conditions"), format_time(now), generation)
-    conds.set(C.COND_CREATED, C.FALSE, R.POD_CREATION_FAILED, message)
-    return {"conditions": conds.as_list()}
-
-
 def decide(job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime, *,
            generation: int | None = None, spec_error: str | None = None,
-           stall: StallPolicy = StallPolicy()) -> Decision:
-    """Decide the job's status and next actions (see the module docstring for the rules).
+           stall: StallPolicy = StallPolicy(), outcomes: Outcomes = Outcomes(),
+           hold_seconds: float = PROGRESS_HOLD_SECONDS) -> Decision:
+    """Decide the job's status, whether to record it now, and the next actions (see the module
+    docstring for the rules).
 
     ``job`` is None exactly when the spec does not parse; then ``spec_error`` says why and
     ``generation`` comes from the resource's metadata."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     gen = job.meta.generation if job is not None else _int(generation, _int((status or {}).get("observedGeneration"), 0))
-    return _Decider(job, status, observed, now, gen, spec_error, stall).run()
+    return _Decider(job, status, observed, now, gen, spec_error, stall, outcomes, hold_seconds).run()

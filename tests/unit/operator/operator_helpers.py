@@ -13,6 +13,16 @@ T0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 UID = "0b6f7a4e-1111-4222-8333-944455556666"
 
 
+class Clock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 

@@ -8,16 +8,9 @@ import pytest
 
 from ltj_operator import constants as C
 from ltj_operator.kube import ObjectCache
+from unit.operator.operator_helpers import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def job(rv: int, phase: str | None = None, name: str = "j") -> dict[str, Any]:
@@ -136,33 +129,6 @@ def test_a_finished_jobs_pods_are_dropped_and_not_collected_again() -> None:
     assert len(cache) == 0 and cache.pods("ns", "j") is None  # its next (rare) pass lists them
 
 
-def test_companions_are_remembered_for_the_job_that_got_them_until_it_is_finished_or_forgotten() -> None:
-    cache = ObjectCache(max_age=50)
-    cache.put_job(job(1))
-    cache.put_companions_created("ns", "j", "uid-1")
-    assert cache.companions_created("ns", "j", "uid-1")
-    assert not cache.companions_created("ns", "j", "uid-2")  # a new job of the same name has none yet
-    cache.put_job(job(2, phase=C.PHASE_SUCCEEDED))
-    assert not cache.companions_created("ns", "j", "uid-1")
-    cache.put_job(job(3))
-    cache.put_companions_created("ns", "j", "uid-1")
-    cache.forget_job("ns", "j")
-    assert not cache.companions_created("ns", "j", "uid-1")
-
-
-def test_our_status_writes_are_timed_for_active_jobs_only() -> None:
-    clock = Clock()
-    cache = ObjectCache(max_age=50, clock=clock)
-    cache.put_status_written("ns", "j")
-    assert cache.since_status_write("ns", "j") is None  # a job not known (finished, or not seen yet)
-    cache.put_job(job(1))
-    cache.put_status_written("ns", "j")
-    clock.now += 0.25
-    assert cache.since_status_write("ns", "j") == 0.25
-    cache.put_job(job(2, phase=C.PHASE_SUCCEEDED))
-    assert cache.since_status_write("ns", "j") is None
-
-
 def test_claim_modes_expire() -> None:
     clock = Clock()
     cache = ObjectCache(max_age=50, clock=clock)
@@ -200,27 +166,15 @@ def test_kube_all_runs_calls_together_keeps_order_and_raises_after_all_finished(
         kube.close()
 
 
-def test_a_job_awaits_pods_while_it_is_active_and_none_of_its_pods_is_known() -> None:
+def test_active_jobs_without_a_pod_seen() -> None:
     cache = ObjectCache(max_age=50)
-    assert not cache.awaits_pods("ns", "j")  # unknown: nothing to put first
+    assert not cache.without_pods("ns", "j")  # unknown
     cache.put_job(job(1))
-    assert cache.awaits_pods("ns", "j")  # new: its next pass creates the gang
-    cache.put_pod(pod("j-node-0", 2))
-    assert not cache.awaits_pods("ns", "j")  # its pods exist: the next pass records them
-    cache.forget_pod(pod("j-node-0", 3))
-    assert cache.awaits_pods("ns", "j")  # a gang deleted for a restart: the next one is due
-    cache.put_job(job(4, phase=C.PHASE_SUCCEEDED))
-    assert not cache.awaits_pods("ns", "j")  # finished
-
-
-def test_others_await_pods_while_another_active_job_has_none_of_its_pods() -> None:
-    cache = ObjectCache(max_age=50)
-    cache.put_job(job(1))
-    assert not cache.others_await_pods("ns", "j")  # alone: the job itself does not count
     cache.put_job(job(2, name="k"))
-    assert cache.others_await_pods("ns", "j") and cache.others_await_pods("ns", "k")
-    cache.put_pod(pod("k-node-0", 3, job_name="k"))
-    assert not cache.others_await_pods("ns", "j")  # k has its pods
-    assert cache.others_await_pods("ns", "k")  # j has none yet
-    cache.put_job(job(4, phase=C.PHASE_SUCCEEDED))
-    assert not cache.others_await_pods("ns", "k")  # j finished
+    assert cache.without_pods("ns", "j") and sorted(cache.all_without_pods()) == [("ns", "j"), ("ns", "k")]
+    cache.put_pod(pod("j-node-0", 3))
+    assert not cache.without_pods("ns", "j") and cache.all_without_pods() == [("ns", "k")]
+    cache.forget_pod(pod("j-node-0", 4))
+    assert cache.without_pods("ns", "j") and cache.deleted("uid-j-node-0")  # a gang deleted for a restart
+    cache.put_job(job(5, phase=C.PHASE_SUCCEEDED))
+    assert not cache.without_pods("ns", "j") and cache.all_without_pods() == [("ns", "k")]  # finished

@@ -16,6 +16,7 @@ from ltj_operator import constants as C
 from ltj_operator import handlers
 from ltj_operator.config import OperatorConfig
 from ltj_operator.diffbase import EventsOnlyDiffBaseStorage
+from ltj_operator.expectations import Expectations
 from ltj_operator.kube import ObjectCache
 
 pytestmark = pytest.mark.unit
@@ -122,7 +123,7 @@ def test_passes_of_jobs_awaiting_their_pods_rank_before_the_others() -> None:
     cache.put_pod({"metadata": {"name": "started-node-0", "namespace": "ns", "uid": "u", "resourceVersion": "3",
                                 "labels": {C.LABEL_JOB_NAME: "started", C.LABEL_NODE_RANK: "0",
                                            C.LABEL_ATTEMPT: "0"}}, "status": {"phase": "Pending"}})
-    ranks = {key: handlers.pass_priority(cache, ("ns", key)) for key in ("new", "started", "unknown")}
+    ranks = {key: handlers.pass_priority(Expectations(cache), ("ns", key)) for key in ("new", "started", "unknown")}
     assert ranks["new"] < ranks["started"] == ranks["unknown"]
 
 
@@ -135,7 +136,8 @@ class _Queue:
 
 
 def test_job_events_poke_the_job_unless_they_echo_the_version_already_cached() -> None:
-    memo = SimpleNamespace(cache=ObjectCache(max_age=50), queue=_Queue())
+    cache = ObjectCache(max_age=50)
+    memo = SimpleNamespace(cache=cache, expectations=Expectations(cache), queue=_Queue())
     body = {"metadata": {"name": "j", "namespace": "ns", "resourceVersion": "4"}}
 
     def deliver(type_: str, obj: dict) -> None:
@@ -143,8 +145,9 @@ def test_job_events_poke_the_job_unless_they_echo_the_version_already_cached() -
 
     deliver("ADDED", body)
     memo.cache.put_job({**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # our status write
+    memo.expectations.wrote("ns", "j")
     deliver("MODIFIED", {**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # its echo
     deliver("MODIFIED", {**body, "metadata": {**body["metadata"], "resourceVersion": "6"}})  # someone else's
     deliver("DELETED", {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}})
     assert memo.queue.poked == [("ns", "j")] * 3
-    assert memo.cache.job("ns", "j") is None
+    assert memo.cache.job("ns", "j") is None and memo.expectations.since_write("ns", "j") is None

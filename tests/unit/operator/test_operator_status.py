@@ -13,8 +13,8 @@ import pytest
 from ltj_operator import constants as C
 from ltj_operator.podview import observe_pod
 from ltj_operator.spec import Job, parse_job
-from ltj_operator.status import (CreatePods, Decision, DeleteJob, DeletePods, Observed, StallPolicy, decide,
-                                 format_time, parse_time)
+from ltj_operator.status import (CreatePods, Decision, DeleteJob, DeletePods, Observed, Outcomes, StallPolicy,
+                                 decide, format_time, parse_time)
 from unit.operator.operator_helpers import (at, job_body, make_job, pod, running, terminated, ts, unschedulable)
 
 pytestmark = pytest.mark.unit
@@ -51,6 +51,8 @@ SUCCEEDED = st(C.PHASE_SUCCEEDED, cond(C.COND_SUCCEEDED, "True", R.MAX_EPOCHS_RE
 FAILED = st(C.PHASE_FAILED, cond(C.COND_FAILED, "True", R.NON_RETRYABLE_EXIT_CODE, since=100),
             completionTime=ts(100), **LAUNCHED)
 SUSPENDED = st(C.PHASE_SUSPENDED, cond(C.COND_SUSPENDED, "True", R.SUSPENDED, since=50), launchedAttempt=0)
+PENDING = st(C.PHASE_PENDING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
+             cond(C.COND_RUNNING, "False", R.PODS_PENDING, message="0 of 2 pod(s) running"), readyNodes=0, **LAUNCHED)
 
 
 @dataclass
@@ -71,6 +73,8 @@ class Case:
     requeue: float | None = None
     modes: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other status fields to check
+    outcomes: Outcomes = Outcomes()  # what the reconciler's creates came to, what it remembers
+    held: bool = False  # the status is recorded by a later pass
 
 
 CASES = [
@@ -267,6 +271,38 @@ CASES = [
     Case("not stalled: slow events, threshold is factor x interval",
          {**RUNNING, "training": {"lastEventTime": ts(10), "eventIntervalSeconds": 200}},
          [running(J, 0), running(J, 1)], C.PHASE_RUNNING, now=611, requeue=400),
+    # --- what the reconciler's creates came to, and when the status is recorded ---
+    Case("a refused create is recorded with the API server's message", None, [], C.PHASE_PENDING,
+         {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((0, 1), 0, None),
+         outcomes=Outcomes(refusal="403 Forbidden: pods is forbidden: exceeded quota")),
+    Case("a refused companion of a launched gang is recorded though the gang exists",
+         st(C.PHASE_PENDING, **LAUNCHED), [pod(J, 0), pod(J, 1)], C.PHASE_PENDING,
+         {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, extra={"launchedAttempt": 0},
+         outcomes=Outcomes(refusal="403 Forbidden: services is forbidden: exceeded quota")),
+    Case("companions made take back the refusal of a launched gang",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED), **LAUNCHED),
+         [pod(J, 0), pod(J, 1)], C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED)},
+         outcomes=Outcomes(companions_made=True)),
+    Case("companions made do not take back the refusal of an incomplete gang",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED), startTime=ts(0)),
+         [pod(J, 0)], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((1,), 0, None),
+         outcomes=Outcomes(companions_made=True)),
+    Case("a first gang just created is recorded once its pods are seen", None, [], C.PHASE_PENDING,
+         creates=((0, 1), 0, None), outcomes=Outcomes(gang_created=True), held=True),
+    Case("a first record that only says Pending waits within the hold of the gang's creation", None,
+         [pod(J, 0), pod(J, 1)], C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED)},
+         outcomes=Outcomes(since_write=0.25), held=True, requeue=0.75),
+    Case("a first record saying Running is written at once", None, [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, outcomes=Outcomes(since_write=0.25)),
+    Case("progress right after our last write waits for the rest of the gang", PENDING, [running(J, 0), pod(J, 1)],
+         C.PHASE_PENDING, {C.COND_RUNNING: ("False", R.PODS_PENDING)}, outcomes=Outcomes(since_write=0.25),
+         held=True, requeue=0.75, extra={"readyNodes": 1}),
+    Case("progress once the hold is over is written", PENDING, [running(J, 0), pod(J, 1)], C.PHASE_PENDING,
+         outcomes=Outcomes(since_write=1.5), extra={"readyNodes": 1}),
+    Case("news within the hold is written at once", PENDING, [running(J, 0), unschedulable(J, 1)], C.PHASE_PENDING,
+         {C.COND_UNSCHEDULABLE: ("True", R.PODS_UNSCHEDULABLE)}, outcomes=Outcomes(since_write=0.25)),
+    Case("the whole gang running within the hold is written at once", PENDING, [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, outcomes=Outcomes(since_write=0.25)),
     Case("stall cleared when events flow again",
          {**RUNNING, "conditions": RUNNING["conditions"] + [cond(C.COND_STALLED, "True", R.NO_RECENT_EVENTS)],
           "training": {"lastEventTime": ts(700)}},
@@ -283,13 +319,18 @@ def run_case(case: Case) -> Decision:
         job, error = None, str(exc)
     observed = Observed(pods=tuple(observe_pod(p) for p in case.pods), claim_access_modes=case.modes)
     return decide(job, case.status, observed, at(case.now), generation=1, spec_error=error,
-                  stall=StallPolicy(factor=5, min_seconds=600))
+                  stall=StallPolicy(factor=5, min_seconds=600), outcomes=case.outcomes, hold_seconds=1.0)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_transition_table(case: Case) -> None:
     d = run_case(case)
     assert d.phase == case.phase
+    assert d.held == case.held
+    assert d.record(case.status) == ({} if case.held else d.status_patch(case.status))
+    if case.outcomes.refusal is not None:
+        assert d.condition(C.COND_CREATED)["message"].endswith(case.outcomes.refusal)
+        assert any(e.type == "Warning" and e.reason == R.POD_CREATION_FAILED for e in d.events)
     for type_, (status, reason) in case.conditions.items():
         got = d.condition(type_)
         assert got is not None, f"no {type_} condition in {d.status['conditions']}"
@@ -310,7 +351,7 @@ def test_transition_table(case: Case) -> None:
         assert (failure["pod"], failure["rank"], failure["reason"]) == case.failure
         assert failure["message"].startswith(f"pod {case.failure[0]} (rank {case.failure[1]})")
     if case.requeue is not None:
-        assert d.requeue_after == pytest.approx(case.requeue, abs=1.01)
+        assert d.requeue_after == pytest.approx(case.requeue, abs=0.01 if case.held else 1.01)
     for key, value in case.extra.items():
         assert d.status.get(key) == value, key
     assert "training" not in d.status  # the relay's part is never written by the operator
@@ -536,42 +577,29 @@ def test_time_helpers_round_trip() -> None:
 
 
 def test_refused_pod_creation_stays_visible_until_the_pods_exist() -> None:
-    from ltj_operator.status import creation_failed
-
     job = make_job(name=J, nodes=2)
-    first = decide(job, None, Observed(), at(0))
-    refused = {**first.status, **creation_failed(first.status, "pods is forbidden: exceeded quota", at(1), 1)}
-    created = refused["conditions"][0]
-    assert (created["type"], created["status"], created["reason"]) == (C.COND_CREATED, "False", R.POD_CREATION_FAILED)
-    again = decide(job, refused, Observed(), at(30))
-    assert again.condition(C.COND_CREATED)["reason"] == R.POD_CREATION_FAILED
-    assert again.condition(C.COND_CREATED)["message"] == "pods is forbidden: exceeded quota"
+    refused = decide(job, None, Observed(), at(1), outcomes=Outcomes(refusal="pods is forbidden: exceeded quota"))
+    created = refused.condition(C.COND_CREATED)
+    assert (created["status"], created["reason"]) == ("False", R.POD_CREATION_FAILED)
+    assert created["message"] == "the API server refused to create the job's objects: pods is forbidden: exceeded quota"
+    again = decide(job, dict(refused.status), Observed(), at(30))  # the next pass, before it tries again
+    assert again.condition(C.COND_CREATED) == created
     assert [a.ranks for a in again.actions if isinstance(a, CreatePods)] == [(0, 1)]  # still trying
-    assert again.status_patch(refused) == {}
+    assert again.status_patch(refused.status) == {}
     done = decide(job, dict(again.status), Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1)))), at(60))
     assert done.condition(C.COND_CREATED)["reason"] == R.PODS_CREATED
 
 
-def test_a_refused_companion_of_a_launched_gang_is_taken_back_once_it_exists() -> None:
-    from ltj_operator.status import creation_failed, creation_recovered
-
+def test_a_refused_companion_of_a_launched_gang_is_taken_back_once_it_is_made() -> None:
     job = make_job(name=J, nodes=2)
     both = Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1))))
-    launched = dict(decide(job, None, both, at(0)).status)
-    assert launched["launchedAttempt"] == 0 and creation_recovered(launched, at(1), 1) is None  # nothing to take back
-    refused = {**launched, **creation_failed(launched, "services is forbidden: exceeded quota", at(1), 1)}
-    # The pods' own logic leaves a launched gang's Created alone: only the reconciler, which saw the
-    # Service refused and then created, can say it is back.
+    refused = dict(decide(job, None, both, at(1), outcomes=Outcomes(refusal="services is forbidden")).status)
+    assert refused["launchedAttempt"] == 0
+    # The pods' own logic leaves a launched gang's Created alone: only the companions, once made, take it back.
     assert decide(job, refused, both, at(2)).condition(C.COND_CREATED)["reason"] == R.POD_CREATION_FAILED
-    back = creation_recovered(refused, at(3), 1)
-    assert back is not None
-    created = next(c for c in back["conditions"] if c["type"] == C.COND_CREATED)
+    created = decide(job, refused, both, at(3), outcomes=Outcomes(companions_made=True)).condition(C.COND_CREATED)
     assert (created["status"], created["reason"], created["message"]) == (
         "True", R.PODS_CREATED, "created 2 pod(s) for attempt 0")
-    # A refusal of the pods themselves (gang incomplete) is not taken back here.
-    first = decide(job, None, Observed(), at(0))
-    pods_refused = {**first.status, **creation_failed(first.status, "pods is forbidden", at(1), 1)}
-    assert creation_recovered(pods_refused, at(2), 1) is None
 
 
 def test_progress_only_is_a_waiting_gangs_ready_count_and_pending_message() -> None:
