@@ -59,6 +59,9 @@ def _env_int(env: Mapping[str, str], names: Sequence[str], default: int | None) 
 
 def layout(env: Mapping[str, str], cfg: TrainerConfig) -> Layout:
     """Processes and rendezvous for this pod, from the injected environment (pure)."""
+    if env.get("PET_NPROC_PER_NODE") == "auto":
+        # PyTorchJob's default. torchrun's "auto" is one process per accelerator: the config's devices.
+        env = {k: v for k, v in env.items() if k != "PET_NPROC_PER_NODE"}
     nproc, nproc_name = _env_int(env, ["PET_NPROC_PER_NODE"], cfg.devices)
     assert nproc is not None
     if nproc < 1:

@@ -194,7 +194,7 @@ class ControlPlane:
         (self.run_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
 
         # Every start is a new cluster: its certificates and keys are new, so nothing stored under the
-        # old ones is kept (a run dir reused by `make demo` and `make demo-real` would carry objects over).
+        # old ones is kept (a reused run dir would otherwise carry objects over).
         shutil.rmtree(self.run_dir / "etcd", ignore_errors=True)
         self._spawn("etcd", [
             f"--data-dir={self.run_dir / 'etcd'}", "--name=default",

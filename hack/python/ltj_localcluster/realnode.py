@@ -387,7 +387,7 @@ def _claim_lock(run_dir: Path, bin_dir: Path) -> None:
             fd = os.open(NODE_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             holder = Path(NODE_LOCK.read_text().strip())
-            if any(_alive(pid) for pid in read_pids(holder).values()):
+            if any(_alive(pid) for pid in read_pids(holder).values()) or _processes_of(holder):
                 raise RuntimeError(f"a real node already runs on this machine (run dir {holder}); stop it with "
                                    f"`python -m ltj_localcluster down --run-dir {holder}`") from None
             log.warning("cleaning up after a real node whose processes are gone (run dir %s)", holder)
@@ -397,6 +397,20 @@ def _claim_lock(run_dir: Path, bin_dir: Path) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(str(run_dir))
         return
+
+
+def _processes_of(run_dir: Path) -> list[int]:
+    """Processes whose command line names ``run_dir``: a node whose run dir (and pid file) was deleted
+    under it still runs, and its state must not be cleaned up under it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and int(proc.name) != os.getpid()
+                    and str(run_dir).encode() in (proc / "cmdline").read_bytes()):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:

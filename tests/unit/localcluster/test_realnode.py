@@ -6,10 +6,12 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from kubetest import wait_for
 from ltj_localcluster import realnode
 from ltj_localcluster.controlplane import SERVICE_CIDR, ClusterInfo
 
@@ -44,6 +46,22 @@ def test_a_running_node_is_never_taken_over(tmp_path, lock):
     with pytest.raises(RuntimeError, match=f"already runs.*{other}.*down --run-dir {other}"):
         realnode._claim_lock(tmp_path / "mine", Path("/bin"))
     assert lock == [] and realnode.NODE_LOCK.read_text() == str(other)
+
+
+def test_a_node_whose_run_dir_was_deleted_is_still_running(tmp_path, lock):
+    gone = tmp_path / "deleted-run-dir"  # no pids.json: only its processes name it
+    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(gone)])
+    try:
+        # Popen returns once the child is in exec, which sets its command line a moment later.
+        wait_for(lambda: str(gone).encode() in Path(f"/proc/{node.pid}/cmdline").read_bytes(), 10, interval=0.01,
+                 what="the node's command line")
+        realnode.NODE_LOCK.write_text(str(gone))
+        with pytest.raises(RuntimeError, match="already runs"):
+            realnode._claim_lock(tmp_path / "mine", Path("/bin"))
+        assert lock == []
+    finally:
+        node.kill()
+        node.wait()
 
 
 def test_a_dead_holder_is_cleaned_up_and_the_lock_taken(tmp_path, lock):

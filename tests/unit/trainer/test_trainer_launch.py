@@ -47,6 +47,14 @@ def test_pytorchjob_style_env_without_pet_variables() -> None:
     assert layout(env, CFG) == Layout(3, 2, 1, "m", 1234, standalone=False)
 
 
+def test_what_kubeflows_training_operator_sets_for_a_pytorchjob() -> None:
+    # v1.9, Master + 2 Workers, no nprocPerNode: PET_NPROC_PER_NODE=auto, as torchrun takes it.
+    env = {"MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456", "WORLD_SIZE": "3", "RANK": "2",
+           "PET_NNODES": "3", "PET_NPROC_PER_NODE": "auto", "PET_NODE_RANK": "2",
+           "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23456"}
+    assert layout(env, CFG) == Layout(3, 2, 2, "job-master-0", 23456, standalone=False)
+
+
 def test_one_node_or_no_cluster_env_is_standalone() -> None:
     assert layout({}, CFG) == Layout(1, 2, 0, None, 29500, standalone=True)
     single = layout(operator_env(1, 4, 0), CFG)
