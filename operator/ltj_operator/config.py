@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from . import __version__
+from .spec import _DNS1123_SUBDOMAIN
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Loose image reference check: no whitespace, no scheme; registries validate the rest.
@@ -30,6 +31,9 @@ class OperatorConfig:
     # Pull policy of the relay sidecar (the operator's own image).
     relay_image_pull_policy: str = "IfNotPresent"
     watch_namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    # Pull secrets every training pod gets besides its job's own (private registries without a
+    # per-job secret); each must exist in the job's namespace.
+    default_image_pull_secrets: tuple[str, ...] = ()
     log_level: str = "INFO"
     # Stalled when no training event arrived for stall_factor x the recent event interval ...
     stall_factor: float = 5.0
@@ -56,7 +60,9 @@ class OperatorConfig:
             operator_image=_image(env, "LTJ_OPERATOR_IMAGE", d.operator_image),
             relay_image_pull_policy=_choice(env, "LTJ_RELAY_IMAGE_PULL_POLICY", PULL_POLICIES,
                                             d.relay_image_pull_policy),
-            watch_namespaces=_namespaces(env, "LTJ_WATCH_NAMESPACES"),
+            watch_namespaces=_names(env, "LTJ_WATCH_NAMESPACES", _DNS_LABEL, 63, "namespace"),
+            default_image_pull_secrets=_names(env, "LTJ_DEFAULT_IMAGE_PULL_SECRETS", _DNS1123_SUBDOMAIN, 253,
+                                              "Secret"),
             log_level=_choice(env, "LTJ_LOG_LEVEL", LOG_LEVELS, d.log_level, upper=True),
             stall_factor=_number(env, "LTJ_STALL_FACTOR", d.stall_factor, minimum=1.0, exclusive=True),
             stall_min_seconds=_number(env, "LTJ_STALL_MIN_SECONDS", d.stall_min_seconds, minimum=0.0),
@@ -119,14 +125,16 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return number
 
 
-def _namespaces(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def _names(env: Mapping[str, str], name: str, pattern: re.Pattern[str], max_len: int,
+           what: str) -> tuple[str, ...]:
+    """A comma-separated list of object names."""
     value = _raw(env, name)
     if value is None:
         return ()
     names = [part.strip() for part in value.split(",") if part.strip()]
-    for ns in names:
-        if len(ns) > 63 or not _DNS_LABEL.match(ns):
-            raise ConfigError(f"{name}: {ns!r} is not a valid namespace name")
+    for item in names:
+        if len(item) > max_len or not pattern.match(item):
+            raise ConfigError(f"{name}: {item!r} is not a valid {what} name")
     # Keep the order the admin wrote, drop repeats.
     return tuple(dict.fromkeys(names))
 

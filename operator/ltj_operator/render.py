@@ -2,7 +2,7 @@
 
 No I/O and no clock: the same inputs always give the same manifests, which is what makes the
 reconciler idempotent and these functions testable without a cluster. Names are deterministic
-(`<job>-node-<i>`, Service `<job>`, `<job>-config`, `<job>-output`, `<job>-relay`), and every child
+(`<job>-node-<i>`, Service `<job>`, `<job>-output`, `<job>-relay`), and every child
 carries the standard labels and a controller owner reference to the job.
 """
 
@@ -408,8 +408,11 @@ def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume
         spec["priorityClassName"] = pt.priority_class_name
     if pt.scheduler_name:
         spec["schedulerName"] = pt.scheduler_name
-    if pt.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": n} for n in pt.image_pull_secrets]
+    # The job's own secrets, then the operator's defaults; pod-wide, so the relay's image is pulled
+    # with them too.
+    pull_secrets = dict.fromkeys((*pt.image_pull_secrets, *config.default_image_pull_secrets))
+    if pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
     # torchrun gives its workers 30 s after SIGTERM; the default leaves room to save a checkpoint.
     spec["terminationGracePeriodSeconds"] = (pt.termination_grace_period_seconds
                                              if pt.termination_grace_period_seconds is not None

@@ -311,6 +311,80 @@ RULE_CASES = [
     RuleCase("retry-invalid-config", with_spec(runPolicy={"retryableExitCodes": [3, 2]}),
              "spec.runPolicy.retryableExitCodes",
              "exit code 2 means an invalid trainer configuration and is never retried"),
+    # What the operator's parser (spec.py) refuses at run time, refused at admission instead.
+    *[RuleCase(f"image-{slug}", with_spec(image=image), "spec.image",
+               "spec.image must be an image reference without whitespace")
+      for slug, image in [("empty", ""), ("blank", " "), ("with-space", "ltj-trainer: 1.0")]],
+    RuleCase("blank-metric-without-early-stopping", with_spec(training={"earlyStopping": {"enabled": False},
+                                                                        "monitor": {"metric": " "}}),
+             "spec.training.monitor.metric", "spec.training.monitor.metric must not be blank"),
+    RuleCase("resume-nul", with_spec(training={"resume": "/output/last\x00.ckpt"}), "spec.training.resume",
+             "spec.training.resume must not contain NUL characters"),
+    *[RuleCase(f"resource-name-in-{which}", with_spec(resources={which: {"cpu cores": "2"}}), f"spec.resources.{which}",
+               f"spec.resources.{which} keys must be resource names") for which in ("requests", "limits")],
+    RuleCase("claim-name", with_spec(output={"claimName": "Not_A_Claim"}), "spec.output.claimName",
+             "spec.output.claimName must be a PersistentVolumeClaim name"),
+    RuleCase("storage-class-name", with_spec(output={"volumeClaimTemplate": {"storage": "1Gi",
+                                                                             "storageClassName": "Fast SSD"}}),
+             "spec.output.volumeClaimTemplate.storageClassName",
+             "spec.output.volumeClaimTemplate.storageClassName must be empty or a StorageClass name"),
+    RuleCase("label-key", with_spec(podTemplate={"metadata": {"labels": {"cost center": "ml"}}}),
+             "spec.podTemplate.metadata.labels", "spec.podTemplate.metadata.labels keys must be label keys"),
+    RuleCase("label-value", with_spec(podTemplate={"metadata": {"labels": {"team": "-ml-"}}}),
+             "spec.podTemplate.metadata.labels[team]", "spec.podTemplate.metadata.labels values must be label values"),
+    RuleCase("annotation-key", with_spec(podTemplate={"metadata": {"annotations": {"example.com/": "x"}}}),
+             "spec.podTemplate.metadata.annotations",
+             "spec.podTemplate.metadata.annotations keys must be annotation keys"),
+    RuleCase("node-selector-key", with_spec(podTemplate={"nodeSelector": {"gpu/type/model": "a100"}}),
+             "spec.podTemplate.nodeSelector", "spec.podTemplate.nodeSelector keys must be label keys"),
+    RuleCase("node-selector-value", with_spec(podTemplate={"nodeSelector": {"pool": "gpu pool"}}),
+             "spec.podTemplate.nodeSelector[pool]", "spec.podTemplate.nodeSelector values must be label values"),
+    RuleCase("toleration-exists-with-value",
+             with_spec(podTemplate={"tolerations": [{"key": "gpu", "operator": "Exists", "value": "a100"}]}),
+             "spec.podTemplate.tolerations[0].value",
+             "spec.podTemplate.tolerations[].value must be empty when operator is Exists"),
+    RuleCase("toleration-equal-without-key", with_spec(podTemplate={"tolerations": [{"value": "a100"}]}),
+             "spec.podTemplate.tolerations[0].key",
+             "spec.podTemplate.tolerations[].key must be set when operator is Equal"),
+    RuleCase("toleration-key", with_spec(podTemplate={"tolerations": [{"key": "", "operator": "Exists"}]}),
+             "spec.podTemplate.tolerations[0].key", "spec.podTemplate.tolerations[].key must be a taint key"),
+    RuleCase("priority-class-name", with_spec(podTemplate={"priorityClassName": "High"}),
+             "spec.podTemplate.priorityClassName", "spec.podTemplate.priorityClassName must be a PriorityClass name"),
+    RuleCase("pull-secret-name", with_spec(podTemplate={"imagePullSecrets": [{"name": "reg cred"}]}),
+             "spec.podTemplate.imagePullSecrets[0].name",
+             "spec.podTemplate.imagePullSecrets[].name must be a Secret name"),
+    RuleCase("env-name", with_spec(podTemplate={"env": [{"name": "1ST", "value": "x"}]}),
+             "spec.podTemplate.env[0].name", "spec.podTemplate.env[].name must be a variable name"),
+    RuleCase("env-from-prefix", with_spec(podTemplate={"envFrom": [{"prefix": "APP=", "configMapRef": {"name": "c"}}]}),
+             "spec.podTemplate.envFrom[0].prefix", "spec.podTemplate.envFrom[].prefix must be a variable name prefix"),
+    RuleCase("env-from-config-map-name", with_spec(podTemplate={"envFrom": [{"configMapRef": {"name": "App_Config"}}]}),
+             "spec.podTemplate.envFrom[0].configMapRef.name",
+             "spec.podTemplate.envFrom[].configMapRef.name must be a ConfigMap name"),
+    RuleCase("env-from-secret-name", with_spec(podTemplate={"envFrom": [{"secretRef": {"name": "db/password"}}]}),
+             "spec.podTemplate.envFrom[0].secretRef.name",
+             "spec.podTemplate.envFrom[].secretRef.name must be a Secret name"),
+    RuleCase("volume-name", with_spec(podTemplate={"volumes": [{"name": "Data", "emptyDir": {}}]}),
+             "spec.podTemplate.volumes[0].name", "spec.podTemplate.volumes[].name must be a volume name"),
+    RuleCase("mount-without-volume", with_spec(podTemplate={
+        "volumes": [{"name": "data", "emptyDir": {}}], "volumeMounts": [{"name": "dataset", "mountPath": "/data"}]}),
+             "spec.podTemplate.volumeMounts", "spec.podTemplate.volumeMounts[].name must name one of"),
+    RuleCase("mount-without-any-volume", with_spec(podTemplate={"volumeMounts": [{"name": "data", "mountPath": "/d"}]}),
+             "spec.podTemplate.volumeMounts", "spec.podTemplate.volumeMounts[].name must name one of"),
+    *[RuleCase(f"mount-path-root-{slug}", with_spec(podTemplate={
+        "volumes": [{"name": "data", "emptyDir": {}}], "volumeMounts": [{"name": "data", "mountPath": path}]}),
+               "spec.podTemplate.volumeMounts[0].mountPath", "spec.podTemplate.volumeMounts[].mountPath must not be /")
+      for slug, path in [("slash", "/"), ("slashes", "//")]],
+    *[RuleCase(f"mount-path-twice-{slug}", with_spec(podTemplate={
+        "volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}],
+        "volumeMounts": [{"name": "a", "mountPath": "/data"}, {"name": "b", "mountPath": second}]}),
+               "spec.podTemplate.volumeMounts", "spec.podTemplate.volumeMounts must not use a mountPath twice")
+      for slug, second in [("same", "/data"), ("trailing-slash", "/data/")]],
+    # Not CEL: list-type map keys, refused like duplicates in a pod.
+    RuleCase("env-twice", with_spec(podTemplate={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+             "spec.podTemplate.env[1]", 'Duplicate value: {"name":"A"}'),
+    RuleCase("volume-twice", with_spec(podTemplate={"volumes": [{"name": "data", "emptyDir": {}},
+                                                                {"name": "data", "emptyDir": {}}]}),
+             "spec.podTemplate.volumes[1]", 'Duplicate value: {"name":"data"}'),
 ]
 
 
@@ -331,6 +405,8 @@ def _rules(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
         yield from _rules(child, f"{path}.{key}" if path else key)
     if isinstance(schema.get("items"), dict):
         yield from _rules(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _rules(schema["additionalProperties"], f"{path}{{}}")
 
 
 TRANSITION_RULE = "self == oldSelf"
@@ -354,8 +430,6 @@ ACCEPTED = {
     "resume-absolute-path": with_spec(training={"resume": "/output/checkpoints/last.ckpt"}),
     "resume-best-with-top-k": with_spec(training={"resume": "best", "checkpoint": {"saveTopK": 1}}),
     "resume-none-without-top-k": with_spec(training={"resume": "none", "checkpoint": {"saveTopK": 0}}),
-    "blank-metric-without-early-stopping": with_spec(training={"earlyStopping": {"enabled": False},
-                                                               "monitor": {"metric": " "}}),
     "subpath-empty-is-the-volume-root": with_spec(output={"claimName": "c", "subPath": ""}),
     "subpath-nested": with_spec(output={"claimName": "c", "subPath": "team/a..b/run-1"}),
     "template-only": with_spec(output={"volumeClaimTemplate": {"storage": "10Gi", "accessModes": ["ReadWriteMany"]}}),
@@ -368,6 +442,21 @@ ACCEPTED = {
     "env-value-from": with_spec(podTemplate={"env": [{"name": "POD", "valueFrom": {"fieldRef": {
         "fieldPath": "metadata.name"}}}], "envFrom": [{"secretRef": {"name": "s"}}, {"configMapRef": {"name": "c"}}]}),
     "retryable-exit-codes": with_spec(runPolicy={"retryableExitCodes": [1, 3, 255]}),
+    "names-labels-and-selectors": with_spec(
+        image="registry.example.com:5000/ml/ltj-trainer@sha256:" + "0" * 64,
+        output={"volumeClaimTemplate": {"storage": "1Gi", "storageClassName": ""}},
+        resources={"requests": {"cpu": "1", "example.com/fpga": 1}},
+        podTemplate={"metadata": {"labels": {"example.com/team": "ml", "empty": ""},
+                                  "annotations": {"example.com/owner": "ml team"}},
+                     "nodeSelector": {"node.kubernetes.io/instance-type": "p4d.24xlarge"},
+                     "tolerations": [{"operator": "Exists"}, {"key": "gpu", "value": "a100", "effect": "NoSchedule"}],
+                     "priorityClassName": "high.priority", "imagePullSecrets": [{"name": "reg.cred"}],
+                     "env": [{"name": "my.setting-1", "value": ""}, {"name": "_B", "value": "x"}],
+                     "envFrom": [{"prefix": "APP_", "configMapRef": {"name": "app.config"}}]}),
+    "mounts-sharing-a-prefix": with_spec(podTemplate={
+        "volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}],
+        "volumeMounts": [{"name": "a", "mountPath": "/data"}, {"name": "b", "mountPath": "/data2"},
+                         {"name": "a", "mountPath": "/data/sub/"}, {"name": "b", "mountPath": "/da"}]}),
 }
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -277,10 +278,13 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
                                                      ("op", r"def delete_job\(.*\n.*self\._delete\(")],
     ("ltj.dev", "lightningtrainingjobs/status", "patch"): [("op", r"kube\.patch_job_status\("),
                                                            ("op", r'request\("PATCH", [^\n]*\+ "/status"')],
+    # Not a call: the children's owner references set blockOwnerDeletion, which clusters with the
+    # OwnerReferencesPermissionEnforcement admission plugin allow only with this right.
+    ("ltj.dev", "lightningtrainingjobs/finalizers", "update"): [("op", r'"blockOwnerDeletion": True')],
     ("", "pods", "list"): [("op", r"kube\.pod_views\("), ("op", r"self\.list_pods\("),
                            ("op", r'request\("GET", _collection\("v1", "Pod"')],
     ("", "pods", "watch"): [("op", r'@kopf\.on\.event\("v1", "pods"')],
-    ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(m\) for m in manifests")],
+    ("", "pods", "create"): [("op", r"render\.render_pod\("), ("op", r"kube\.create\(m\)\) for m in manifests")],
     ("", "pods", "get"): [("op", r'kube\.get\("v1", "Pod"')],
     ("", "pods", "delete"): [("op", r"kube\.delete_pod\(")],
     ("", "persistentvolumeclaims", "create"): [("op", r"pvc = render_pvc\(job\)")],
@@ -413,6 +417,142 @@ def test_ltj_edit_user_submits_and_watches_jobs_only_in_their_namespace(kube, he
     kube.kubectl("delete", "ltj", "alices-job", "-n", namespace, "--wait=false")
 
 
+@pytest.fixture
+def policy_release(kube, helm, namespace, operator_ns, tmp_path) -> Iterator[Release]:
+    """A release with its admission policies (on by default) and its own ltj-edit; uninstalled afterwards,
+    because its policies are cluster-wide and would judge the jobs of every later test."""
+    rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
+                  {"rbac": {"create": True, "aggregatedRoles": {"create": True, "namePrefix": f"ltj-{namespace[-5:]}"}}})
+    # The API server applies a new policy once its informer has it, a moment after helm is done.
+    token_job = small_job("token", 1)
+    token_job["spec"]["podTemplate"] = TOKEN_POD_TEMPLATE
+    wait_for(lambda: "denied request" in kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-",
+                                                      input=yaml.safe_dump(token_job), check=False).stderr,
+             30, what="the job policy in force")
+    yield rel
+    helm("uninstall", rel.name, "--namespace", operator_ns, "--wait", "--timeout", "120s", check=False)
+
+
+# (podTemplate, what the refusal of the ltj-edit user says); the edit user may submit each of them.
+BEYOND_LTJ_EDIT: dict[str, tuple[dict[str, Any], str]] = {
+    "host-path": ({"volumes": [{"name": "host", "hostPath": {"path": "/etc"}}]},
+                  "spec.podTemplate.volumes: host: only users who may create pods in"),
+    "ephemeral-claim": ({"volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]},
+        "spec.podTemplate.volumes: scratch: only users who may create pods in"),
+    "secret-env": ({"env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]},
+                   "may not get all of spec.podTemplate.env[DB_PASSWORD]: secrets/db"),
+    "secret-env-from": ({"envFrom": [{"secretRef": {"name": "db"}}]},
+                        "may not get all of spec.podTemplate.envFrom: secrets/db"),
+    "secret-volume": ({"volumes": [{"name": "creds", "secret": {"secretName": "db"}}]},
+                      "may not get all of spec.podTemplate.volumes[creds]: secrets/db"),
+    "projected-secret": ({"volumes": [{"name": "creds", "projected": {"sources": [{"secret": {"name": "db"}}]}}]},
+                         "may not get all of spec.podTemplate.volumes[creds]: secrets/db"),
+    "pull-secret": ({"imagePullSecrets": [{"name": "db"}]},
+                    "may not get all of spec.podTemplate.imagePullSecrets: secrets/db"),
+    "config-map": ({"envFrom": [{"configMapRef": {"name": "settings"}}]},
+                   "may not get all of spec.podTemplate.envFrom: configmaps/settings"),
+}
+# What a job may hold whoever submits it: volume sources that reach nothing outside the job's pods.
+SAFE_POD_TEMPLATE = {"volumes": [
+    {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    {"name": "data", "persistentVolumeClaim": {"claimName": "dataset", "readOnly": True}},
+    {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+]}
+# The pods' ServiceAccount token is the relay's on rank 0: nobody's job may project it.
+TOKEN_POD_TEMPLATE = {"volumes": [{"name": "token", "projected": {"sources": [
+    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}]}
+
+
+def test_admission_policy_lets_a_job_reach_only_what_its_author_may(kube, namespace, policy_release):
+    prefix = f"ltj-{namespace[-5:]}"
+    alice, bob = (f"{n}-{namespace[-5:]}" for n in ("alice", "bob"))
+    kube.kubectl("create", "rolebinding", "alice-ltj", f"--clusterrole={prefix}-edit", f"--user={alice}",
+                 "-n", namespace)
+    kube.kubectl("create", "rolebinding", "bob-edit", "--clusterrole=edit", f"--user={bob}", "-n", namespace)
+    kube.kubectl("create", "secret", "generic", "db", "--from-literal=password=hunter2", "-n", namespace)
+    kube.kubectl("create", "configmap", "settings", "--from-literal=mode=fast", "-n", namespace)
+    wait_for(lambda: kube.kubectl("auth", "can-i", f"--as={bob}", "create", "lightningtrainingjobs.ltj.dev", "-n",
+                                  namespace, check=False).stdout.strip() == "yes", 30, what="aggregation into edit")
+
+    def submit(user: str, pod_template: dict[str, Any], verb: str = "create", name: str = "job",
+               dry_run: bool = True) -> subprocess.CompletedProcess:
+        manifest = small_job(name, 1)
+        manifest["spec"]["podTemplate"] = pod_template
+        return kube.kubectl(f"--as={user}", verb, *(["--dry-run=server"] if dry_run else []), "-n", namespace,
+                            "-f", "-", input=yaml.safe_dump(manifest), check=False)
+
+    for case, (pod_template, message) in BEYOND_LTJ_EDIT.items():
+        refused = submit(alice, pod_template)
+        assert refused.returncode != 0 and "denied request" in refused.stderr, (case, refused.stderr)
+        assert message in refused.stderr, (case, refused.stderr)
+        allowed = submit(bob, pod_template)
+        assert allowed.returncode == 0, (case, allowed.stderr)
+    for user in (alice, bob):
+        assert submit(user, SAFE_POD_TEMPLATE).returncode == 0
+        token = submit(user, TOKEN_POD_TEMPLATE)
+        assert token.returncode != 0 and "denied request" in token.stderr, token.stderr
+    assert "projected serviceAccountToken sources are not allowed" in submit(bob, TOKEN_POD_TEMPLATE).stderr
+
+    # An existing job: alice may change what does not reach further (suspend it), not its pods.
+    created = submit(bob, BEYOND_LTJ_EDIT["secret-env"][0], name="bobs-job", dry_run=False)
+    assert created.returncode == 0, created.stderr
+
+    def patch(user: str, spec: dict[str, Any]) -> subprocess.CompletedProcess:
+        return kube.kubectl(f"--as={user}", "patch", "ltj", "bobs-job", "-n", namespace, "--type=merge", "-p",
+                            json.dumps({"spec": spec}), check=False)
+
+    assert patch(alice, {"runPolicy": {"suspend": True}}).returncode == 0
+    image = patch(alice, {"image": "registry.example.com/alices-trainer:1"})
+    assert image.returncode != 0 and "may not get all of" in image.stderr, image.stderr
+    assert patch(bob, {"image": "registry.example.com/bobs-trainer:1"}).returncode == 0
+
+
+def test_admission_policy_lets_a_relay_write_only_its_jobs_training_status(kube, namespace, policy_release,
+                                                                             tmp_path):
+    from integration.test_relay import Admin, create_job, relay_token
+    from ltj_operator.relay.kube import ApiError, Endpoint, JobStatusClient
+
+    admin = Admin(kube)
+    for name in ("mine", "other"):
+        create_job(admin, namespace, name)
+        kube.kubectl("patch", "ltj", name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                     json.dumps({"status": {"phase": "Running", "attempt": 1, "restarts": 1}}))
+    # Even where RBAC lets it (a Role granted by hand), a relay's token writes no other job's status.
+    kube.kubectl("create", "role", "extra", "--verb=patch", "--resource=lightningtrainingjobs.ltj.dev/status",
+                 "--resource-name=other", "-n", namespace)
+    kube.kubectl("create", "rolebinding", "extra", "--role=extra", f"--serviceaccount={namespace}:mine-relay",
+                 "-n", namespace)
+    endpoint = Endpoint(admin.server, relay_token(admin, namespace, "mine", tmp_path / "token"),
+                        Path(kube.run_dir) / "pki" / "ca.crt")
+    mine, other = (JobStatusClient(endpoint, namespace, job) for job in ("mine", "other"))
+    wait_for(lambda: "denied request" in kube.kubectl(
+        f"--as=system:serviceaccount:{namespace}:mine-relay", "patch", "ltj", "mine", "-n", namespace,
+        "--subresource=status", "--type=merge", "--dry-run=server", "-p", '{"status":{"phase":"Failed"}}',
+        check=False).stderr, 30, what="the relay policy in force")
+
+    # The relay's own writes (relay/core.py): a merge patch, then a JSON patch fenced on the seq.
+    mine.merge_patch({"status": {"training": {"seq": 1, "epoch": 0}}})
+    mine.json_patch([{"op": "test", "path": "/status/training/seq", "value": 1},
+                     {"op": "replace", "path": "/status/training", "value": {"seq": 2, "epoch": 1}}])
+
+    def refused(client: JobStatusClient, status_patch: dict[str, Any]) -> str:
+        with pytest.raises(ApiError) as err:
+            client.merge_patch({"status": status_patch})
+        assert err.value.status == 403, err.value
+        return err.value.message
+
+    for field, value in (("phase", "Succeeded"), ("attempt", 0), ("restarts", 0), ("conditions", [])):
+        message = refused(mine, {field: value, "training": {"seq": 3}})
+        assert f"a relay writes only status.training, not status.{field}" in message, message
+    assert "is not the relay of other" in refused(other, {"training": {"seq": 9}})
+    mine.close()
+    other.close()
+    assert status(kube, namespace, "mine") == {"phase": "Running", "attempt": 1, "restarts": 1,
+                                               "training": {"seq": 2, "epoch": 1}}
+    assert "training" not in status(kube, namespace, "other")
+
+
 def test_operator_pod_passes_restricted_pod_security(kube, helm, namespace, operator_ns, tmp_path):
     """The operator pod is admitted by Pod Security `restricted` (server-side dry run of the real pod)."""
     kube.kubectl("label", "namespace", operator_ns, "pod-security.kubernetes.io/enforce=restricted")
@@ -428,6 +568,49 @@ def test_operator_pod_passes_restricted_pod_security(kube, helm, namespace, oper
     bad = kube.kubectl("create", "--dry-run=server", "-n", operator_ns, "-f", "-", input=json.dumps(pod),
                        check=False)
     assert bad.returncode != 0 and "violates PodSecurity" in bad.stderr, bad.stderr
+
+
+def test_notes_crd_upgrade_command_applies_over_a_crd_helm_created(kube, helm, namespace, operator_ns, tmp_path):
+    """The CRD upgrade command the notes print, run as printed, updates a CRD that Helm created."""
+    # A chart copy whose CRD has a group of its own: Helm creates it (it skips an existing CRD, and the
+    # session's is one) and the CRD every other test uses stays untouched.
+    group = f"c{namespace[-5:]}.ltj.dev"
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    crd_file = chart / "crds" / "ltj.dev_lightningtrainingjobs.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    crd["spec"]["group"] = group
+    crd["metadata"]["name"] = crd_name = f"{crd['spec']['names']['plural']}.{group}"
+    for clash in ("shortNames", "categories"):
+        crd["spec"]["names"].pop(clash, None)
+    crd_file.write_text(yaml.safe_dump(crd))
+    name = release_name(namespace)
+    helm("install", name, str(chart), "--namespace", operator_ns, "--wait", "--timeout", "120s",
+         "--set", "replicaCount=0", "--set", "rbac.create=false", "--set", "rbac.aggregatedRoles.create=false")
+    try:
+        notes = helm("get", "notes", name, "--namespace", operator_ns).stdout
+        (command,) = [line.split() for line in notes.splitlines() if "crds/ltj.dev_lightningtrainingjobs.yaml" in line]
+        # The next version's CRD, where the command's relative path finds it; the changed description is
+        # a field Helm's create made Helm's field manager own.
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = "the next version"
+        (tmp_path / "crds").mkdir()
+        (tmp_path / "crds" / "ltj.dev_lightningtrainingjobs.yaml").write_text(yaml.safe_dump(crd))
+
+        def run(words: list[str]) -> subprocess.CompletedProcess:
+            assert words[0] == "kubectl", words
+            return subprocess.run([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", *words[1:]],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+        # The check is live: without --force-conflicts the same apply conflicts with Helm's ownership.
+        unforced = run([w for w in command if w != "--force-conflicts"])
+        assert unforced.returncode != 0 and "conflict" in unforced.stderr, unforced.stderr
+        applied = run(command)
+        assert applied.returncode == 0, applied.stderr
+        live = kube.get("crd", crd_name)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert live["description"] == "the next version"
+    finally:
+        helm("uninstall", name, "--namespace", operator_ns, "--wait", "--timeout", "120s", check=False)
+        kube.kubectl("delete", "crd", crd_name, "--wait=false", check=False)
 
 
 def _labelled(kube: Kube, release: str) -> set[str]:

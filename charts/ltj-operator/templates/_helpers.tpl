@@ -65,6 +65,13 @@ app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
 {{- default (printf "ltj-trainer:%s" .Chart.AppVersion) .Values.defaultTrainerImage }}
 {{- end }}
 
+{{/* Names of the training pods' default pull secrets, comma-separated as the operator reads them. */}}
+{{- define "ltj-operator.defaultImagePullSecrets" -}}
+{{- $names := list }}
+{{- range .Values.defaultImagePullSecrets }}{{ $names = append $names .name }}{{ end }}
+{{- join "," $names }}
+{{- end }}
+
 {{/* Image of the relay sidecar: the operator image unless overridden. */}}
 {{- define "ltj-operator.relayImage" -}}
 {{- default (include "ltj-operator.image" .) .Values.relayImage }}

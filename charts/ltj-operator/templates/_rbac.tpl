@@ -16,6 +16,11 @@ Role granting permissions the user holds.
 - apiGroups: ["ltj.dev"]
   resources: ["lightningtrainingjobs/status"]
   verbs: ["get", "patch"]
+# Children carry blockOwnerDeletion: the OwnerReferencesPermissionEnforcement admission plugin
+# (OpenShift) allows that only to who may update the owner's finalizers.
+- apiGroups: ["ltj.dev"]
+  resources: ["lightningtrainingjobs/finalizers"]
+  verbs: ["update"]
 # The gang: watched for status, created per rank, deleted on gang restart, suspend and cleanup.
 - apiGroups: [""]
   resources: ["pods"]

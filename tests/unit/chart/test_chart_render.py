@@ -26,6 +26,7 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
         "relayImage": f"registry.example.com:5000/ml/ltj-relay@{DIGEST}",
         "relayImagePullPolicy": "Always",
         "imagePullSecrets": [{"name": "regcred"}],
+        "defaultImagePullSecrets": [{"name": "regcred"}, {"name": "mirror.example.com"}],
     },
     "digest": {"image": {"digest": DIGEST}},
     "resources-and-scheduling": {
@@ -43,9 +44,14 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
                  "stallDetection": {"factor": 2.5, "minSeconds": 120}, "relayTokenExpirationSeconds": 7200,
                  "healthPort": 9090},
     "stopped-no-rbac": {"replicaCount": 0, "rbac": {"create": False, "aggregatedRoles": {"create": False}},
-                        "serviceAccount": {"create": False, "name": "existing-operator"}},
+                        "serviceAccount": {"create": False, "name": "existing-operator"},
+                        "admissionPolicy": {"enabled": False}},
     "overrides": {"fullnameOverride": "ml-operator", "rbac": {"aggregatedRoles": {"create": True,
                                                                                   "namePrefix": "ml-jobs"}}},
+    "admission-relaxed": {"admissionPolicy": {
+        "validationActions": ["Warn", "Audit"], "safeVolumeSources": ["emptyDir", "nfs"],
+        "namespaceSelector": {"matchExpressions": [{"key": "ltj.dev/admission", "operator": "NotIn",
+                                                    "values": ["off"]}]}}},
 }
 
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
@@ -83,7 +89,7 @@ def test_every_object_has_the_standard_labels(render, case):
         assert labels["app.kubernetes.io/version"] == APP_VERSION, where
         assert labels["app.kubernetes.io/managed-by"] == "Helm", where
         assert labels["helm.sh/chart"] == f"ltj-operator-{CHART_VERSION}", where
-        assert labels["app.kubernetes.io/component"] in ("operator", "rbac"), where
+        assert labels["app.kubernetes.io/component"] in ("operator", "rbac", "admission"), where
     for deploy in find(objects, "Deployment"):
         pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
         assert all(k in pod_labels for k in STANDARD_LABELS)
@@ -99,6 +105,8 @@ def test_default_render(render):
     assert kinds == sorted([
         ("ServiceAccount", FULLNAME), ("Deployment", FULLNAME), ("ClusterRole", FULLNAME),
         ("ClusterRoleBinding", FULLNAME), ("ClusterRole", "ltj-edit"), ("ClusterRole", "ltj-view"),
+        *[(kind, f"{FULLNAME}-{policy}") for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+          for policy in ("jobs", "relay-status")],
     ])
     # Namespaced objects go to the release namespace.
     for obj in objects:
@@ -124,6 +132,7 @@ def test_default_render(render):
     assert env["LTJ_OPERATOR_IMAGE"] == f"ltj-operator:{APP_VERSION}"  # the relay runs from the operator image
     assert env["LTJ_WATCH_NAMESPACES"] == ""
     assert env["LTJ_LOG_LEVEL"] == "INFO"
+    assert env["LTJ_DEFAULT_IMAGE_PULL_SECRETS"] == ""
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
@@ -166,6 +175,7 @@ def test_operator_accepts_the_environment_the_chart_sets(render, case):
     assert config.relay_token_expiration_seconds == values.get("relayTokenExpirationSeconds", 3600)
     assert config.relay_image_pull_policy == values.get("relayImagePullPolicy", "IfNotPresent")
     assert config.operator_image == (values.get("relayImage") or container(objects)["image"])
+    assert config.default_image_pull_secrets == tuple(s["name"] for s in values.get("defaultImagePullSecrets", ()))
     assert config.peering_name == ""  # standalone: one replica, no peering objects, no peering RBAC
 
 
@@ -209,6 +219,23 @@ def test_custom_images_and_digest(render):
     assert container(pinned)["image"] == f"ltj-operator@{DIGEST}"
     # The relay follows the operator image, digest included.
     assert env_of(pinned)["LTJ_OPERATOR_IMAGE"] == f"ltj-operator@{DIGEST}"
+
+
+def test_default_trainer_image_and_pull_secrets_reach_every_training_pod(render):
+    """Chart values -> the operator's env -> every pod of a job that names neither (private registries)."""
+    from ltj_operator.config import OperatorConfig
+    from ltj_operator.render import render_pods
+    from unit.operator.operator_helpers import make_job
+
+    objects = render(EDGE_CASES["custom-images"])
+    config = OperatorConfig.from_env(env_of(objects))
+    pods = render_pods(make_job(nodes=2), 0, config)
+    for pod in pods:
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror.example.com"}]
+        assert pod["spec"]["containers"][0]["image"] == "registry.example.com:5000/ml/ltj-trainer:1.2.3"
+    # The relay sidecar shares rank 0's pod, so the same secrets pull its image.
+    (relay,) = pods[0]["spec"]["initContainers"]
+    assert relay["image"] == f"registry.example.com:5000/ml/ltj-relay@{DIGEST}"
 
 
 def test_resources_and_scheduling(render):
@@ -312,4 +339,39 @@ def test_names_follow_release_and_overrides(render):
     assert one(render(release="ltj-operator"), "Deployment")["metadata"]["name"] == "ltj-operator"
     assert one(render(release="prod"), "Deployment")["metadata"]["name"] == "prod-ltj-operator"
     objects = render(EDGE_CASES["overrides"])
-    assert {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterRole"} == {"ml-operator"}
+    assert {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterRole"} == {
+        "ml-operator", "ml-operator-jobs", "ml-operator-relay-status"}
+
+
+def test_admission_policies_follow_their_values(render):
+    """Both policies with their bindings, on by default; what values change reaches the objects (their
+    behaviour on the API server: tests/integration/test_chart.py)."""
+    policies = ("jobs", "relay-status")
+    objects = render()
+    for policy in policies:
+        name = f"{FULLNAME}-{policy}"
+        spec = one(objects, "ValidatingAdmissionPolicy", name)["spec"]
+        assert spec["failurePolicy"] == "Fail"
+        assert {g for r in spec["matchConstraints"]["resourceRules"] for g in r["apiGroups"]} == {"ltj.dev"}
+        binding = one(objects, "ValidatingAdmissionPolicyBinding", name)["spec"]
+        assert binding == {"policyName": name, "validationActions": ["Deny"],
+                           "matchResources": {"namespaceSelector": {}}}
+    jobs = one(objects, "ValidatingAdmissionPolicy", f"{FULLNAME}-jobs")["spec"]
+    safe = next(v["expression"] for v in jobs["variables"] if v["name"] == "unsafeVolumes")
+    assert '["configMap","downwardAPI","emptyDir","persistentVolumeClaim","projected","secret"]' in safe
+    # The operator's own account is never taken for a relay, whatever its name.
+    (relay,) = one(objects, "ValidatingAdmissionPolicy", f"{FULLNAME}-relay-status")["spec"]["matchConditions"]
+    assert f"!= 'system:serviceaccount:{NAMESPACE}:{FULLNAME}'" in relay["expression"]
+
+    values = EDGE_CASES["admission-relaxed"]["admissionPolicy"]
+    relaxed = render(EDGE_CASES["admission-relaxed"])
+    for policy in policies:
+        binding = one(relaxed, "ValidatingAdmissionPolicyBinding", f"{FULLNAME}-{policy}")["spec"]
+        assert binding["validationActions"] == ["Warn", "Audit"]
+        assert binding["matchResources"]["namespaceSelector"] == values["namespaceSelector"]
+    jobs = one(relaxed, "ValidatingAdmissionPolicy", f"{FULLNAME}-jobs")["spec"]
+    assert '["emptyDir","nfs"]' in next(v["expression"] for v in jobs["variables"] if v["name"] == "unsafeVolumes")
+    assert any("sources other than emptyDir, nfs" in v.get("messageExpression", "") for v in jobs["validations"])
+
+    off = render({"admissionPolicy": {"enabled": False}})
+    assert not find(off, "ValidatingAdmissionPolicy") and not find(off, "ValidatingAdmissionPolicyBinding")

@@ -4,12 +4,13 @@ the chart's crds/ is a byte-identical copy of the repository's crds/."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from unit.chart.chartlib import CHART, KUBE_VERSION, REPO
+from unit.chart.chartlib import CHART, KUBE_VERSION, REPO, container, env_of
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +35,18 @@ BAD_VALUES: list[tuple[dict[str, Any], str, str]] = [
      "does not match pattern"),
     ({"image": {"repository": "ltj-operator", "pullPolicy": "Always", "tag": "has space"}}, "/image/tag",
      "does not match pattern"),
+    # A tag or digest in the repository would render `repo:tag:appVersion`, an image no node can pull.
+    ({"image": {"repository": "ltj-operator:0.1.0", "pullPolicy": "Always"}}, "/image/repository",
+     "does not match pattern"),
+    ({"image": {"repository": "registry.example.com:5000/ml/ltj-operator:0.1.0", "pullPolicy": "Always"}},
+     "/image/repository", "does not match pattern"),
+    ({"image": {"repository": f"ltj-operator@sha256:{'a' * 64}", "pullPolicy": "Always"}}, "/image/repository",
+     "does not match pattern"),
     ({"defaultTrainerImage": "not an image"}, "/defaultTrainerImage", "does not match pattern"),
+    ({"defaultImagePullSecrets": ["regcred"]}, "/defaultImagePullSecrets/0", "got string, want object"),
+    ({"defaultImagePullSecrets": [{"name": "Reg_Cred"}]}, "/defaultImagePullSecrets/0/name", "does not match pattern"),
+    ({"defaultImagePullSecrets": [{"name": "a"}, {"name": "a"}]}, "/defaultImagePullSecrets",
+     "items at 0 and 1 are equal"),
     ({"relayImage": 5}, "/relayImage", "got number, want string"),
     ({"relayImagePullPolicy": "always"}, "/relayImagePullPolicy", "value must be one of"),
     ({"resyncSeconds": 0}, "/resyncSeconds", "minimum: got 0, want 1"),
@@ -58,7 +70,24 @@ BAD_VALUES: list[tuple[dict[str, Any], str, str]] = [
     ({"rbac": {"create": True, "aggregatedRoles": {"create": True, "namePrefix": "LTJ"}}},
      "/rbac/aggregatedRoles/namePrefix", "does not match pattern"),
     ({"extraEnv": [{"name": "LTJ_LOG_LEVEL", "value": "DEBUG"}]}, "/extraEnv/0/name", "'not' failed"),
+    # The API server refuses a non-string env value: the release would fail after helm said yes.
+    ({"extraEnv": [{"name": "NO_PROXY_WORKERS", "value": 4}]}, "/extraEnv/0/value", "got number, want string"),
+    ({"extraEnv": [{"name": "DEBUG", "value": True}]}, "/extraEnv/0/value", "got boolean, want string"),
+    ({"extraEnv": [{"name": "A", "vaule": "x"}]}, "/extraEnv/0", "additional properties 'vaule' not allowed"),
+    ({"extraEnv": [{"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+     "/extraEnv/0", "'not' failed"),
     ({"nodeSelector": {"pool": 1}}, "/nodeSelector/pool", "got number, want string"),
+    # The API server refuses a binding with both; helm would install half a release.
+    ({"admissionPolicy": {"validationActions": ["Deny", "Warn"]}}, "/admissionPolicy/validationActions",
+     "'not' failed"),
+    ({"admissionPolicy": {"validationActions": []}}, "/admissionPolicy/validationActions", "minItems"),
+    ({"admissionPolicy": {"validationActions": ["Block"]}}, "/admissionPolicy/validationActions/0",
+     "value must be one of 'Deny', 'Warn', 'Audit'"),
+    # Volume source names go into the policy's CEL: nothing but a field name.
+    ({"admissionPolicy": {"safeVolumeSources": ["hostPath']) || true || (["]}}, "/admissionPolicy/safeVolumeSources/0",
+     "does not match pattern"),
+    ({"admissionPolicy": {"namespaceSelector": {"matchLabel": {"a": "b"}}}}, "/admissionPolicy/namespaceSelector",
+     "additional properties 'matchLabel' not allowed"),
 ]
 
 
@@ -77,6 +106,24 @@ def test_schema_rejects_bad_values_with_a_clear_message(helm, values_file, value
     lines = [ln.strip() for ln in err.splitlines() if ln.strip().startswith(f"- at '{pointer}'")]
     assert lines, f"no error at {pointer!r}:\n{err}"
     assert message in err, err
+
+
+def test_schema_refuses_every_env_name_the_chart_sets(render, helm, values_file):
+    """extraEnv cannot repeat a variable the Deployment already sets (which one would win is up to the
+    kubelet, and helm upgrade's patch refuses duplicate names)."""
+    names = sorted(env_of(render()))
+    assert len(names) > 10
+    err = schema_error(helm, values_file, {"extraEnv": [{"name": n, "value": "x"} for n in names]})
+    refused = {names[int(m)] for m in re.findall(r"- at '/extraEnv/(\d+)/name': 'not' failed", err)}
+    assert refused == set(names), f"not refused: {set(names) - refused}\n{err}"
+
+
+def test_schema_accepts_registry_ports_and_env_sources(render):
+    objects = render({"image": {"repository": "localhost:5000/ltj-operator", "tag": "dev", "pullPolicy": "Never"},
+                      "extraEnv": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                   {"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]})
+    assert container(objects)["image"] == "localhost:5000/ltj-operator:dev"
+    assert env_of(objects)["HTTPS_PROXY"] == "http://proxy:3128"
 
 
 def test_lint_fails_on_bad_values(helm, values_file):
@@ -145,4 +192,4 @@ def test_notes_tell_how_to_submit_and_watch_a_job():
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "apply -f crds/samples/cpu-digits-2node.yaml" in notes
     assert "get ltj -w" in notes
-    assert "kubectl apply --server-side -f crds/ltj.dev_lightningtrainingjobs.yaml" in notes
+    assert "kubectl apply --server-side --force-conflicts -f crds/ltj.dev_lightningtrainingjobs.yaml" in notes

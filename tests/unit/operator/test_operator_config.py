@@ -32,6 +32,7 @@ def test_every_setting_from_the_environment() -> None:
         "LTJ_OPERATOR_IMAGE": "ghcr.io/x/ltj-operator:1.2",
         "LTJ_RELAY_IMAGE_PULL_POLICY": "Always",
         "LTJ_WATCH_NAMESPACES": " team-a, team-b ,team-a,",
+        "LTJ_DEFAULT_IMAGE_PULL_SECRETS": "regcred, mirror.example.com,regcred",
         "LTJ_LOG_LEVEL": "debug",
         "LTJ_STALL_FACTOR": "3.5",
         "LTJ_STALL_MIN_SECONDS": "120",
@@ -48,6 +49,7 @@ def test_every_setting_from_the_environment() -> None:
     assert (config.resync_seconds, config.workers, config.health_port) == (15, 8, 9090)
     assert config.peering_name == "ltj" and config.relay_token_expiration_seconds == 7200
     assert config.relay_image_pull_policy == "Always"
+    assert config.default_image_pull_secrets == ("regcred", "mirror.example.com")
 
 
 @pytest.mark.parametrize(("name", "value", "words"), [
@@ -55,6 +57,9 @@ def test_every_setting_from_the_environment() -> None:
     ("LTJ_OPERATOR_IMAGE", "https://registry/x", "image reference"),
     ("LTJ_RELAY_IMAGE_PULL_POLICY", "Sometimes", "Always, IfNotPresent, Never"),
     ("LTJ_WATCH_NAMESPACES", "team-a,Team_B", "'Team_B' is not a valid namespace"),
+    ("LTJ_WATCH_NAMESPACES", "a.b", "'a.b' is not a valid namespace"),
+    ("LTJ_DEFAULT_IMAGE_PULL_SECRETS", "regcred,Reg_Cred", "'Reg_Cred' is not a valid Secret name"),
+    ("LTJ_DEFAULT_IMAGE_PULL_SECRETS", "x" * 254, "is not a valid Secret name"),
     ("LTJ_LOG_LEVEL", "chatty", "DEBUG, INFO, WARNING, ERROR"),
     ("LTJ_STALL_FACTOR", "abc", "must be a number"),
     ("LTJ_STALL_FACTOR", "1", "must be > 1"),

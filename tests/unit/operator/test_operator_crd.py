@@ -91,7 +91,7 @@ def test_status_schema_covers_contract_3(schema: dict[str, Any]) -> None:
                 "readyNodes", "nodes", "failure", "resumeFrom"):
         assert key in status, key
     assert status["phase"]["enum"] == list(C.PHASES)
-    assert set(status["failure"]["properties"]) == {"pod", "rank", "exitCode", "reason", "message"}
+    assert set(status["failure"]["properties"]) == {"pod", "rank", "exitCode", "reason", "message", "detail"}
     training = status["training"]["properties"]
     for key in ("seq", "epoch", "step", "maxEpochs", "progress", "etaSeconds", "metrics", "monitor", "mode",
                 "bestScore", "bestCheckpoint", "lastCheckpoint", "topK", "earlyStopped", "testMetrics", "finished",
@@ -113,13 +113,32 @@ def test_printer_columns_per_contract(version: dict[str, Any]) -> None:
     assert columns == [
         ("Phase", ".status.phase", "string"),
         ("Nodes", ".spec.nodes", "integer"),
-        ("Epoch", ".status.training.epoch", "integer"),
-        ("Best", ".status.training.bestScore", "number"),
-        ("Checkpoint", ".status.training.lastCheckpoint", "string"),
+        ("Epoch", ".status.training.display.epoch", "string"),
+        ("Best", ".status.training.display.best", "string"),
+        ("Best Checkpoint", ".status.training.display.bestCheckpoint", "string"),
         ("Restarts", ".status.restarts", "integer"),
         ("Age", ".metadata.creationTimestamp", "date"),
     ]
     assert all(c.get("description") for c in version["additionalPrinterColumns"])
+
+
+def test_every_printer_column_reads_a_declared_field(schema: dict[str, Any], version: dict[str, Any]) -> None:
+    for column in version["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".metadata."):
+            continue  # ObjectMeta is the API server's
+        node = schema
+        for name in column["jsonPath"].lstrip(".").split("."):
+            node = node["properties"][name]
+        assert node["type"] == column["type"], column
+
+
+def test_a_new_job_reads_as_pending_before_its_first_record(schema: dict[str, Any]) -> None:
+    """The operator records a job's status once its gang's pods exist; until then the API server shows the
+    status schema's default (applied on every read), so the Phase column is never empty."""
+    status = schema["properties"]["status"]
+    assert status["default"] == {"phase": C.PHASE_PENDING}
+    assert validate(status, status["default"], "status") == []
+    assert apply_defaults(schema, {"spec": {}})["status"] == {"phase": C.PHASE_PENDING}
 
 
 def _rules(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -128,7 +147,7 @@ def _rules(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 _CEL_IDENT = re.compile(r"(?<![.\w'])([A-Za-z_]\w*)(?=\s*[(.\s=!<>)&|,\]]|$)")
 _CEL_KNOWN = {"self", "oldSelf", "has", "size", "int", "double", "in", "true", "false", "all", "exists", "p", "m",
-              "v", "c", "k"}
+              "n", "v", "c", "k", "format"}
 
 
 def test_cel_rules_are_plausible(schema: dict[str, Any]) -> None:

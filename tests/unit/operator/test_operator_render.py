@@ -245,6 +245,17 @@ def test_pod_template_settings_are_passed_through() -> None:
     assert trainer(pod)["imagePullPolicy"] == "Always"
 
 
+def test_default_pull_secrets_reach_every_pod_after_the_jobs_own() -> None:
+    config = OperatorConfig(default_image_pull_secrets=("regcred", "mirror"))
+    job = make_job(nodes=2, podTemplate={"imagePullSecrets": [{"name": "team-cred"}, {"name": "regcred"}]})
+    for pod in render_pods(job, 0, config):
+        # Pod-wide: rank 0's relay sidecar is pulled with them too.
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "team-cred"}, {"name": "regcred"}, {"name": "mirror"}]
+    (pod,) = render_pods(make_job(), 0, config)
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert "imagePullSecrets" not in render_pod(make_job(), 0, 0, CONFIG)["spec"]
+
+
 def test_rendering_is_deterministic_and_leaves_the_job_untouched() -> None:
     job = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     before = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
