@@ -84,11 +84,11 @@ def _stream(kubectl: list[str], name: str, timeout: float) -> dict:
             job = json.loads(out.stdout)
             st = job.get("status") or {}
             tr = st.get("training") or {}
+            shown = tr.get("display") or {}  # as the columns show it: epochs from 1, values rounded
             line = (f"phase={st.get('phase', '-')} restarts={st.get('restarts', 0)} "
-                    f"epoch={tr.get('epoch', '-')} step={tr.get('step', '-')} "
-                    f"progress={tr.get('progress', '-')}% "
-                    f"metrics={json.dumps(tr.get('metrics', {}), sort_keys=True)} "
-                    f"best={tr.get('bestScore', '-')} last_ckpt={tr.get('lastCheckpoint', '-')}")
+                    f"epoch={shown.get('epoch', '-')} step={tr.get('step', '-')} "
+                    f"progress={tr.get('progress', '-')}% metrics={shown.get('metrics', '-')} "
+                    f"best={shown.get('best', '-')} last_ckpt={tr.get('lastCheckpoint', '-')}")
             if line != last:
                 print(time.strftime("%H:%M:%S"), line, flush=True)
                 last = line

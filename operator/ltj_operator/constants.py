@@ -152,6 +152,7 @@ class Reason:
     NOT_RUNNING: Final = "NotRunning"
     # Events only
     TTL_EXPIRED: Final = "TTLExpired"
+    SPEC_WARNING: Final = "SpecWarning"
     CLEANED_UP: Final = "PodsCleanedUp"
 
 

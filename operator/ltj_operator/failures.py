@@ -8,12 +8,13 @@ Not retryable (the program's fault): exit codes 1..127 unless listed in
 
 from __future__ import annotations
 
+import re
 import signal as _signal
 from dataclasses import dataclass
 from typing import Iterable
 
 from . import constants as C
-from .podview import PodView
+from .podview import PodView, parse_summary
 
 R = C.Reason
 
@@ -28,6 +29,10 @@ _DISRUPTION_REASONS = {
     "DeletionByTaintManager": R.NODE_LOST,
 }
 MAX_MESSAGE = 1024
+MAX_CAUSE = 300
+# The line Python prints last for an exception ("ValueError: bad batch", "torch.OutOfMemoryError: ..."),
+# perhaps behind torchrun's "[rank1]:" prefix; warnings are not causes.
+_EXCEPTION_LINE = re.compile(r"^(?:\[[^\]]*\]:?\s*)?((?:\w+\.)*\w+(?:Error|Exception|Failure|Interrupt|Exit)\b(?::.*)?)$")
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,14 @@ class PodFailure:
     message: str
     exit_code: int | None = None
     finished_at: str | None = None  # None: no termination time (a deleted or vanished pod)
+    detail: str | None = None  # the trainer's whole termination message, of which `message` shows the cause
 
     def as_status(self) -> dict[str, object]:
         out: dict[str, object] = {"pod": self.pod, "rank": self.rank, "reason": self.reason, "message": self.message}
         if self.exit_code is not None:
             out["exitCode"] = self.exit_code
+        if self.detail:
+            out["detail"] = self.detail
         return out
 
 
@@ -54,18 +62,35 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _tail(text: str | None) -> str:
-    if not text:
+def cause(text: str | None) -> str:
+    """The one line worth showing of a termination message: the error in the trainer's JSON summary; else,
+    from a log tail (FallbackToLogsOnError), its last exception line, or failing that its last line."""
+    summary = parse_summary(text)
+    if summary is not None:
+        error = summary.get("error")
+        lines = [line.strip() for line in error.splitlines() if line.strip()] if isinstance(error, str) else []
+        return _shorten(lines[0]) if lines else ""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return _shorten(match.group(1))
+    if not lines:
         return ""
-    text = text.strip()
-    return text if len(text) <= 300 else "..." + text[-297:]
+    # No exception: the end of the last line says the most (a launcher's last word, a kubelet's message).
+    last = lines[-1]
+    return last if len(last) <= MAX_CAUSE else "..." + last[3 - MAX_CAUSE:]
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= MAX_CAUSE else line[:MAX_CAUSE - 3] + "..."
 
 
 def _describe(view: PodView, what: str, detail: str | None = None) -> str:
     message = f"pod {view.name} (rank {view.rank}): {what}"
-    tail = _tail(detail)
-    if tail:
-        message += f": {tail}"
+    shown = cause(detail)
+    if shown:
+        message += f": {shown}"
     return message[:MAX_MESSAGE]
 
 
@@ -74,10 +99,11 @@ def classify(view: PodView, retryable_exit_codes: Iterable[int] = ()) -> PodFail
     rank = view.rank if view.rank is not None else -1
     trainer = view.trainer
     finished_at = trainer.finished_at if trainer is not None else None
+    termination = (trainer.message or "").strip() if trainer is not None else ""
 
     def failure(retryable: bool, reason: str, message: str, exit_code: int | None = None) -> PodFailure:
         return PodFailure(pod=view.name, rank=rank, retryable=retryable, reason=reason, message=message,
-                          exit_code=exit_code, finished_at=finished_at)
+                          exit_code=exit_code, finished_at=finished_at, detail=termination or None)
 
     exit_code = trainer.exit_code if trainer is not None and trainer.state == "terminated" else None
     if view.trainer_succeeded:

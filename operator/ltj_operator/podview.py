@@ -41,6 +41,7 @@ class PodView:
     disruption_reason: str | None = None  # the DisruptionTarget condition's reason, when True
     node_name: str | None = None
     unschedulable: str | None = None  # the scheduler's message while PodScheduled=False/Unschedulable
+    unschedulable_since: str | None = None  # that condition's lastTransitionTime
     trainer: ContainerView | None = None
 
     @property
@@ -56,6 +57,11 @@ class PodView:
         if self.trainer is not None and self.trainer.state == "terminated":
             return self.trainer.exit_code == 0
         return self.phase == "Succeeded"
+
+    @property
+    def awaits_claim(self) -> bool:
+        """The scheduler waits for a claim of the pod to bind (a provisioner is making its volume)."""
+        return "unbound immediate PersistentVolumeClaims" in (self.unschedulable or "")
 
     @property
     def pending_detail(self) -> str | None:
@@ -108,13 +114,14 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         if ref.get("controller"):
             owner_uid = ref.get("uid")
     disruption = None
-    unschedulable = None
+    unschedulable = unschedulable_since = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "DisruptionTarget" and cond.get("status") == C.TRUE:
             disruption = cond.get("reason") or "DisruptionTarget"
         if (cond.get("type") == "PodScheduled" and cond.get("status") == C.FALSE
                 and cond.get("reason") == "Unschedulable"):
             unschedulable = cond.get("message") or "the scheduler found no node for the pod"
+            unschedulable_since = cond.get("lastTransitionTime")
     return PodView(
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
@@ -128,6 +135,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         disruption_reason=disruption,
         node_name=(pod.get("spec") or {}).get("nodeName"),
         unschedulable=unschedulable,
+        unschedulable_since=unschedulable_since,
         trainer=_container(status.get("containerStatuses"), C.TRAINER_CONTAINER),
     )
 

@@ -153,10 +153,7 @@ def reconcile(kube: Kube, config: OperatorConfig, expectations: Expectations, na
         act(kube, expectations, snap, decision)
     except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
         failure = exc
-    events = list(decision.events)
-    if snap.job is not None and status.get("observedGeneration") != snap.job.meta.generation:
-        events.extend(EventNote("Warning", "SpecWarning", w) for w in snap.job.spec.warnings)
-    return Outcome(gone=False, requeue_after=requeue_after, events=(*events, *made.events, *later.events),
+    return Outcome(gone=False, requeue_after=requeue_after, events=(*decision.events, *made.events, *later.events),
                    body=body, decision=decision, error=failure or made.refusal or later.refusal)
 
 
@@ -195,7 +192,9 @@ def _observe(kube: Kube, expectations: Expectations, job: Job | None, status: Ma
     pods = expectations.pods(namespace, name, kube.pod_views(namespace, name))
     modes: tuple[str, ...] | None = None
     # The claim's access modes only matter to a status record: none is written before the job's pods exist.
-    if job is not None and job.spec.nodes > 1 and (status or pods) and status.get("phase") not in C.TERMINAL_PHASES:
+    # (A new job reads as the CRD's default status, phase Pending: what counts is a recorded attempt.)
+    if (job is not None and job.spec.nodes > 1 and (status.get("attempt") is not None or pods)
+            and status.get("phase") not in C.TERMINAL_PHASES):
         template = job.spec.output.volume_claim_template
         if template is not None:
             modes = template.access_modes

@@ -16,6 +16,9 @@ Rules that keep it level-based and safe to repeat:
   deleted, so a crash in between can neither lose nor double-count the restart.
 - A pod of the current attempt that vanishes after the whole gang was seen counts as a failure.
 - Conditions are keyed by type; lastTransitionTime changes only when the status does.
+- A Warning event goes with the record of its cause, once: the condition it reports turning True (or
+  its message changing, for a refusal), a new generation's spec warnings. A claim still binding is no
+  cause: the scheduler waits for it at every start where the claim's class binds immediately.
 - Outcomes change only what is recorded, never the actions: a refusal is Created=False with the API
   server's message until the children exist; a first gang's record waits for its pods to be seen;
   progress right after the last write waits for the rest of the gang (PROGRESS_HOLD_SECONDS).
@@ -45,6 +48,9 @@ STALE_POD_RECHECK_SECONDS = 5.0
 # closely waits for the rest of the gang: the next pod's event usually finds it all running, and one
 # write says so instead of two in a row (the Job controller batches its pod updates over 1 s likewise).
 PROGRESS_HOLD_SECONDS = 1.0
+# A pod the scheduler holds back for an unbound claim is pending, not unschedulable, this long: a provisioner
+# binds a new claim within seconds, and only a claim that stays unbound is worth a warning.
+CLAIM_BINDING_SECONDS = 30.0
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -195,6 +201,11 @@ class _Conditions:
 
     def became_true(self, type_: str) -> bool:
         return self.is_true(type_) and not self.was_true(type_)
+
+    def changed(self, type_: str) -> bool:
+        """Its status, reason or message differs from the recorded one."""
+        now, before = self.items.get(type_, {}), self.before.get(type_, {})
+        return any(now.get(k) != before.get(k) for k in ("status", "reason", "message"))
 
     def since(self, type_: str) -> dt.datetime | None:
         return parse_time(self.items.get(type_, {}).get("lastTransitionTime"))
@@ -670,13 +681,24 @@ class _Decider:
         self.conds.set(C.COND_RUNNING, C.FALSE, R.PODS_PENDING, detail)
 
     def check_schedulable(self, current: Mapping[int, PodView]) -> None:
-        stuck = [f"{p.name}: {p.unschedulable}" for _, p in sorted(current.items()) if p.unschedulable]
+        stuck = [f"{p.name}: {p.unschedulable}" for _, p in sorted(current.items())
+                 if p.unschedulable and not self.binding(p)]
         if stuck:
             self.conds.set(C.COND_UNSCHEDULABLE, C.TRUE, R.PODS_UNSCHEDULABLE, "; ".join(stuck))
             if self.conds.became_true(C.COND_UNSCHEDULABLE):
                 self.event("Warning", R.PODS_UNSCHEDULABLE, "; ".join(stuck))
         else:
             self.conds.settle(C.COND_UNSCHEDULABLE, R.PODS_SCHEDULED, "all pods are scheduled")
+
+    def binding(self, pod: PodView) -> bool:
+        """The pod waits for its claim to bind, for less than CLAIM_BINDING_SECONDS (then look again)."""
+        since = parse_time(pod.unschedulable_since)
+        if not pod.awaits_claim or since is None:
+            return False
+        left = CLAIM_BINDING_SECONDS - (self.now - since).total_seconds()
+        if left > 0:
+            self.requeue(left)
+        return left > 0
 
     def check_stalled(self) -> None:
         if self.phase != C.PHASE_RUNNING:
@@ -718,7 +740,8 @@ class _Decider:
             # Retried with backoff until the children exist; activeDeadlineSeconds bounds it like any wait.
             message = f"the API server refused to create the job's objects: {refusal}"
             self.conds.set(C.COND_CREATED, C.FALSE, R.POD_CREATION_FAILED, message)
-            self.event("Warning", R.POD_CREATION_FAILED, message)
+            if self.conds.changed(C.COND_CREATED):  # not again at each retry of the same refusal
+                self.event("Warning", R.POD_CREATION_FAILED, message)
         elif (self.outcomes.companions_made and self.launched == self.attempt
               and created.get("reason") == R.POD_CREATION_FAILED):
             # Only the companions can have been refused once the whole gang exists: they are made now.
@@ -739,7 +762,7 @@ class _Decider:
         if any(isinstance(a, CreatePods) for a in self.actions):
             return None
         patch = _patch(status, self.prev)
-        if patch and (progress_only(self.prev, patch) or first_record_pending(self.prev, patch)):
+        if patch and (progress_only(self.prev, patch) or first_record_pending(self.prev, status)):
             return self.hold_seconds - since
         return None
 
@@ -765,6 +788,10 @@ class _Decider:
         hold = None if deferred else self.hold(status)
         if hold is not None:
             requeue = hold if requeue is None else min(requeue, hold)
+        elif not deferred and self.job is not None and self.prev.get("observedGeneration") != self.generation:
+            # With the record of the generation they concern: once, not at every pass until it is recorded.
+            for warning in self.job.spec.warnings:
+                self.event("Warning", R.SPEC_WARNING, warning)
         return Decision(
             status=status,
             actions=tuple(self.actions),
@@ -789,9 +816,10 @@ def progress_only(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
             and running.get("reason") == R.PODS_PENDING)
 
 
-def first_record_pending(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """The patch is a job's first record (no attempt recorded yet) and says its gang is Pending."""
-    return current.get("attempt") is None and patch.get("phase") == C.PHASE_PENDING
+def first_record_pending(current: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """`status` is a job's first record (no attempt recorded yet) and says its gang is Pending (which the
+    patch leaves out when the job reads as Pending already: the CRD's default status)."""
+    return current.get("attempt") is None and status.get("phase") == C.PHASE_PENDING
 
 
 def decide(job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime, *,

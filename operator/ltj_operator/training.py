@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -31,6 +32,10 @@ RATE_WINDOW = 6  # validation samples used for the ETA (recent rate, not the who
 INTERVAL_WINDOW = 16  # event times used for the mean interval
 BURST_SECONDS = 2.0
 MAX_TIMESTAMP = 32503680000.0  # year 3000  # events closer than this (validation + its checkpoints) are one burst
+# The display strings (`kubectl get` columns, `kubectl describe`) round to this many significant digits;
+# the numeric fields keep the full values.
+DISPLAY_DIGITS = 4
+MAX_DISPLAY = 1024
 
 Metrics = tuple[tuple[str, "float | None"], ...]
 
@@ -407,6 +412,28 @@ def _metrics_dict(m: Metrics) -> dict[str, float | None]:
     return {k: v for k, v in m}
 
 
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.{DISPLAY_DIGITS}g}"
+
+
+def display(state: TrainingState) -> dict[str, str]:
+    """What a person reads in `kubectl get` and `kubectl describe`: printer columns cannot format numbers."""
+    out: dict[str, str] = {}
+    epochs = [e for e in (state.epoch, state.position.epoch if state.position else None) if e is not None]
+    if epochs:
+        # The epoch in progress or last finished, counted from 1 as users do (Lightning's index is 0-based).
+        out["epoch"] = str(max(epochs) + 1) + (f"/{state.max_epochs}" if state.max_epochs else "")
+    if state.best_score is not None:
+        out["best"] = (f"{state.monitor}=" if state.monitor else "") + _shown(state.best_score)
+    if state.best_checkpoint:
+        out["bestCheckpoint"] = posixpath.basename(state.best_checkpoint) or state.best_checkpoint
+    for key, metrics in (("metrics", state.metrics), ("testMetrics", state.test_metrics)):
+        if metrics:
+            # A string keeps names such as lr-AdamW as logged: kubectl describe re-spells map keys ("Lr - Adam W").
+            out[key] = _text(", ".join(f"{k}={_shown(v)}" for k, v in metrics), MAX_DISPLAY) or ""
+    return out
+
+
 def to_status(state: TrainingState, now: float) -> dict[str, Any]:
     """The ``status.training`` object; absent values are left out (never null at the top level)."""
     out: dict[str, Any] = {
@@ -435,6 +462,7 @@ def to_status(state: TrainingState, now: float) -> dict[str, Any]:
         "skippedLines": state.skipped_lines,
         "startedCount": state.started_count,
         "updateTime": format_time(now),
+        "display": display(state) or None,
     }
     if state.early_stopped is not None:
         es = state.early_stopped

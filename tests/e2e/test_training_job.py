@@ -41,9 +41,13 @@ def test_status_follows_the_epochs_live_and_the_columns_show_the_result(real_clu
     assert condition(st, "EarlyStopped")["status"] == "False"
     table = kube.kubectl("get", "ltj", name, "-n", ns).stdout
     header, row = table.splitlines()[:2]
-    for column in ("PHASE", "NODES", "EPOCH", "BEST", "CHECKPOINT", "RESTARTS"):
+    for column in ("PHASE", "NODES", "EPOCH", "BEST", "BEST CHECKPOINT", "RESTARTS"):
         assert column in header
-    assert "Succeeded" in row and "last.ckpt" in row and f"{tr['bestScore']:.4f}"[:4] in row
+    # Columns a person reads: the epoch counted from 1 of maxEpochs, the best value rounded, its checkpoint.
+    shown = tr["display"]
+    assert shown["epoch"] == f"8/{tr['maxEpochs']}" and shown["best"] == f"{tr['monitor']}={tr['bestScore']:.4g}"
+    assert shown["bestCheckpoint"] == tr["bestCheckpoint"].rsplit("/", 1)[-1]
+    assert "Succeeded" in row and all(shown[k] in row for k in ("epoch", "best", "bestCheckpoint")), table
 
 
 def test_early_stopping_is_reported(real_cluster: RealCluster, ns: str):

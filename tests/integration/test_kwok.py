@@ -149,8 +149,12 @@ def test_unschedulable_job_says_why(kube, namespace, operator):
         return lambda st: (text in ((condition(st, "Unschedulable") or {}).get("message") or "")
                            and condition(st, "Unschedulable")["status"] == "True")
 
+    # At first the claim may be binding (a provisioner takes seconds, at every start): a wait, not a warning.
+    st = wait_status(kube, namespace, name, lambda st: "unbound immediate PersistentVolumeClaims" in (
+        (condition(st, "Running") or {}).get("message") or ""), 60, "Pending on the unbound claim")
+    assert condition(st, "Unschedulable") is None, st
     st = wait_status(kube, namespace, name, unschedulable_because("PersistentVolumeClaim"), 120,
-                     "Unschedulable condition naming the unbound claim")
+                     "Unschedulable condition naming the claim still unbound")
     assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
 
     claim = kube.get("pvc", f"{name}-output", "-n", namespace)

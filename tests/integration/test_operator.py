@@ -21,6 +21,7 @@ import yaml
 
 from kubetest import Kube, apply, condition, dump, get_job, job, pods, sample, status, wait_for
 from ltj_operator import constants as C
+from ltj_operator.spec import MAX_ARGS_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +74,8 @@ def gang(kube: Kube, ns: str, name: str, attempt: int, nodes: int = 2, timeout: 
 
 @contextlib.contextmanager
 def job_statuses(kube: Kube, ns: str, name: str) -> Iterator[list[dict[str, Any]]]:
-    """Every status of the job that the API server shows while the block runs (a kubectl watch); the
-    list fills when the block ends."""
+    """Every status of the job that the API server shows while the block runs (a kubectl watch), from its
+    creation (the CRD's default status until the operator's first record); the list fills when the block ends."""
     watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
                               C.PLURAL, "-n", ns, "--watch", "--output-watch-events", "-o", "json"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -88,8 +89,8 @@ def job_statuses(kube: Kube, ns: str, name: str) -> Iterator[list[dict[str, Any]
     decoder, at = json.JSONDecoder(), 0
     while out[at:].strip():
         event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
-        if event["object"]["metadata"]["name"] == name and event["object"].get("status"):
-            statuses.append(event["object"]["status"])
+        if event["object"]["metadata"]["name"] == name:
+            statuses.append(event["object"].get("status") or {})
 
 
 def pod_names(kube: Kube, ns: str, name: str) -> list[str]:
@@ -252,12 +253,16 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
 def test_a_new_jobs_first_status_already_counts_its_pods(kube: Kube, namespace: str, operator: Any) -> None:
     """Decision: a job's first gang gets no status write before its pods (an operator stopped in between finds
     attempt-0 pods and derives the same status from them); the first write comes once they exist. So every
-    version of the job the API server shows with a status already has the gang launched."""
+    status the operator recorded already has the gang launched; before it, the job reads as the CRD's default
+    status (phase Pending), which costs no request."""
     with job_statuses(kube, namespace, "first") as statuses:
         name = apply(kube, namespace, pinned("first"))
         wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
-    assert statuses, f"the watch saw no status of {name}"
-    assert all(s.get("launchedAttempt") == 0 and s.get("startTime") for s in statuses), statuses
+    records = [s for s in statuses if "observedGeneration" in s]
+    assert records, f"the watch saw no status record of {name}: {statuses}"
+    assert all(s.get("launchedAttempt") == 0 and s.get("startTime") for s in records), statuses
+    before = statuses[:statuses.index(records[0])]
+    assert before and all(s == {"phase": C.PHASE_PENDING} for s in before), statuses
 
 
 def test_a_gang_coming_up_right_after_a_status_write_shows_running_without_a_partial_write(
@@ -294,7 +299,7 @@ def test_a_gang_coming_up_right_after_its_creation_gets_one_first_write_saying_r
         gang(kube, namespace, name, attempt=0)
         run(kube, namespace, "quick-node-0", "quick-node-1")
         wait_phase(kube, namespace, name, C.PHASE_RUNNING)
-    phases = [s.get("phase") for s in statuses if s.get("phase")]
+    phases = [s["phase"] for s in statuses if "observedGeneration" in s]  # the operator's records
     assert phases and set(phases) == {C.PHASE_RUNNING}, statuses
     owned = {(i["kind"], i["metadata"]["name"]) for i in kube.get(CHILD_KINDS, "-n", namespace)["items"]}
     assert {("Service", "quick"), ("RoleBinding", "quick-relay")} <= owned, owned
@@ -444,13 +449,14 @@ def test_a_refused_prerequisite_of_the_first_gang_is_reported_and_no_pod_is_made
 
 
 def test_a_spec_the_operator_rejects_fails_the_job(kube: Kube, namespace: str, operator: Any) -> None:
-    manifest = pinned("badclaim")
-    manifest["spec"]["output"] = {"claimName": "Not_A_Claim"}  # the CRD only bounds its length
+    manifest = pinned("bigargs")
+    # The CRD and the chart's policy bound the keys, not the size of the args (a pod annotation).
+    manifest["spec"]["model"]["args"] = {"notes": "x" * MAX_ARGS_BYTES}
     name = apply(kube, namespace, manifest)
     st = wait_phase(kube, namespace, name, C.PHASE_FAILED)
     failed = condition(st, C.COND_FAILED)
-    assert failed["reason"] == R.INVALID_SPEC and "spec.output.claimName" in failed["message"]
-    wait_event(kube, namespace, name, "Warning", R.INVALID_SPEC, "spec.output.claimName")
+    assert failed["reason"] == R.INVALID_SPEC and "spec.model.args: too large" in failed["message"]
+    wait_event(kube, namespace, name, "Warning", R.INVALID_SPEC, "spec.model.args: too large")
     assert pods(kube, namespace, name) == []
 
 
@@ -505,7 +511,9 @@ def test_non_retryable_exit_fails_the_job_with_the_failure_recorded(kube: Kube, 
     failure = st["failure"]
     assert {k: failure[k] for k in ("pod", "rank", "exitCode", "reason")} == {
         "pod": "fatal-node-1", "rank": 1, "exitCode": 1, "reason": R.NON_RETRYABLE_EXIT_CODE}
-    assert "ValueError: bad batch" in failure["message"]
+    # One line with the root cause; the whole termination message stays in the status.
+    assert failure["message"].endswith("trainer exited with code 1: ValueError: bad batch"), failure
+    assert failure["detail"] == "Traceback (most recent call last):\nValueError: bad batch"
     failed = condition(st, C.COND_FAILED)
     assert failed["status"] == "True" and failed["reason"] == R.NON_RETRYABLE_EXIT_CODE
     assert "trainer exited with code 1" in failed["message"]

@@ -216,9 +216,9 @@ def test_events_arrive_in_status_while_written(admin: Admin, ca: Path, namespace
     assert final["earlyStopped"]["epoch"] == 3 and final["finished"] is False
     # Throttled: 3 epochs of 2 events each and the stop took far fewer writes than events.
     assert r.writes() <= 6, r.output()
-    # The relay wrote only status.training: no other status field, and the spec is untouched.
+    # The relay wrote only status.training (the phase is the CRD's default), and the spec is untouched.
     body = admin.job(namespace, "live")
-    assert set(body["status"]) == {"training"}
+    assert body["status"] == {"phase": "Pending", "training": body["status"]["training"]}
     assert body["metadata"]["generation"] == 1
 
 

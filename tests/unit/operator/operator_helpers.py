@@ -110,7 +110,8 @@ def terminated(job: str, rank: int, attempt: int = 0, *, exit_code: int, reason:
 
 
 def unschedulable(job: str, rank: int, attempt: int = 0,
-                  message: str = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.") -> dict[str, Any]:
+                  message: str = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                  since: float = 0) -> dict[str, Any]:
     return pod(job, rank, attempt, node=None,
                conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": message}])
+                            "message": message, "lastTransitionTime": ts(since)}])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -85,11 +86,43 @@ def test_classification(manifest: dict[str, Any], codes: frozenset[int],
     assert ("exitCode" in status) == (failure.exit_code is not None)
 
 
-def test_failure_message_carries_the_end_of_the_termination_message() -> None:
-    tail = "x" * 1000 + "ValueError: boom"
-    failure = classify(observe_pod(terminated("j", 0, exit_code=1, message=tail)))
-    assert failure is not None and failure.message.endswith("ValueError: boom")
-    assert len(failure.message) < 400
+def test_a_failure_message_is_one_line_with_the_trainers_error_not_its_json_summary() -> None:
+    summary = json.dumps({"best_checkpoint": None, "best_score": None, "monitor": "val_loss", "epochs": 2,
+                          "early_stopped": None, "test_metrics": {}, "last_seq": 9, "exit_code": 1,
+                          "error": "ValueError: bad batch\nshape (3, 4) != (3, 5)"})
+    failure = classify(observe_pod(terminated("j", 1, exit_code=1, message=summary)))
+    assert failure is not None
+    assert failure.message == "pod j-node-1 (rank 1): trainer exited with code 1: ValueError: bad batch"
+    assert failure.as_status()["detail"] == summary  # the whole of it stays in the status
+    # A summary without an error (a SIGTERM the trainer survived) adds nothing to the exit code.
+    quiet = json.dumps({"last_seq": 9, "exit_code": 143, "interrupted": "SIGTERM"})
+    failure = classify(observe_pod(terminated("j", 0, exit_code=143, message=quiet)))
+    assert failure is not None and failure.message == "pod j-node-0 (rank 0): trainer exited with code 143 (SIGTERM)"
+
+
+LOG_TAIL = """\
+/usr/lib/python3/site-packages/lightning/pytorch/trainer/connectors/data_connector.py:425: The 'train_dataloader' \
+does not have many workers which may be a bottleneck.
+Traceback (most recent call last):
+  File "/app/ltj_trainer/main.py", line 250, in _train
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+[rank1]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.
+[rank1]:[W101 00:00:00.000 ProcessGroupNCCL.cpp:1168] Warning: WARNING: process group has NOT been destroyed
+UserWarning: resource_tracker: There appear to be 1 leaked semaphore objects to clean up at shutdown
+"""
+
+
+def test_from_a_log_tail_the_message_keeps_the_exception_line_not_the_framework_noise() -> None:
+    failure = classify(observe_pod(terminated("j", 0, exit_code=1, message=LOG_TAIL)))
+    assert failure is not None
+    assert failure.message == ("pod j-node-0 (rank 0): trainer exited with code 1: "
+                               "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert failure.as_status()["detail"] == LOG_TAIL.strip()
+    # Without an exception line, the end of the last line; never more than a line.
+    failure = classify(observe_pod(terminated("j", 0, exit_code=139, message="x" * 1000 + "exit 139")))
+    assert failure is not None and failure.message.endswith("exit 139") and len(failure.message) < 400
+    assert "\n" not in failure.message
+    assert "detail" not in classify(observe_pod(terminated("j", 0, exit_code=1))).as_status()
 
 
 def test_root_cause_is_the_earliest_failure() -> None:

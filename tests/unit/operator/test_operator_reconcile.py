@@ -4,9 +4,11 @@ a pass makes, its one status write, what it records of refusals, and what it lea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import pytest
+import yaml
 
 from ltj_operator import constants as C
 from ltj_operator import render
@@ -23,6 +25,7 @@ from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, runnin
 pytestmark = pytest.mark.unit
 R = C.Reason
 
+CRD = Path(__file__).resolve().parents[3] / "crds" / "ltj.dev_lightningtrainingjobs.yaml"
 NS, J = "team-a", "mnist"
 CONFIG = OperatorConfig()
 WRITE = "PATCH lightningtrainingjobs/status"
@@ -51,6 +54,9 @@ REFUSED = recorded(None, [], refusal=REFUSAL)  # the first record of a gang the 
 SERVICE_REFUSED = recorded(None, [pod(J, 0), pod(J, 1)], refusal=REFUSAL)  # of a launched gang
 SUSPENDED = dict(decide(parse_job(job_body(name=J, nodes=2, runPolicy={"suspend": True})), RUNNING, Observed(),
                         at(0)).status)
+# What the API server shows of a job before its first status write.
+CRD_DEFAULT_STATUS = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+    "properties"]["status"]["default"]
 FOREIGN_CLAIM = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": f"{J}-output", "namespace": NS}}
 
 
@@ -74,6 +80,7 @@ class Case:
     requeue: float | None = None  # when to look again, where it matters
     error: int | None = None  # the refusal's HTTP status: the pass is retried with backoff
     events: tuple[str, ...] = ()  # reasons among the events to post
+    unposted: tuple[str, ...] = ()  # reasons not among them (posted by an earlier pass)
     pods_after: int | None = None  # how many of the job's pods exist after the pass (None: as before)
     gone: bool = False  # the job was deleted
 
@@ -112,9 +119,9 @@ CASES = [
          [trip("LIST pods", PREREQUISITES, "GET persistentvolumeclaims"), trip(WRITE)], listed=False,
          objects=[FOREIGN_CLAIM], written={"phase": C.PHASE_PENDING}, created=("False", R.POD_CREATION_FAILED),
          error=409, pods_after=0),
-    Case("a retry still refused: creates first, nothing new to write", REFUSED, [],
+    Case("a retry still refused: creates first, nothing new to write or to post", REFUSED, [],
          [trip(PREREQUISITES, "GET persistentvolumeclaims"), trip(PODS)], created=("False", R.POD_CREATION_FAILED),
-         have=("prerequisites",), refuse={"pods": 403}, error=403, events=(R.POD_CREATION_FAILED,), pods_after=0),
+         have=("prerequisites",), refuse={"pods": 403}, error=403, unposted=(R.POD_CREATION_FAILED,), pods_after=0),
     Case("a retry that gets through: the pods, recorded once they are seen", REFUSED, [],
          [trip(PREREQUISITES, "GET persistentvolumeclaims"), trip(PODS)], created=("False", R.POD_CREATION_FAILED),
          have=("prerequisites",), pods_after=2),
@@ -248,6 +255,7 @@ def test_one_pass(case: Case) -> None:
         assert outcome.requeue_after == pytest.approx(case.requeue)
     assert (outcome.error.status if isinstance(outcome.error, ApiError) else outcome.error) == case.error
     assert set(case.events) <= {e.reason for e in outcome.events}
+    assert not set(case.unposted) & {e.reason for e in outcome.events}
     if case.pods_after is not None:
         assert len(world.pods()) == case.pods_after
 
@@ -271,6 +279,48 @@ def test_a_new_gang_coming_up_writes_its_status_once() -> None:
         world.reconcile()
         assert world.written == 1 and world.status()["phase"] == C.PHASE_RUNNING
         assert world.status()["launchedAttempt"] == 0 and world.status()["startTime"]
+    finally:
+        world.api.close()
+
+
+def test_a_new_job_read_with_the_crds_default_status_costs_no_request_more() -> None:
+    """The API server shows a new job with the status schema's default (phase Pending) until the first record:
+    a job on a claim of its own (whose access modes a record needs) comes up with the same requests as without
+    it, and one status write."""
+    def come_up(status: dict[str, Any] | None) -> list[list[list[str]]]:
+        world = World(status, spec={"nodes": 2, "output": {"volumeClaimTemplate": None, "claimName": "shared"}},
+                      listed=False)
+        trips = []
+        try:
+            for rank_state in (None, pod, running):
+                if rank_state is not None:
+                    for rank in (0, 1):
+                        world.put(rank_state(J, rank))
+                    world.clock.now += 0.2
+                    world.watch()
+                world.reconcile()
+                trips.append(world.api.trips())
+            assert world.written == 1 and world.status()["phase"] == C.PHASE_RUNNING
+        finally:
+            world.api.close()
+        return trips
+
+    assert CRD_DEFAULT_STATUS == {"phase": C.PHASE_PENDING}
+    assert come_up(CRD_DEFAULT_STATUS) == come_up(None)
+
+
+def test_a_spec_warning_is_posted_once_with_the_record_of_its_generation() -> None:
+    world = World(spec={"nodes": 2, "podTemplate": {"env": [{"name": "RANK", "value": "3"}]}}, listed=False)
+    posted = []
+    try:
+        for rank_state in (None, pod, running, running):
+            if rank_state is not None:
+                for rank in (0, 1):
+                    world.put(rank_state(J, rank))
+                world.clock.now += 2.0
+                world.watch()
+            posted += [e.reason for e in world.reconcile().events if e.type == "Warning"]
+        assert world.written == 2 and posted == [R.SPEC_WARNING]
     finally:
         world.api.close()
 

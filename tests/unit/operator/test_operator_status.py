@@ -22,6 +22,10 @@ R = C.Reason
 
 J = "mnist"
 CKPT = "/output/checkpoints/digits_cnn_epoch=02-val_loss=0.31.ckpt"
+UNBOUND = ("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/2 nodes are "
+           "available: 2 Preemption is not helpful for scheduling.")
+QUOTA = "403 Forbidden: pods is forbidden: exceeded quota"
+REFUSED = f"the API server refused to create the job's objects: {QUOTA}"
 SUMMARY_ES = ('{"best_checkpoint": "/output/checkpoints/best.ckpt", "best_score": 0.2, "monitor": "val_loss", '
               '"epochs": 5, "early_stopped": true, "test_metrics": {"test_acc": 0.97}, "last_seq": 40}')
 
@@ -75,6 +79,7 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)  # other status fields to check
     outcomes: Outcomes = Outcomes()  # what the reconciler's creates came to, what it remembers
     held: bool = False  # the status is recorded by a later pass
+    warnings: tuple[str, ...] | None = None  # the reasons of the Warning events to post, exactly (None: unchecked)
 
 
 CASES = [
@@ -116,6 +121,12 @@ CASES = [
     Case("unschedulable pod surfaces the scheduler's message", st(C.PHASE_PENDING, **LAUNCHED),
          [running(J, 0), unschedulable(J, 1)], C.PHASE_PENDING,
          {C.COND_UNSCHEDULABLE: ("True", R.PODS_UNSCHEDULABLE)}),
+    Case("a pod waiting for its claim to bind is pending, not unschedulable: look again when the wait is over",
+         st(C.PHASE_PENDING, **LAUNCHED), [running(J, 0), unschedulable(J, 1, message=UNBOUND, since=50)],
+         C.PHASE_PENDING, {C.COND_RUNNING: ("False", R.PODS_PENDING)}, warnings=(), requeue=20),
+    Case("a claim still unbound after the wait is reported", st(C.PHASE_PENDING, **LAUNCHED),
+         [running(J, 0), unschedulable(J, 1, message=UNBOUND, since=20)], C.PHASE_PENDING,
+         {C.COND_UNSCHEDULABLE: ("True", R.PODS_UNSCHEDULABLE)}, warnings=(R.PODS_UNSCHEDULABLE,)),
     Case("unschedulable resolved", st(C.PHASE_PENDING, cond(C.COND_UNSCHEDULABLE, "True", R.PODS_UNSCHEDULABLE),
                                       **LAUNCHED),
          [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_UNSCHEDULABLE: ("False", R.PODS_SCHEDULED)}),
@@ -275,6 +286,10 @@ CASES = [
     Case("a refused create is recorded with the API server's message", None, [], C.PHASE_PENDING,
          {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((0, 1), 0, None),
          outcomes=Outcomes(refusal="403 Forbidden: pods is forbidden: exceeded quota")),
+    Case("the same refusal at the next retry: on record already, not posted again",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED, message=REFUSED), startTime=ts(0)),
+         [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((0, 1), 0, None),
+         outcomes=Outcomes(refusal=QUOTA), warnings=()),
     Case("a refused companion of a launched gang is recorded though the gang exists",
          st(C.PHASE_PENDING, **LAUNCHED), [pod(J, 0), pod(J, 1)], C.PHASE_PENDING,
          {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, extra={"launchedAttempt": 0},
@@ -303,6 +318,15 @@ CASES = [
          {C.COND_UNSCHEDULABLE: ("True", R.PODS_UNSCHEDULABLE)}, outcomes=Outcomes(since_write=0.25)),
     Case("the whole gang running within the hold is written at once", PENDING, [running(J, 0), running(J, 1)],
          C.PHASE_RUNNING, outcomes=Outcomes(since_write=0.25)),
+    Case("a spec warning is posted with the first record of its generation", None, [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, spec={"nodes": 2, "podTemplate": {"env": [{"name": "RANK", "value": "3"}]}},
+         warnings=(R.SPEC_WARNING,)),
+    Case("a spec warning waits for the record of its generation", None, [], C.PHASE_PENDING,
+         creates=((0, 1), 0, None), spec={"nodes": 2, "podTemplate": {"env": [{"name": "RANK", "value": "3"}]}},
+         outcomes=Outcomes(gang_created=True), held=True, warnings=()),
+    Case("a spec warning is not posted again once its generation is recorded", RUNNING,
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING,
+         spec={"nodes": 2, "podTemplate": {"env": [{"name": "RANK", "value": "3"}]}}, warnings=()),
     Case("stall cleared when events flow again",
          {**RUNNING, "conditions": RUNNING["conditions"] + [cond(C.COND_STALLED, "True", R.NO_RECENT_EVENTS)],
           "training": {"lastEventTime": ts(700)}},
@@ -330,7 +354,8 @@ def test_transition_table(case: Case) -> None:
     assert d.record(case.status) == ({} if case.held else d.status_patch(case.status))
     if case.outcomes.refusal is not None:
         assert d.condition(C.COND_CREATED)["message"].endswith(case.outcomes.refusal)
-        assert any(e.type == "Warning" and e.reason == R.POD_CREATION_FAILED for e in d.events)
+        if case.warnings is None:
+            assert any(e.type == "Warning" and e.reason == R.POD_CREATION_FAILED for e in d.events)
     for type_, (status, reason) in case.conditions.items():
         got = d.condition(type_)
         assert got is not None, f"no {type_} condition in {d.status['conditions']}"
@@ -354,6 +379,8 @@ def test_transition_table(case: Case) -> None:
         assert d.requeue_after == pytest.approx(case.requeue, abs=0.01 if case.held else 1.01)
     for key, value in case.extra.items():
         assert d.status.get(key) == value, key
+    if case.warnings is not None:
+        assert tuple(e.reason for e in d.events if e.type == "Warning") == case.warnings
     assert "training" not in d.status  # the relay's part is never written by the operator
     # Condition invariants: keyed by type, well-formed.
     types = [c["type"] for c in d.status["conditions"]]
@@ -378,6 +405,13 @@ def test_unschedulable_message_is_the_schedulers() -> None:
     message = d.condition(C.COND_UNSCHEDULABLE)["message"]
     assert message == "mnist-node-1: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     assert any(e.type == "Warning" and e.reason == R.PODS_UNSCHEDULABLE for e in d.events)
+
+
+def test_a_claim_binding_is_no_cause_for_unschedulable_but_shows_in_the_running_message() -> None:
+    d = run_case(CASES[[c.id for c in CASES].index("a pod waiting for its claim to bind is pending, not "
+                                                   "unschedulable: look again when the wait is over")])
+    assert d.condition(C.COND_UNSCHEDULABLE) is None
+    assert "unbound immediate PersistentVolumeClaims" in d.condition(C.COND_RUNNING)["message"]
 
 
 def test_failure_condition_message_names_pod_rank_and_exit_code() -> None:
@@ -626,10 +660,13 @@ def test_first_record_pending_is_a_new_jobs_first_status_saying_pending() -> Non
     job = make_job(name=J, nodes=2)
     created = Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1))))
     first = decide(job, {}, created, at(0))
-    assert first.status_patch({})["phase"] == C.PHASE_PENDING
-    assert first_record_pending({}, first.status_patch({}))
+    assert first_record_pending({}, first.status)
+    # The API server shows a new job with the CRD's default status: its first record then says Pending too,
+    # though its patch leaves the phase out.
+    default = {"phase": C.PHASE_PENDING}
+    assert "phase" not in first.status_patch(default) and first_record_pending(default, first.status)
     up = decide(job, {}, Observed(pods=(observe_pod(running(J, 0)), observe_pod(running(J, 1)))), at(1))
-    assert not first_record_pending({}, up.status_patch({}))  # Running: written at once
+    assert not first_record_pending({}, up.status)  # Running: written at once
     recorded = dict(first.status)
     again = decide(job, recorded, Observed(pods=(observe_pod(running(J, 0)), observe_pod(pod(J, 1)))), at(1))
-    assert not first_record_pending(recorded, {**again.status_patch(recorded), "phase": C.PHASE_PENDING})
+    assert not first_record_pending(recorded, again.status)

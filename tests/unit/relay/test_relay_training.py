@@ -201,6 +201,43 @@ def test_every_status_field_is_declared_in_the_crd() -> None:
     out = status(tr.with_skipped(tr.fold(log.events), 1), 40)
     assert set(out) <= set(declared), f"the API server would drop {sorted(set(out) - set(declared))}"
     assert {"resumedFrom", "precision", "earlyStopped", "error", "testMetrics", "skippedLines"} <= set(out)
+    assert set(out["display"]) == set(declared["display"]["properties"])
+
+
+def test_display_rounds_counts_epochs_from_1_and_keeps_metric_names() -> None:
+    """The strings `kubectl get` and `kubectl describe` show; the numeric fields keep the full values."""
+    log = Log()
+    log.started(0, max_epochs=12)
+    log.add(1, ev.PROGRESS, epoch=0, step=1, batch=1, batches=20, steps_per_epoch=20)
+    assert status(tr.fold(log.events), 1)["display"] == {"epoch": "1/12"}  # Lightning's epoch 0 is the first
+    # LearningRateMonitor's lr-AdamW: kubectl describe would show a key of the metrics map as "Lr - Adam W".
+    log.add(10, ev.VALIDATION, epoch=0, step=20,
+            metrics={"val_loss": 0.031234567, "lr-AdamW": 0.001, "trainLoss": 1234567.0, "val_acc": math.nan})
+    best = "/output/checkpoints/m_epoch=00-val_loss=0.03.ckpt"
+    log.add(11, ev.CHECKPOINT, path=best, score=0.031234567, epoch=0, step=20, kind="top_k",
+            top_k=[{"path": best, "score": 0.031234567}], best_path=best, best_score=0.031234567)
+    log.add(11.1, ev.CHECKPOINT, path="/output/checkpoints/last.ckpt", score=0.031234567, epoch=0, step=20,
+            kind="last", top_k=[{"path": best, "score": 0.031234567}], best_path=best, best_score=0.031234567)
+    out = status(tr.fold(log.events), 12)
+    assert out["display"] == {"epoch": "1/12", "best": "val_loss=0.03123", "bestCheckpoint": "m_epoch=00-val_loss=0.03.ckpt",
+                              "metrics": "lr-AdamW=0.001, trainLoss=1.235e+06, val_acc=n/a, val_loss=0.03123"}
+    assert out["bestScore"] == 0.031234567 and out["bestCheckpoint"] == best
+    assert out["metrics"]["lr-AdamW"] == 0.001 and out["lastCheckpoint"] == "/output/checkpoints/last.ckpt"
+    log.add(20, ev.PROGRESS, epoch=1, step=25, batch=5, batches=20, steps_per_epoch=20)
+    assert status(tr.fold(log.events), 20)["display"]["epoch"] == "2/12"  # the epoch in progress
+    log.add(30, ev.FIT_END, epoch=11, step=240, best_path=best, best_score=0.031234567, stopped_early=False)
+    log.add(31, ev.TEST, metrics={"test_acc": 0.987654})
+    out = status(tr.fold(log.events), 31)
+    assert (out["display"]["epoch"], out["display"]["testMetrics"]) == ("12/12", "test_acc=0.9877")
+
+
+def test_display_without_an_epoch_limit_or_monitor_and_bounded() -> None:
+    log = Log()
+    log.add(0, ev.VALIDATION, epoch=2, step=30, metrics={f"metric_{i:03d}_{'x' * 200}": i for i in range(64)})
+    log.add(1, ev.CHECKPOINT, path="/output/a.ckpt", epoch=2, step=30, best_path="/output/a.ckpt", best_score=2.5)
+    out = status(tr.fold(log.events), 2)
+    assert (out["display"]["epoch"], out["display"]["best"]) == ("3", "2.5")
+    assert len(out["display"]["metrics"]) <= tr.MAX_DISPLAY
 
 
 def test_early_stop() -> None:
