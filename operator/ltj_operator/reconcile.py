@@ -36,7 +36,7 @@ from .kube import ApiError, Kube, NotOwned
 from .podview import observe_pod
 from .spec import Job, parse_or_error, pod_name
 from .status import (PROGRESS_HOLD_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed,
-                     Outcomes, StallPolicy, decide)
+                     Outcomes, StallPolicy, decide, transition)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ def reconcile(kube: Kube, config: OperatorConfig, expectations: Expectations, na
         requeue_after = decision.requeue_after
         record = decision.record(status)
         later = apply(kube, expectations, config, snap, children if first else Children(), record)
+        line = transition(status, record) if record else None
+        if line:
+            log.info("%s/%s: %s", namespace, name, line)
         if decision.phase in C.TERMINAL_PHASES:
             expectations.finished(namespace, name)
         elif record or made.gang:

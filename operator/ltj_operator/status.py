@@ -816,6 +816,24 @@ def progress_only(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
             and running.get("reason") == R.PODS_PENDING)
 
 
+def transition(current: Mapping[str, Any], record: Mapping[str, Any]) -> str | None:
+    """The one log line a status record is worth when it moves the job along (its first record, a new
+    phase, a restart), else None: progress and condition refreshes are not transitions."""
+    merged = {**current, **record}
+    phase, restarts = merged.get("phase"), _int(merged.get("restarts"), 0)
+    if restarts > _int(current.get("restarts"), 0):
+        failure = (merged.get("failure") or {}).get("message")
+        return f"restart {restarts} (attempt {merged.get('attempt')})" + (f" after {failure}" if failure else "")
+    if current.get("attempt") is None and merged.get("attempt") is not None:
+        return f"created: gang of attempt {merged['attempt']}, phase {phase}"
+    if phase == current.get("phase"):
+        return None
+    if phase in C.TERMINAL_PHASES:
+        done = next((c for c in merged.get("conditions") or [] if c.get("type") == phase), {})
+        return f"finished: {phase}" + (f" ({done['reason']}: {done.get('message', '')})" if done.get("reason") else "")
+    return f"phase {current.get('phase')} -> {phase}"
+
+
 def first_record_pending(current: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """`status` is a job's first record (no attempt recorded yet) and says its gang is Pending (which the
     patch leaves out when the job reads as Pending already: the CRD's default status)."""

@@ -22,6 +22,10 @@ from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
 log = logging.getLogger(__name__)
 
+# Consecutive failures of a key logged as one-line warnings before the traceback of an error: passes
+# that fail while the API server or the CRD is still coming up retry quietly.
+QUIET_FAILURES = 3
+
 K = TypeVar("K", bound=Hashable)
 
 # work(key) -> seconds until the next pass (None: the key is gone, forget it).
@@ -79,10 +83,15 @@ class WorkQueue(Generic[K]):
                     failures = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a failed pass is retried with backoff, never fatal
+                except Exception as exc:  # noqa: BLE001 - a failed pass is retried with backoff, never fatal
                     failures += 1
                     backoff = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
-                    log.exception("reconcile of %s failed (attempt %d); retrying in %.0fs", key, failures, backoff)
+                    if failures < QUIET_FAILURES:  # e.g. the API server or the CRD still starting
+                        log.warning("reconcile of %s failed (attempt %d): %s; retrying in %.0fs", key, failures,
+                                    exc, backoff)
+                    else:
+                        log.exception("reconcile of %s failed (attempt %d); retrying in %.0fs", key, failures,
+                                      backoff)
                     # Pokes do not cut the backoff short: the failed pass may itself have caused them
                     # (a status write), and a hot loop against a refusing API server helps nobody.
                     await asyncio.sleep(backoff)

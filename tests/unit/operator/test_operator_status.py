@@ -14,7 +14,7 @@ from ltj_operator import constants as C
 from ltj_operator.podview import observe_pod
 from ltj_operator.spec import Job, parse_job
 from ltj_operator.status import (CreatePods, Decision, DeleteJob, DeletePods, Observed, Outcomes, StallPolicy,
-                                 decide, format_time, parse_time)
+                                 decide, format_time, parse_time, transition)
 from unit.operator.operator_helpers import (at, job_body, make_job, pod, running, terminated, ts, unschedulable)
 
 pytestmark = pytest.mark.unit
@@ -497,6 +497,7 @@ def test_lifecycle_with_a_restart_and_early_stop() -> None:
     world = World(job)
     status: dict[str, Any] | None = None
     phases: list[str] = []
+    lines: list[str | None] = []  # what the operator logs at INFO for each decision's record
     clock = itertools.count(0, 5)
 
     def step(training: dict[str, Any] | None = None) -> Decision:
@@ -508,6 +509,7 @@ def test_lifecycle_with_a_restart_and_early_stop() -> None:
         world.apply(d)
         status = {**d.status, **({"training": current["training"]} if "training" in current else {})}
         phases.append(d.phase)
+        lines.append(transition(current, d.record(current)))
         return d
 
     step()
@@ -542,6 +544,13 @@ def test_lifecycle_with_a_restart_and_early_stop() -> None:
     assert all(r == 2 for r in ranks[first_terminal:])
     assert C.PHASE_PENDING not in phases[phases.index(C.PHASE_RUNNING):]
     assert status["restarts"] == 1 and status["attempt"] == 1
+    # One INFO line per transition, none for the passes in between.
+    assert [ln for ln in lines if ln] == [
+        "created: gang of attempt 0, phase Pending", "phase Pending -> Running",
+        "restart 1 (attempt 1) after pod mnist-node-1 (rank 1): trainer OOMKilled (exit code 137)",
+        "phase Restarting -> Running",
+        "finished: Succeeded (EarlyStopped: training finished by early stopping at epoch 4: no improvement; "
+        "best val_loss 0.2 at /output/checkpoints/best.ckpt)"]
 
 
 def test_suspend_and_resume_lifecycle_keeps_checkpoint_and_counts_no_restart() -> None:

@@ -85,25 +85,31 @@ def test_resync_caps_the_wait() -> None:
     run(scenario())
 
 
-def test_failures_are_retried_with_backoff_and_stop_cancels() -> None:
+def test_failures_are_retried_with_backoff_first_quietly_and_stop_cancels(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         calls = 0
 
         async def work(key: str) -> float | None:
             nonlocal calls
             calls += 1
-            if calls <= 2:
-                raise RuntimeError("API server unavailable")
+            if calls <= 4:
+                raise RuntimeError(f"API server unavailable ({calls})")
             return 3600.0
 
         queue: WorkQueue[str] = WorkQueue(work, resync_seconds=3600, min_backoff=0.02, max_backoff=0.05)
         queue.poke("k")
-        await asyncio.sleep(0.4)
-        assert calls == 3 and "k" in queue  # alive, waiting for its next resync
+        while calls < 5:
+            await asyncio.sleep(0.01)
+        assert "k" in queue  # alive, waiting for its next resync
         await queue.stop()
         assert len(queue) == 0
 
-    run(scenario())
+    with caplog.at_level("WARNING", logger="ltj_operator.workqueue"):
+        run(scenario())
+    # The first failures in a row are one-line warnings (the API server may be starting), then errors.
+    records = [(r.levelname, r.exc_info is not None) for r in caplog.records]
+    assert records == [("WARNING", False), ("WARNING", False), ("ERROR", True), ("ERROR", True)]
+    assert "API server unavailable (1)" in caplog.records[0].getMessage()
 
 
 def test_pokes_do_not_cut_a_failure_backoff_short() -> None:
