@@ -8,15 +8,18 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all venv binaries real-node demo demo-down test test-unit test-integration test-e2e lint bench bench-relay bench-operator bench-time-to-train clean
+.PHONY: all venv binaries checkov real-node demo demo-down test test-unit test-integration test-e2e lint bench bench-relay bench-operator bench-time-to-train clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Every workspace member (editable) and the dev group, exactly as uv.lock pins them: --frozen never
+# re-resolves (run `uv lock` after a pyproject change; a unit test checks the lock is current).
+$(STAMP): pyproject.toml uv.lock api/pyproject.toml operator/pyproject.toml trainer_image/pyproject.toml \
+          cli/pyproject.toml hack/python/pyproject.toml
 	@echo "==> Python environment ($(VENV)): torch, lightning, kopf, ... (first time: several minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --upgrade uv
-	@$(VENV)/bin/uv pip install --python $(PY) -e '.[operator,trainer,dev]'
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q uv
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --quiet --frozen --all-packages
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,6 +27,12 @@ venv: $(STAMP)
 binaries:
 	@echo "==> Control plane binaries (cached by version in $${LTJ_CACHE:-~/.cache/ltj})"
 	@bash hack/build-binaries.sh >/dev/null
+
+## checkov: the scanner the unit tests run over the chart, the rendered pods and the Dockerfiles
+## (its own venv, cached by version in ${LTJ_CACHE:-~/.cache/ltj})
+checkov: venv
+	@echo "==> checkov (cached by version in $${LTJ_CACHE:-~/.cache/ltj})"
+	@bash hack/install-checkov.sh >/dev/null
 
 ## real-node: the real node's Debian packages, binaries and the project's images (root; else skipped)
 real-node: venv binaries
@@ -40,10 +49,10 @@ demo-down: venv
 	@$(PY) -m ltj_localcluster down --run-dir .run/demo
 
 ## test: every tier (unit; integration on the control plane with kwok nodes; e2e on the real node; kind skips without Docker)
-test: venv binaries real-node
+test: venv binaries checkov real-node
 	@bash hack/run-pytest.sh tests $(PYTEST_ARGS)
 
-test-unit: venv binaries  # the chart's unit tests run helm
+test-unit: venv binaries checkov  # the chart's unit tests run helm; test_checkov runs checkov
 	@bash hack/run-pytest.sh tests/unit $(PYTEST_ARGS)
 
 test-integration: venv binaries

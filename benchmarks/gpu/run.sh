@@ -45,9 +45,10 @@ say "python: $PY; results: $OUT"
 # 1. The project, without network: the trainer's console scripts (ltj-train) must sit beside the
 #    interpreter, where the tests look for them.
 BIN=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))') || { say "no python: $PY"; exit 3; }
-if ! "$PY" -c 'import ltj_trainer, ltj_operator' 2>/dev/null || [ ! -x "$BIN/ltj-train" ]; then
-  say "installing the project (editable, --no-deps --no-index)"
-  timeout 40 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index --disable-pip-version-check -e . \
+if ! "$PY" -c 'import ltj_api, ltj_trainer, ltj_operator' 2>/dev/null || [ ! -x "$BIN/ltj-train" ]; then
+  say "installing the project's distributions (editable, --no-deps --no-index)"
+  timeout 40 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index --disable-pip-version-check \
+    -e ./api -e ./operator -e ./trainer_image -e ./hack/python \
     || { say "pip install failed"; exit 3; }
 fi
 

@@ -1,18 +1,21 @@
-"""Names the API, the operator and the tests agree on: one place, no magic strings elsewhere."""
+"""Names the operator and its tests use: one place, no magic strings elsewhere.
+
+What the trainer or a client must agree on is defined in the contract package ``ltj_api`` and
+imported here, so operator code reads every name as ``C.<NAME>``.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-# --- the API ---------------------------------------------------------------------------------
-GROUP: Final = "ltj.dev"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-KIND: Final = "LightningTrainingJob"
-PLURAL: Final = "lightningtrainingjobs"
-SINGULAR: Final = "lightningtrainingjob"
-SHORT_NAME: Final = "ltj"
-CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+from ltj_api import (  # noqa: F401  (the operator's names for the contract)
+    API_VERSION, CRD_NAME, GROUP, KIND, LABEL_ATTEMPT, LABEL_JOB_NAME, LABEL_NODE_RANK, PLURAL, SHORT_NAME,
+    SINGULAR, VERSION,
+)
+from ltj_api.trainer import (  # noqa: F401
+    CONFIG_DIR, CONFIG_FILE_NAME, CONFIG_PATH, DIST_PORT, ENV_ATTEMPT, ENV_CONFIG, ENV_JOB_NAME, ENV_RESUME,
+    EVENTS_PATH, EXIT_INVALID_CONFIG, OUTPUT_DIR, SIGNAL_EXIT_BASE, TERMINATION_LOG, TORCH_DISTRIBUTED_ENV,
+)
 
 # The longest job name for which `<name>-node-<index>` stays a DNS label (also enforced in the CRD).
 MAX_JOB_NAME_LENGTH: Final = 49
@@ -20,14 +23,16 @@ MAX_NODES: Final = 256
 MAX_GPUS_PER_NODE: Final = 16
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 
-# --- labels (Contract 2) -----------------------------------------------------------------------
+# --- labels (ltj_api defines the ltj.dev ones) -------------------------------------------------
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_JOB_NAME: Final = f"{GROUP}/job-name"
-LABEL_NODE_RANK: Final = f"{GROUP}/node-rank"
-LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+
+# A job that carries it asks Kueue to admit it from that LocalQueue (Kueue's own label).
+LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+# Served exactly where Kueue is installed: what the operator discovers before holding a queued job.
+KUEUE_API: Final = "kueue.x-k8s.io/v1beta2"
 
 APP_NAME: Final = "ltj"
 MANAGED_BY: Final = "ltj-operator"
@@ -36,23 +41,25 @@ COMPONENT_TRAINER: Final = "trainer"
 COMPONENT_SERVICE: Final = "service"
 COMPONENT_OUTPUT: Final = "output"
 COMPONENT_RELAY: Final = "relay"
+COMPONENT_NETWORK_POLICY: Final = "network-policy"
 
-# --- what the pods look like (Contract 2) ------------------------------------------------------
+# --- what the pods look like (paths, env and port the trainer reads: ltj_api.trainer) -----------
 TRAINER_CONTAINER: Final = "trainer"
 RELAY_CONTAINER: Final = "relay"
 RELAY_COMMAND: Final = ("ltj-relay",)
-DIST_PORT: Final = 29500
 DIST_PORT_NAME: Final = "dist"
-CONFIG_DIR: Final = "/etc/ltj"
-CONFIG_FILE_NAME: Final = "trainer.yaml"
-CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_FILE_NAME}"
 # Each pod carries its trainer config in this annotation; a downward API volume makes it CONFIG_PATH.
 ANNOTATION_TRAINER_CONFIG: Final = f"{GROUP}/trainer-config"
-OUTPUT_DIR: Final = "/output"
-EVENTS_FILE: Final = f"{OUTPUT_DIR}/events.jsonl"
 SHM_DIR: Final = "/dev/shm"
-TERMINATION_LOG: Final = "/dev/termination-log"
+# The trainer container's root filesystem is read-only: these are its writable scratch (emptyDirs).
+# /tmp: tempfile, torchrun's worker logs, MPLCONFIGDIR, torch.compile's caches; HOME (the trainer
+# image's, trainer_image/Dockerfile): ~/.cache (torch hub, pip), ~/.triton, ~/.nv, and the working directory.
+TMP_DIR: Final = "/tmp"
+HOME_DIR: Final = "/home/ltj"
 SA_TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+# A Secret of this type, annotated with an account's name, gets a token of that account from the token controller.
+SERVICE_ACCOUNT_TOKEN_TYPE: Final = "kubernetes.io/service-account-token"
+ANNOTATION_SERVICE_ACCOUNT_NAME: Final = "kubernetes.io/service-account.name"
 RUN_AS_USER: Final = 1000
 
 # Pod volume names the operator owns; user volumes may not reuse them.
@@ -60,17 +67,16 @@ VOLUME_CONFIG: Final = "ltj-config"
 VOLUME_OUTPUT: Final = "ltj-output"
 VOLUME_SHM: Final = "ltj-shm"
 VOLUME_RELAY_TOKEN: Final = "ltj-relay-token"
-RESERVED_VOLUME_NAMES: Final = frozenset({VOLUME_CONFIG, VOLUME_OUTPUT, VOLUME_SHM, VOLUME_RELAY_TOKEN})
+VOLUME_TMP: Final = "ltj-tmp"
+VOLUME_HOME: Final = "ltj-home"
+RESERVED_VOLUME_NAMES: Final = frozenset({VOLUME_CONFIG, VOLUME_OUTPUT, VOLUME_SHM, VOLUME_RELAY_TOKEN, VOLUME_TMP,
+                                          VOLUME_HOME})
+# (scratch directory, its volume); a user volume mounted at one of these directories replaces ours.
+SCRATCH_VOLUMES: Final = ((TMP_DIR, VOLUME_TMP), (HOME_DIR, VOLUME_HOME))
 RESERVED_MOUNT_PATHS: Final = frozenset({CONFIG_DIR, OUTPUT_DIR, SHM_DIR})
 
-# Env the operator owns in trainer containers: a user value for these is dropped (Contract 2).
-DISTRIBUTED_ENV: Final = frozenset({
-    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK",
-    "PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT",
-    "LTJ_CONFIG", "LTJ_JOB_NAME", "LTJ_ATTEMPT",
-})
-# Env override of the trainer's resume setting (Contract 1: LTJ_<KEY>), used for restart attempts.
-RESUME_ENV: Final = "LTJ_RESUME"
+# Env the operator owns in trainer containers: a user value for these is dropped.
+DISTRIBUTED_ENV: Final = frozenset({*TORCH_DISTRIBUTED_ENV, ENV_CONFIG, ENV_JOB_NAME, ENV_ATTEMPT})
 
 # --- status ----------------------------------------------------------------------------------
 PHASE_PENDING: Final = "Pending"
@@ -93,9 +99,12 @@ COND_CHECKPOINT_SAVED: Final = "CheckpointSaved"
 COND_UNSCHEDULABLE: Final = "Unschedulable"
 COND_VOLUME_NOT_SHARED: Final = "VolumeNotShared"
 COND_STALLED: Final = "Stalled"
+COND_QUOTA_RESERVED: Final = "QuotaReserved"
+COND_EDIT_APPLIED: Final = "EditApplied"
 CONDITION_TYPES: Final = (
     COND_CREATED, COND_RUNNING, COND_RESTARTING, COND_SUSPENDED, COND_SUCCEEDED, COND_FAILED,
     COND_EARLY_STOPPED, COND_CHECKPOINT_SAVED, COND_UNSCHEDULABLE, COND_VOLUME_NOT_SHARED, COND_STALLED,
+    COND_QUOTA_RESERVED, COND_EDIT_APPLIED,
 )
 
 TRUE: Final = "True"
@@ -110,6 +119,7 @@ class Reason:
     PODS_CREATED: Final = "PodsCreated"
     POD_NAME_CONFLICT: Final = "PodNameConflict"
     POD_CREATION_FAILED: Final = "PodCreationFailed"
+    ALREADY_EXISTS: Final = "AlreadyExists"  # a child's name is taken by an object the job does not control
     # Running
     ALL_PODS_RUNNING: Final = "AllPodsRunning"
     PODS_PENDING: Final = "PodsPending"
@@ -140,7 +150,7 @@ class Reason:
     POD_FAILED: Final = "PodFailed"
     # Training-derived
     CHECKPOINT_SAVED: Final = "CheckpointSaved"
-    # Unschedulable (Contract 3: Unschedulable(PodsUnschedulable))
+    # Unschedulable
     PODS_UNSCHEDULABLE: Final = "PodsUnschedulable"
     PODS_SCHEDULED: Final = "PodsScheduled"
     # VolumeNotShared
@@ -150,7 +160,15 @@ class Reason:
     NO_RECENT_EVENTS: Final = "NoRecentEvents"
     EVENTS_FLOWING: Final = "EventsFlowing"
     NOT_RUNNING: Final = "NotRunning"
+    # QuotaReserved
+    KUEUE_NOT_INSTALLED: Final = "KueueNotInstalled"
+    # EditApplied (JOB_FINISHED too: an edit of a finished job that does not train it on)
+    INVALID_EDIT: Final = "InvalidEdit"
+    EDIT_APPLIED: Final = "EditApplied"
+    # Succeeded=False and its Event: a higher maxEpochs trains a succeeded job on
+    TRAINING_EXTENDED: Final = "TrainingExtended"
     # Events only
+    EDIT_IGNORED: Final = "EditIgnored"
     TTL_EXPIRED: Final = "TTLExpired"
     SPEC_WARNING: Final = "SpecWarning"
     CLEANED_UP: Final = "PodsCleanedUp"
@@ -160,6 +178,3 @@ CLEAN_POD_POLICY_ALL: Final = "All"
 CLEAN_POD_POLICY_RUNNING: Final = "Running"
 CLEAN_POD_POLICY_NONE: Final = "None"
 CLEAN_POD_POLICIES: Final = (CLEAN_POD_POLICY_ALL, CLEAN_POD_POLICY_RUNNING, CLEAN_POD_POLICY_NONE)
-
-# Exit code 2 is the trainer's "invalid configuration" (Contract 1): never worth a retry.
-EXIT_INVALID_CONFIG: Final = 2

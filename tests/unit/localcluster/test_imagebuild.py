@@ -124,8 +124,13 @@ def test_unsupported_copy_forms_are_errors_not_a_partial_hash(context: Path) -> 
 @pytest.mark.parametrize("dockerfile", ["operator/Dockerfile", "trainer_image/Dockerfile"])
 def test_the_projects_dockerfiles_hash_their_packages_only(dockerfile: str) -> None:
     files = context_files(REPO, REPO / dockerfile)
-    assert {"pyproject.toml", "README.md", "trainer_image/ltj_trainer/__init__.py"} <= set(files)
-    assert ("operator/ltj_operator/__init__.py" in files) == dockerfile.startswith("operator/")
+    image = dockerfile.split("/")[0]
+    # Each image's own distribution, its locked requirements and the contract; no other package.
+    assert {"api/pyproject.toml", "api/ltj_api/__init__.py", f"{image}/pyproject.toml",
+            f"{image}/requirements.txt"} <= set(files)
+    assert ("operator/ltj_operator/__init__.py" in files) == (image == "operator")
+    assert ("trainer_image/ltj_trainer/__init__.py" in files) == (image == "trainer_image")
+    assert not [f for f in files if f.endswith(".egg-info") or ".egg-info/" in f]
     assert not [f for f in files if f.startswith("tests/") or "__pycache__" in f or f.endswith(".pyc")]
     # The build argument the builder passes is the one the Dockerfile's FROM reads.
     assert base_image(REPO / dockerfile)[0] == f"${{{BASE_ARG}}}"

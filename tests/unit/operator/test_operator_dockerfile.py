@@ -1,4 +1,5 @@
-"""operator/Dockerfile: lint-clean, pinned slim Python base, non-root, the operator extra, a real entrypoint."""
+"""operator/Dockerfile: lint-clean, a slim Python base pinned by digest, the locked dependencies
+installed hash-checked, only the operator's distribution and the contract's, non-root, a real entrypoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerfiles import assert_hadolint_clean, base_image, instructions
+from dockerfiles import DIGEST_PINNED, assert_hadolint_clean, base_image, instructions, locked_requirements
 
 pytestmark = pytest.mark.unit
 
@@ -22,18 +23,36 @@ def test_hadolint_is_clean() -> None:
     assert_hadolint_clean(DOCKERFILE)
 
 
-def test_pinned_slim_python_base_by_default() -> None:
+def test_slim_python_base_pinned_by_digest_by_default() -> None:
     assert [ins for ins, _ in instructions(DOCKERFILE)].count("FROM") == 1
     line, base = base_image(DOCKERFILE)
     assert line == "${BASE_IMAGE}"  # what a local build overrides (ltj_localcluster.imagebuild)
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
+    pin = DIGEST_PINNED.fullmatch(base)
+    assert pin, f"{base}: pin the base by digest (README, Development)"
+    assert pin["image"] == "python" and re.fullmatch(r"3\.11\.\d+-slim-[a-z]+", pin["tag"]), base
 
 
-def test_non_root_operator_extra_and_entrypoint() -> None:
+def test_dependencies_come_hash_checked_from_the_lock() -> None:
+    names = locked_requirements(DOCKERFILE, "operator/requirements.txt")
+    assert {"kopf", "kubernetes", "prometheus-client", "setuptools"} <= names
+    assert not names & {"torch", "lightning"}
+
+
+def test_only_the_operator_and_the_contract_are_built_in() -> None:
+    ins = instructions(DOCKERFILE)
+    sources = {src for i, arg in ins if i == "COPY" for src in arg.split()[:-1]}
+    assert sources == {"operator/requirements.txt", "api/pyproject.toml", "api/ltj_api", "operator/pyproject.toml",
+                       "operator/ltj_operator"}
+    (build,) = [arg for i, arg in ins if i == "RUN" and "./api ./operator" in arg]
+    # Nothing unlocked: no dependency resolution, no isolated build environment fetched from an index.
+    assert "--no-deps" in build.split() and "--no-build-isolation" in build.split()
+    assert "find_spec('ltj_trainer') is None" in build and "ltj-relay --help" in build
+
+
+def test_non_root_and_entrypoint() -> None:
     ins = instructions(DOCKERFILE)
     users = [arg for i, arg in ins if i == "USER"]
     assert users and users[-1].split(":")[0] == "1000"
-    assert any(i == "RUN" and "pip install" in arg and "[operator]" in arg and "[trainer]" not in arg for i, arg in ins)
     (entry,) = [arg for i, arg in ins if i == "ENTRYPOINT"]
     assert entry == '["python", "-m", "ltj_operator"]'
     assert ("EXPOSE", "8080") in ins
@@ -45,8 +64,8 @@ def test_build_context_keeps_only_what_is_copied() -> None:
     assert "*" in ignore and sources
     for src in sources:
         assert f"!{src.rstrip('/')}/" in ignore or f"!{src}" in ignore, src
-    for source in ("operator/ltj_operator", "trainer_image/ltj_trainer"):
-        assert (REPO / source).is_dir()
+    for source in sources:
+        assert (REPO / source).exists(), source
 
 
 def test_entrypoint_module_exists() -> None:

@@ -92,8 +92,14 @@ def decode(line: bytes) -> Event | None:
 
 
 def last_seq(path: str | os.PathLike[str]) -> int:
-    """The highest seq among the complete, valid lines of an existing log (0 when none)."""
-    return max((e.seq for e in read_all(path)), default=0)
+    """The highest seq among the complete, valid lines of an existing log (0 when none); reads it in
+    chunks, holding none of its events."""
+    reader = Reader(path)
+    while True:
+        before = reader.offset
+        reader.poll()
+        if reader.offset == before:
+            return reader.max_seq
 
 
 class Writer:
@@ -142,13 +148,26 @@ class Writer:
         return event
 
 
+# The start of the file that identifies its log: the first line, up to this many bytes (the first event's
+# seq and time come first). A file whose start no longer matches is a new log, not more of the old one.
+HEAD_BYTES = 256
+# Seqs below the highest seen that may still arrive (out-of-order lines) are remembered up to this
+# many; older gaps are forgotten, so the reader's memory does not grow with the log.
+MAX_GAPS = 4096
+
+
 @dataclass
 class Reader:
-    """Incremental, idempotent reader of an event log.
+    """Incremental, idempotent reader of an event log, in memory bounded whatever the log's length.
 
     ``poll()`` returns the new valid events since the last call, in file order, each seq at most
     once. A last line without its newline is left for the next poll (it may still be being
     written). Garbage, oversized, unknown-type and duplicate lines are skipped and counted.
+
+    A truncated or replaced file is read again from its start; while its first line is the one
+    already read (a restored copy, a rewrite of the same log) seqs already returned stay duplicates.
+    A file that starts differently holds a new log (deleted and recreated, seq starting over):
+    ``restarts`` counts it, and its events are returned from its first one.
     """
 
     path: str | os.PathLike[str]
@@ -156,7 +175,9 @@ class Reader:
     max_seq: int = 0
     skipped: int = 0
     duplicates: int = 0
-    _seen: set[int] = field(default_factory=set)
+    restarts: int = 0
+    _gaps: set[int] = field(default_factory=set)  # seqs below max_seq not seen yet
+    _head: bytes = b""  # the file's start as first read (HEAD_BYTES at most, up to its first newline)
     _discarding: bool = False  # inside an oversized line: drop bytes until its newline
     _file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file being read
 
@@ -165,8 +186,13 @@ class Reader:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
                 file_id = (st.st_dev, st.st_ino)
-                # Truncated, or replaced by another file (even a longer one): start over, seq dedups.
-                if st.st_size < self.offset or (self._file_id is not None and file_id != self._file_id):
+                head = os.pread(f.fileno(), len(self._head), 0) if self._head else b""
+                if head and head != self._head and not self._head.startswith(head):
+                    self._new_log()
+                # Truncated, replaced by another file (even a longer one), or its start rewritten (a shorter
+                # start may be a rewrite in progress): read it again from the start, seq dedups.
+                elif (st.st_size < self.offset or (self._file_id is not None and file_id != self._file_id)
+                      or head != self._head):
                     self.offset = 0
                     self._discarding = False
                 self._file_id = file_id
@@ -174,6 +200,10 @@ class Reader:
                 chunk = f.read(max_bytes)
         except FileNotFoundError:
             return []
+        if self.offset == 0 and not self._head:
+            nl = chunk.find(b"\n", 0, HEAD_BYTES)
+            if nl >= 0 or len(chunk) >= HEAD_BYTES:
+                self._head = chunk[:nl + 1 if nl >= 0 else HEAD_BYTES]
         events: list[Event] = []
         start = 0
         while True:
@@ -196,14 +226,32 @@ class Reader:
             event = decode(line)
             if event is None:
                 self.skipped += 1
-            elif event.seq in self._seen:
-                self.duplicates += 1
-            else:
-                self._seen.add(event.seq)
-                self.max_seq = max(self.max_seq, event.seq)
+            elif self._fresh(event.seq):
                 events.append(event)
+            else:
+                self.duplicates += 1
         self.offset += start
         return events
+
+    def _fresh(self, seq: int) -> bool:
+        """Whether ``seq`` is seen for the first time (and remember that it now is)."""
+        if seq > self.max_seq:
+            self._gaps.update(range(max(self.max_seq + 1, seq - MAX_GAPS), seq))
+            if len(self._gaps) > MAX_GAPS:
+                self._gaps = set(sorted(self._gaps)[-MAX_GAPS:])
+            self.max_seq = seq
+            return True
+        if seq in self._gaps:
+            self._gaps.discard(seq)
+            return True
+        return False
+
+    def _new_log(self) -> None:
+        self.restarts += 1
+        self.offset = self.max_seq = 0
+        self._gaps = set()
+        self._head = b""
+        self._discarding = False
 
 
 def read_all(path: str | os.PathLike[str]) -> list[Event]:

@@ -1,4 +1,4 @@
-"""The termination summary stays valid JSON under 4 KiB whatever it carries."""
+"""The termination summary: valid JSON under 4 KiB whatever it carries, and read back by the operator."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ltj_trainer import summary
+from ltj_api import summary
 
 pytestmark = pytest.mark.unit
+
+
+def test_every_summary_carries_the_keys() -> None:
+    assert tuple(summary.build()) == summary.KEYS
+    assert tuple(summary.build(exit_code=2, error="bad", interrupted="SIGTERM"))[:len(summary.KEYS)] == summary.KEYS
 
 
 def test_contract_fields() -> None:
@@ -37,3 +42,19 @@ def test_write_is_best_effort(tmp_path: Path) -> None:
     assert summary.write(str(tmp_path / "t"), summary.build(last_seq=1))
     assert json.loads((tmp_path / "t").read_text())["last_seq"] == 1
     assert not summary.write(str(tmp_path / "missing-dir" / "t"), summary.build(last_seq=1))
+
+
+def test_parse_reads_what_render_writes() -> None:
+    written = summary.render(summary.build(best_checkpoint="/output/checkpoints/a.ckpt", best_score=0.1,
+                                           early_stopped=True, epochs=4, last_seq=9))
+    parsed = summary.parse(written.decode())
+    assert parsed is not None and parsed["early_stopped"] is True and parsed["last_seq"] == 9
+
+
+def test_parse_refuses_what_is_no_summary() -> None:
+    assert summary.parse("Traceback (most recent call last): ...") is None  # FallbackToLogsOnError
+    assert summary.parse('{"unrelated": 1}') is None
+    assert summary.parse("{not json") is None
+    assert summary.parse("[1, 2]") is None
+    assert summary.parse(None) is None
+    assert summary.parse('{"error": "boom", "last_seq": 3}') == {"error": "boom", "last_seq": 3}

@@ -1,8 +1,8 @@
-"""The compact final summary written to the container's termination message.
+"""The compact final summary the trainer writes to its container's termination message.
 
-Kubernetes keeps at most 4 KiB of ``terminationMessagePath``; the summary must survive even a
-relay that never reported, so it is trimmed to fit rather than truncated into invalid JSON.
-Standard library only (the launcher writes one for configuration errors).
+The operator reads it (:func:`parse`) so the final state survives a relay that never reported.
+Kubernetes keeps at most 4 KiB of ``terminationMessagePath``, so the summary is trimmed to fit
+rather than truncated into invalid JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from typing import Any, Mapping
 MAX_BYTES = 4096
 # Margin below the kubelet limit: some runtimes count a trailing newline or more.
 LIMIT = MAX_BYTES - 96
+
+# The fields every summary carries (``build``); ``exit_code``, ``error``, ``interrupted`` and
+# ``test_metrics_truncated`` appear only when they apply.
+KEYS = ("best_checkpoint", "best_score", "monitor", "epochs", "early_stopped", "test_metrics", "last_seq")
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def build(
     error: str | None = None,
     interrupted: str | None = None,
 ) -> dict[str, Any]:
-    """The contract fields first; ``exit_code``, ``error`` and ``interrupted`` only when set."""
+    """Every one of KEYS, then ``exit_code``, ``error`` and ``interrupted`` when set."""
     out: dict[str, Any] = {
         "best_checkpoint": best_checkpoint,
         "best_score": best_score,
@@ -101,3 +105,17 @@ def write(path: str, summary: Mapping[str, Any]) -> bool:
     except OSError as e:
         log.info("termination log %s not written: %s", path, e)
         return False
+
+
+def parse(message: str | None) -> dict[str, Any] | None:
+    """The summary in a termination message, or None when the message is something else (with
+    FallbackToLogsOnError a failed trainer's message may be its log tail)."""
+    if not message or not message.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not set(KEYS) & data.keys():
+        return None
+    return data
