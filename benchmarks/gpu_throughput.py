@@ -58,7 +58,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "benchmarks")]
 
 from trainer_overhead import plain_trainer  # noqa: E402
 
-from ltj_trainer import events  # noqa: E402
+from ltj_api import events  # noqa: E402
 from ltj_trainer.trainer_factory import CPU_PRECISION, GPU_PRECISION  # noqa: E402
 
 PRECISIONS = ("bf16", "fp16", "fp32")  # the job's spelling, most used first

@@ -38,7 +38,7 @@ from ltj_localcluster.controlplane import ControlPlane  # noqa: E402
 from ltj_operator import constants as C  # noqa: E402
 from ltj_operator import render  # noqa: E402
 from ltj_operator.spec import parse_job, relay_name  # noqa: E402
-from ltj_trainer import events as ev  # noqa: E402
+from ltj_api import events as ev  # noqa: E402
 
 FINAL_EVERY = 50  # one final-type event (test) per this many, plus fit_end at the end
 

@@ -54,47 +54,23 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ltj_localcluster import imagebuild, install  # noqa: E402
 from ltj_localcluster.cluster import LocalCluster, NodePool  # noqa: E402
-from operator_scale import Peer  # noqa: E402
+from opbench.cluster import Kubectl, wait  # noqa: E402
+from opbench.systems import Peer  # noqa: E402
 
 from ltj_operator import render, spec  # noqa: E402
 from ltj_operator.config import OperatorConfig  # noqa: E402
-from ltj_trainer import events as ev  # noqa: E402
+from ltj_api import events as ev  # noqa: E402
 
 SAMPLE = REPO / "crds" / "samples" / "cpu-digits-2node.yaml"
 SYSTEMS = ("ltj", "pytorchjob")
 STEP_EVERY = {"name": "LTJ_LOG_EVERY_N_STEPS", "value": "1"}
 PEER_PORT = 23456  # training-operator's default PyTorchJob port
+# Stands for the uid in the PyTorchJob's trainer config: its output directory is <name>-pytorchjob.
+PYTORCHJOB_UID = "pytorchjob"
 
 
 def ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-class Kube:
-    def __init__(self, kubeconfig: str, bin_dir: Path):
-        self.base = [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}"]
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        out = subprocess.run([*self.base, *args], input=input, capture_output=True, text=True, timeout=120)
-        if check and out.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return json.loads(self("get", *args, "-o", "json"))
-
-    def apply(self, *objects: dict[str, Any]) -> None:
-        self("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
 
 
 def ltj_job(name: str, epochs: int) -> dict[str, Any]:
@@ -111,7 +87,8 @@ def pytorch_job(name: str, epochs: int, image: str) -> list[dict[str, Any]]:
     """The PyTorchJob running what ltj runs for ``ltj_job(name, epochs)``, and its claim: each
     replica's pod is ltj's rank-0 pod (its trainer config annotation, security context, resources and
     volumes) without the relay and the env ltj sets, so the training-operator sets the env."""
-    job = spec.parse_job({**ltj_job(name, epochs), "metadata": {"name": name, "namespace": "-"}})
+    job = spec.parse_job({**ltj_job(name, epochs), "metadata": {"name": name, "namespace": "-",
+                                                                 "uid": PYTORCHJOB_UID}})
     pod = render.render_pod(job, 0, 0, OperatorConfig(default_trainer_image=image))
     pod_spec = {k: v for k, v in pod["spec"].items() if k in ("securityContext", "volumes", "containers")}
     [trainer] = pod_spec["containers"]
@@ -148,7 +125,7 @@ class Bench:
     def __init__(self, cluster: LocalCluster, epochs: int, log: Callable[[str], None]):
         info = cluster.info
         assert info is not None
-        self.kube = Kube(info.kubeconfig, Path(info.bin_dir))
+        self.kube = Kubectl(info.kubeconfig, Path(info.bin_dir))
         self.trainer_image = cluster.images["trainer"].ref
         self.epochs = epochs
         self.log = log
@@ -184,7 +161,9 @@ class Bench:
         if not pvc.get("spec", {}).get("volumeName"):
             return []
         pv = self.kube.get("pv", pvc["spec"]["volumeName"])
-        return ev.as_dicts(ev.read_all(Path(pv["spec"]["hostPath"]["path"]) / name / ev.FILENAME))
+        # The job's own directory (ltj_api.trainer.job_dir) is named after its uid: one per job here.
+        found = sorted((Path(pv["spec"]["hostPath"]["path"]) / name).glob(f"{name}-*/{ev.FILENAME}"))
+        return ev.as_dicts(ev.read_all(found[0])) if found else []
 
     def kill_rank1(self, system: str, ns: str, name: str) -> float:
         pod = f"{name}-node-1" if system == "ltj" else f"{name}-worker-0"
@@ -251,20 +230,6 @@ class Bench:
                 "resumed_from_step": float(kept)}
 
 
-class PeerHost:
-    """What operator_scale's Peer needs of a cluster, for this one."""
-
-    def __init__(self, cluster: LocalCluster):
-        assert cluster.info is not None
-        self.info = cluster.info
-        self.kubectl = Kube(cluster.info.kubeconfig, Path(cluster.info.bin_dir))
-
-    def apply_crd(self, path: Path, name: str) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(path))
-        wait(lambda: self.kubectl("wait", "--for=condition=Established", "--timeout=10s", f"crd/{name}",
-                                  check=False), 60, f"CRD {name} established")
-
-
 # training-operator's init container for workers (pkg/controller.v1/pytorch/initcontainer.go: wait
 # until the master's name resolves, trying every 2 s) with python instead of alpine's nslookup: the
 # node has no registry to pull alpine from.
@@ -283,10 +248,9 @@ def start_peer(cluster: LocalCluster, logs: Path) -> Any:
     template.write_text(INIT_CONTAINER)
     peer = Peer(extra_args=[f"--pytorch-init-container-image={cluster.images['operator'].ref}",
                             f"--pytorch-init-container-template-file={template}"])
-    host = PeerHost(cluster)
     peer.build()
-    peer.setup(host)
-    return peer.start(host, logs, "time-to-train")
+    peer.setup(Kubectl(cluster.info.kubeconfig, Path(cluster.info.bin_dir)))
+    return peer.start(cluster.info.kubeconfig, logs, "time-to-train")
 
 
 def report(runs: list[Run], out: Path, repeats: int) -> str:

@@ -115,7 +115,7 @@ def _parse_time(text: str) -> float:
 def run_ltj(a: argparse.Namespace, work: Path) -> dict[str, float]:
     import yaml
 
-    from ltj_trainer import events
+    from ltj_api import events
 
     out = work / "output"
     cfg = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import math
 import os
 import re
@@ -17,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
+import benchscript
+
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location("gpu_throughput", REPO / "benchmarks" / "gpu_throughput.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["gpu_throughput"] = bench  # dataclasses look their module up while the class is made
-_spec.loader.exec_module(bench)
+bench = benchscript.load("gpu_throughput")
 
 
 def test_the_gpu_run_plan() -> None:

@@ -4,20 +4,15 @@ what only ltj sets; the report's table and CSV."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+import benchscript
+
 pytestmark = pytest.mark.unit
 
-_PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "time_to_train.py"
-_spec = importlib.util.spec_from_file_location("time_to_train", _PATH)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["time_to_train"] = bench
-_spec.loader.exec_module(bench)
+bench = benchscript.load("time_to_train")
 
 from ltj_operator import constants as C  # noqa: E402
 from ltj_operator import render, spec  # noqa: E402
@@ -27,7 +22,8 @@ from ltj_operator.config import OperatorConfig  # noqa: E402
 def test_the_pytorchjob_runs_ltjs_trainer_pod_with_the_training_operators_env() -> None:
     claim, job = bench.pytorch_job("digits", 4, "img:1")
     ours = render.render_pod(spec.parse_job({**bench.ltj_job("digits", 4), "metadata": {
-        "name": "digits", "namespace": "-"}}), 0, 0, OperatorConfig(default_trainer_image="img:1"))
+        "name": "digits", "namespace": "-", "uid": bench.PYTORCHJOB_UID}}), 0, 0,
+        OperatorConfig(default_trainer_image="img:1"))
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert set(replicas) == {"Master", "Worker"}
     for replica in replicas.values():
