@@ -4,16 +4,19 @@
 #   ${LTJ_CACHE:-~/.cache/ltj}/bin/k8s-v<KUBE_VERSION>-.../...
 # With --node it also builds what the real node runs: kubelet and kube-proxy (same k8s.io/kubernetes
 # module), CoreDNS and Rancher's local-path-provisioner (their own modules). With --kwok it also builds
-# kwok, which simulates nodes and their pods (sigs.k8s.io/kwok). The flags combine.
+# kwok, which simulates nodes and their pods (sigs.k8s.io/kwok). With --kueue it also builds the Kueue
+# controller (sigs.k8s.io/kueue) into $dest/kueue-v<KUEUE_VERSION>/, beside copies of the module's CRDs
+# (crds/) and webhook registrations (webhooks.yaml). The flags combine.
 # Prints the directory holding the binaries on its last line. Binaries already present
 # (KUBEBUILDER_ASSETS or PATH) are used when their versions match.
 set -euo pipefail
-node=0 kwok=0
+node=0 kwok=0 kueue=0
 for arg in "$@"; do
   case $arg in
     --node) node=1 ;;
     --kwok) kwok=1 ;;
-    *) echo "usage: $0 [--node] [--kwok]" >&2; exit 2 ;;
+    --kueue) kueue=1 ;;
+    *) echo "usage: $0 [--node] [--kwok] [--kueue]" >&2; exit 2 ;;
   esac
 done
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,6 +101,25 @@ fi
 if [ "$kwok" -eq 1 ] && [ ! -x "$dest/kwok" ] && ! have kwok "$KWOK_VERSION"; then
   log "building kwok v$KWOK_VERSION (cold: ~3 min on 2 cores)"
   GOBIN="$dest" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+fi
+kueue_dir="$dest/kueue-v$KUEUE_VERSION"
+if [ "$kueue" -eq 1 ] && [ ! -x "$kueue_dir/kueue" ]; then
+  log "building kueue v$KUEUE_VERSION"
+  # Built and filled in a scratch directory, then renamed: the directory exists only when complete.
+  tmp=$(mktemp -d "$dest/.kueue-XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  GOBIN="$tmp" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE_VERSION" \
+    "sigs.k8s.io/kueue/cmd/kueue@v$KUEUE_VERSION"
+  # The CRDs without the kustomize patches that add conversion webhooks: v1beta2 is their storage
+  # version and the clients of this cluster speak only v1beta2. The webhook registrations, which
+  # ltj_localcluster/kueue.py points at the controller's loopback address.
+  src="$(go env GOMODCACHE)/sigs.k8s.io/kueue@v$KUEUE_VERSION/config/components"
+  mkdir "$tmp/crds"
+  cp "$src/crd/bases/"*.yaml "$tmp/crds/"
+  cp "$src/webhook/manifests.yaml" "$tmp/webhooks.yaml"
+  chmod -R u+w,go+rX "$tmp"
+  rm -rf "$kueue_dir" && mv "$tmp" "$kueue_dir"
 fi
 log "binaries ready in $dest ($(( $(date +%s) - start ))s)"
 echo "$dest"

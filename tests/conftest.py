@@ -29,12 +29,39 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def kube(local_cluster: Any) -> Kube:
-    info = local_cluster.info
-    os.environ["KUBECONFIG"] = info.kubeconfig
+def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A cluster of its own, shaped like `local_cluster`, with Kueue's controller beside it (built on
+    first use): `local_cluster` stays a cluster without Kueue, and tests that do not ask for this one
+    never start it."""
+    from ltj_localcluster.cluster import LocalCluster, NodePool
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("kueue-cluster"),
+                           NodePool(nodes=2, cpu="8", memory="16Gi", gpus=4), real_node=False, kueue=True)
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def _kube(cluster: Any) -> Kube:
+    info = cluster.info
     kube = Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir))
     install_crd(kube)
     return kube
+
+
+@pytest.fixture(scope="session")
+def kube(local_cluster: Any) -> Kube:
+    os.environ["KUBECONFIG"] = local_cluster.info.kubeconfig
+    return _kube(local_cluster)
+
+
+@pytest.fixture(scope="session")
+def kueue_kube(kueue_cluster: Any) -> Kube:
+    """`kueue_cluster` as tests use it. A test module whose tests all run there overrides `kube` with
+    it, so `namespace` and `operator` use that cluster too."""
+    return _kube(kueue_cluster)
 
 
 @pytest.fixture
@@ -51,6 +78,8 @@ OPERATOR_ENV = {
     "LTJ_DEFAULT_TRAINER_IMAGE": "ltj-trainer:dev",
     "LTJ_OPERATOR_IMAGE": "ltj-operator:dev",
     "LTJ_LOG_LEVEL": "DEBUG",
+    # Not served: in-process operators of tests running at once would compete for one port.
+    "LTJ_METRICS_PORT": "0",
 }
 
 

@@ -1,9 +1,9 @@
 """`python -m ltj_localcluster up|down|info|prepare --run-dir DIR`: the local cluster from a shell.
 
 `up` starts one real node running the project's images (built on first use), or with ``--kwok``
-simulated nodes on which nothing runs. `prepare` builds (or finds cached) what a real node needs:
-its Debian packages, binaries and the project's images; where the machine cannot run one it says
-why and succeeds."""
+simulated nodes on which nothing runs; with ``--kueue`` Kueue's controller too. `prepare` builds (or
+finds cached) what a real node needs: its Debian packages, binaries and the project's images; where the
+machine cannot run one it says why and succeeds."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import install, realnode
-from .cluster import LocalCluster, NodePool, down, prepare_real_node
+from .cluster import LocalCluster, NodePool, down, pinned_versions, prepare_real_node
 from .controlplane import ClusterInfo
+from .kueue import LTJ_FRAMEWORK
 
 
 def next_steps(cluster: LocalCluster, run_dir: str) -> str:
@@ -34,12 +35,20 @@ def next_steps(cluster: LocalCluster, run_dir: str) -> str:
                     f"  {venv} -m kopf run --standalone --all-namespaces -m ltj_operator.handlers\n"
                     "  (kwok nodes: pods are scheduled and shown Running, but no trainer runs)")
     nodes = "one real node" if cluster.real_node else f"{cluster.pool.nodes} kwok nodes"
+    kueue = ""
+    if cluster.kueue is not None:
+        kueue = f"""
+Kueue v{pinned_versions()['KUEUE_VERSION']} runs beside the control plane ({LTJ_FRAMEWORK} is an external framework):
+  readiness {cluster.kueue.ready_url}, log {cluster.kueue.log_file}, config {cluster.kueue.dir / 'config.yaml'}
+  kubectl get clusterqueues,localqueues -A; kubectl get workloads -A
+  (jobs labelled kueue.x-k8s.io/queue-name are not admitted through Kueue yet: see README, Running with Kueue)
+"""
     return f"""
 The local cluster is up ({nodes}); API server {info.server}.
 
   export KUBECONFIG={info.kubeconfig}
   export PATH={bin_dir}:$PATH   # kubectl and helm of the server's version (v{_kube_version()})
-
+{kueue}
 Install ltj:
 {operator}
 
@@ -53,8 +62,7 @@ Stop the cluster (it leaves nothing behind):
 
 
 def _kube_version() -> str:
-    env = (install.REPO / "hack" / "versions.env").read_text()
-    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("KUBE_VERSION="))
+    return pinned_versions()["KUBE_VERSION"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
                    help="where the cluster keeps its certificates, configs, logs and state (default: %(default)s)")
     p.add_argument("--kwok", action="store_true",
                    help="simulated nodes (kwok) instead of the real node: for scheduling, nothing runs")
+    p.add_argument("--kueue", action="store_true",
+                   help="also run Kueue's controller (built on first use) with LightningTrainingJob as an "
+                        "external framework; its CRDs and webhooks are installed")
     p.add_argument("--nodes", type=int, default=NodePool.nodes,
                    help="--kwok: how many nodes (default: %(default)s; the real node is always one)")
     p.add_argument("--cpu", default=NodePool.cpu, help="--kwok: each node's cpu capacity (default: %(default)s)")
@@ -88,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         prepare_real_node()
     elif a.command == "up":
-        cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=not a.kwok)
+        cluster = LocalCluster(a.run_dir, NodePool(a.nodes, a.cpu, a.memory, a.gpus), real_node=not a.kwok,
+                               kueue=a.kueue)
         cluster.up()
         print(next_steps(cluster, a.run_dir))
     elif a.command == "down":

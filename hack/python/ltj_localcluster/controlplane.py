@@ -20,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import pki as pkimod
 
@@ -215,6 +215,10 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+            # As on OpenShift: setting blockOwnerDeletion (every child of a job does) takes the right to
+            # update the owner's finalizers, so the chart's RBAC is tested against it. Everything else
+            # here that sets it runs with admin credentials.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={pki.crt('admin')}", f"--kubelet-client-key={pki.key('admin')}",
             "--profiling=false", "--event-ttl=1h",
@@ -258,6 +262,19 @@ def http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
             return r.status == 200
     except OSError:  # URLError and HTTPError included
         return False
+
+
+def wait_ready(proc: subprocess.Popen, what: str, ready: Callable[[], Any], log_file: Path, timeout: float) -> None:
+    """Polls ``ready()`` until it holds; fails with the tail of ``log_file`` should ``proc`` exit first,
+    or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            tail = log_file.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f}s (log {log_file})")
+        time.sleep(0.2)
 
 
 def read_pids(run_dir: Path) -> dict[str, int]:

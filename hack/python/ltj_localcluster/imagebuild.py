@@ -423,7 +423,7 @@ class _Builder:
 
     def _build_trainer_base(self, ref: str, base: str, log_path: Path) -> None:
         version = torch_version()
-        # The venv's versions of torch's dependencies, so every wheel (~4 GB) comes from uv's cache.
+        # The venv's versions of torch's dependencies, so every wheel (CUDA's are large) comes from uv's cache.
         constraints = self.path("trainer-base", ".constraints.txt")
         constraints.write_text("".join(sorted(f"{d.metadata['Name']}=={d.version}\n"
                                               for d in importlib.metadata.distributions())))

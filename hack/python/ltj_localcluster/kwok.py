@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .controlplane import ClusterInfo, record_pid, stop_pids
+from .controlplane import ClusterInfo, record_pid, stop_pids, wait_ready
 
 if TYPE_CHECKING:
     from .cluster import NodePool
@@ -78,14 +78,7 @@ class KwokNodes:
                  "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}", f"--node-ip={NODE_IP}"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         record_pid(self.run_dir, "kwok", self._proc.pid)
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self._proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"kwok exited with {self._proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"kwok nodes not Ready after {timeout:.0f}s (log {self.log_file})")
-            time.sleep(0.2)
+        wait_ready(self._proc, "kwok", self._ready, self.log_file, timeout)
         log.info("%d kwok nodes Ready in %.1fs", len(self.names), time.monotonic() - t0)
 
     def _ready(self) -> bool:

@@ -102,6 +102,12 @@ def issue_client(pki: Pki, name: str, cn: str, orgs: tuple[str, ...] = ()) -> No
     _issue(pki, name, cn, orgs=orgs, client=True)
 
 
+def issue_server(pki: Pki, name: str, cn: str, sans: tuple[str, ...]) -> None:
+    """A serving certificate ``<name>.crt`` for the addresses and DNS names ``sans`` (e.g. a webhook
+    server on loopback, which the API server calls by IP)."""
+    _issue(pki, name, cn, server_sans=sans)
+
+
 def create(directory: Path, extra_sans: tuple[str, ...] = ()) -> Pki:
     """Writes a CA, the API server's serving cert, an admin client cert, the kubelet serving cert
     and the service-account signing key pair into ``directory``."""
