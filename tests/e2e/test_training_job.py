@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from clitest import check_logs
 from kubetest import apply, condition, dump, job, pods, status, wait_for, wait_status, wait_terminal
 from realcluster import RealCluster
 
@@ -48,6 +49,11 @@ def test_status_follows_the_epochs_live_and_the_columns_show_the_result(real_clu
     assert shown["epoch"] == f"8/{tr['maxEpochs']}" and shown["best"] == f"{tr['monitor']}={tr['bestScore']:.4g}"
     assert shown["bestCheckpoint"] == tr["bestCheckpoint"].rsplit("/", 1)[-1]
     assert "Succeeded" in row and all(shown[k] in row for k in ("epoch", "best", "bestCheckpoint")), table
+    # `kubectl ltj logs -f` of the finished job: every rank's lines, prefixed; rank 0's progress comes as
+    # single lines (no terminal in a pod, so no carriage-return bars), through to the last epoch.
+    logs = check_logs(kube.kubeconfig, ns, name, nodes=2)
+    assert "\r" not in logs
+    assert any(line.startswith("[rank 0] ") and "epoch 8/8" in line for line in logs.splitlines()), logs[-3000:]
 
 
 def test_early_stopping_is_reported(real_cluster: RealCluster, ns: str):
@@ -91,12 +97,13 @@ def test_deletion_cascades_to_every_child(real_cluster: RealCluster, ns: str):
     kube = real_cluster.kube
     name = apply(kube, ns, job("cascade", training={"maxEpochs": 50}))
     wait_for(lambda: len(pods(kube, ns, name)) == 2, 120, what="pods created")
-    kinds = "pods,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings"
+    kinds = "pods,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings,networkpolicies"
     owned = lambda: [i for i in kube.get(kinds, "-n", ns)["items"]  # noqa: E731
                      if any(r.get("name") == name for r in i["metadata"].get("ownerReferences") or [])]
     # The Service and RoleBinding come with the pods (in the round trip that creates them).
     wait_for(lambda: {i["kind"] for i in owned()} >= {"Pod", "Service", "PersistentVolumeClaim", "ServiceAccount",
-                                                      "Role", "RoleBinding"}, 60, what="every child created")
+                                                      "Role", "RoleBinding", "NetworkPolicy"}, 60,
+             what="every child created")
     # The run has written to the claim's volume (the relay has reported it) before it goes.
     wait_status(kube, ns, name, lambda st: st.get("training"), 300, "the first training status")
     kube.kubectl("delete", "ltj", name, "-n", ns, "--wait=true", timeout=120)
