@@ -3,7 +3,7 @@
 ``fold(events, prior)`` applies events in seq order on top of a prior state; events whose seq is
 not above the state's seq are ignored, so replaying a log, overlapping batches or a stale event
 never move the status backwards. ``to_status(state, now)`` renders the JSON object the relay
-writes (Contract 3), with no NaN or infinity anywhere. No I/O, no clock, no torch here: the relay
+writes (the CRD's ``status.training`` schema), with no NaN or infinity anywhere. No I/O, no clock, no torch here: the relay
 (operator image) and the operator both import it.
 """
 
@@ -16,8 +16,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ltj_trainer import events as ev
-from ltj_trainer.events import Event
+from ltj_api import events as ev
+from ltj_api.events import Event
 
 # Events after which the status must reach the API at once (no throttling).
 FINAL_TYPES = frozenset({ev.FIT_END, ev.TEST, ev.EARLY_STOPPED, ev.ERROR})
@@ -36,6 +36,17 @@ MAX_TIMESTAMP = 32503680000.0  # year 3000  # events closer than this (validatio
 # the numeric fields keep the full values.
 DISPLAY_DIGITS = 4
 MAX_DISPLAY = 1024
+# status.training.history: the last MAX_HISTORY validated epochs, each with at most MAX_HISTORY_METRICS
+# metrics (the monitored one first) whose names fit MAX_HISTORY_NAME; this keeps the history within a
+# few hundred kB whatever the trainer logs, since every status write carries all of it.
+MAX_HISTORY = 100
+MAX_HISTORY_METRICS = 32
+MAX_HISTORY_NAME = 64
+# status.trainerStatus mirrors Kubeflow Trainer's TrainJob TrainerStatus: int32 fields, metric names and
+# string values of 1 to 64 characters, at most 256 metrics.
+INT32_MAX = 2**31 - 1
+TRAINER_METRIC_TEXT = 64
+TRAINER_METRICS = 256
 
 Metrics = tuple[tuple[str, "float | None"], ...]
 
@@ -73,6 +84,16 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class EpochRecord:
+    """One validated epoch of the history: its last validation's step, time and metrics."""
+
+    epoch: int
+    step: int | None
+    t: float | None
+    metrics: Metrics
+
+
+@dataclass(frozen=True)
 class TrainingState:
     seq: int = 0
     epoch: int | None = None
@@ -103,6 +124,10 @@ class TrainingState:
     event_times: tuple[float, ...] = ()  # recent event times of the current attempt
     last_validation: Sample | None = None
     position: Sample | None = None  # where training last was: the latest progress or validation
+    history: tuple[EpochRecord, ...] = ()  # ascending epochs, at most MAX_HISTORY
+    # Which log this state folds: the time of its first event (a log started again has another).
+    log_start: str | None = None
+    log_restarts: int = 0  # how many earlier logs of the same path the status has replaced
 
 
 # -- value hygiene ---------------------------------------------------------------------------------
@@ -197,7 +222,8 @@ def _apply(s: TrainingState, e: Event) -> TrainingState:
         times = (times + (t,))[-INTERVAL_WINDOW:]
     # Normalized: the CRD validates date-time, and a bad time must not block the status write.
     s = dataclasses.replace(s, seq=e.seq, last_event_time=format_time(t) if t is not None else s.last_event_time,
-                            event_times=times)
+                            event_times=times,
+                            log_start=s.log_start if s.seq else (format_time(t) if t is not None else None))
     handler = _HANDLERS.get(e.type)
     return handler(s, e, t) if handler else s
 
@@ -243,8 +269,22 @@ def _on_progress(s: TrainingState, e: Event, t: float | None) -> TrainingState:
     )
 
 
+def _history_metrics(metrics: Metrics, monitor: str | None) -> Metrics:
+    named = [(k, v) for k, v in metrics if len(k) <= MAX_HISTORY_NAME]
+    named.sort(key=lambda kv: kv[0] != monitor)  # stable: the monitored metric first, the rest by name
+    return tuple(sorted(named[:MAX_HISTORY_METRICS]))
+
+
+def _with_epoch(history: tuple[EpochRecord, ...], record: EpochRecord) -> tuple[EpochRecord, ...]:
+    """The history with ``record`` as its newest epoch. An epoch validated again (a second validation
+    within it, or a restarted gang repeating it) replaces its entry, and entries of later epochs go:
+    they belong to the run the restart abandoned, and the new run records them again."""
+    return (tuple(h for h in history if h.epoch < record.epoch) + (record,))[-MAX_HISTORY:]
+
+
 def _on_validation(s: TrainingState, e: Event, t: float | None) -> TrainingState:
     epoch, step = _int(e.get("epoch")), _int(e.get("step"))
+    metrics = _metrics(e.get("metrics"))
     spe = s.steps_per_epoch
     prev = s.last_validation
     # The last validation of an epoch ends it: its step over the epochs done so far is the
@@ -261,12 +301,14 @@ def _on_validation(s: TrainingState, e: Event, t: float | None) -> TrainingState
         s,
         epoch=epoch if epoch is not None else s.epoch,
         step=step if step is not None else s.step,
-        metrics=_metrics(e.get("metrics")),
+        metrics=metrics,
         steps_per_epoch=spe,
         samples=samples,
         last_validation=sample,
         position=sample,
         early_stopped=early,
+        history=s.history if epoch is None else _with_epoch(
+            s.history, EpochRecord(epoch, step, t, _history_metrics(metrics, s.monitor))),
     )
 
 
@@ -275,6 +317,7 @@ def _on_checkpoint(s: TrainingState, e: Event, t: float | None) -> TrainingState
     epoch, step = _int(e.get("epoch")), _int(e.get("step"))
     known = {r.path: r for r in s.known_checkpoints}
     if path is not None:
+        known.pop(path, None)  # newest last
         known[path] = CheckpointRef(path, _number(e.get("score")), epoch, step)
     top_k = s.top_k
     listed = e.get("top_k")
@@ -291,6 +334,12 @@ def _on_checkpoint(s: TrainingState, e: Event, t: float | None) -> TrainingState
         # Remember only what can still be listed: the top-k and the newest checkpoint.
         keep = {r.path for r in top_k} | ({path} if path else set())
         known = {p: r for p, r in known.items() if p in keep}
+    # Bounded whatever the trainer writes (checkpoints that never come with a top-k list): the listed
+    # top-k and the newest MAX_TOP_K others.
+    listed_paths = {r.path for r in top_k}
+    unlisted = [p for p in known if p not in listed_paths]
+    for p in unlisted[:-MAX_TOP_K]:
+        del known[p]
     best_path = _path(e.get("best_path"))
     best_score = _number(e.get("best_score"))
     if best_path is None and top_k:
@@ -461,8 +510,14 @@ def to_status(state: TrainingState, now: float) -> dict[str, Any]:
         "precision": state.precision,
         "skippedLines": state.skipped_lines,
         "startedCount": state.started_count,
+        "logStartTime": state.log_start,
+        "logRestarts": state.log_restarts,
         "updateTime": format_time(now),
         "display": display(state) or None,
+        "history": [{k: v for k, v in (("epoch", h.epoch), ("step", h.step),
+                                       ("time", format_time(h.t) if h.t is not None else None),
+                                       ("metrics", _metrics_dict(h.metrics))) if v is not None}
+                    for h in state.history] or None,
     }
     if state.early_stopped is not None:
         es = state.early_stopped
@@ -473,3 +528,35 @@ def to_status(state: TrainingState, now: float) -> dict[str, Any]:
         out["error"] = {"message": state.error.message, **({"exception": state.error.exception}
                                                            if state.error.exception else {})}
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _trainer_metrics(state: TrainingState) -> list[dict[str, str]]:
+    """The latest validation metrics, then the test metrics, as TrainerStatus metrics: finite values
+    only (a string cannot say null) and names that fit its limit; a test metric named like a validation
+    metric replaces it."""
+    out: dict[str, str] = {}
+    for name, value in state.metrics + (state.test_metrics or ()):
+        if value is None or not 0 < len(name) <= TRAINER_METRIC_TEXT:
+            out.pop(name, None)
+            continue
+        out[name] = repr(value)  # the shortest text that reads back as the same float (at most 24 characters)
+    return [{"name": k, "value": v} for k, v in out.items()][:TRAINER_METRICS]
+
+
+def trainer_status(state: TrainingState, now: float) -> dict[str, Any]:
+    """``status.trainerStatus``: the fields, types and limits of Kubeflow Trainer's TrainJob
+    ``TrainerStatus``, from the same state as ``to_status``, so tools written for TrainJob progress read
+    ltj jobs unchanged. ``lastUpdatedTime`` is always set (TrainJob's CRD requires it)."""
+    out: dict[str, Any] = {"lastUpdatedTime": _dt.datetime.fromtimestamp(int(now), _dt.timezone.utc)
+                           .strftime("%Y-%m-%dT%H:%M:%SZ")}  # metav1.Time: whole seconds
+    percent = progress(state)
+    if percent is not None:
+        # Whole percent, rounded down: 100 means the trainer reported the end, never almost done.
+        out["progressPercentage"] = 100 if state.finished else min(99, max(0, int(percent)))
+    eta = eta_seconds(state, now)
+    if eta is not None:
+        out["estimatedRemainingSeconds"] = min(eta, INT32_MAX)
+    metrics = _trainer_metrics(state)
+    if metrics:
+        out["metrics"] = metrics
+    return out

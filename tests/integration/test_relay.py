@@ -16,7 +16,7 @@ import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -26,8 +26,8 @@ from ltj_operator import constants as C
 from ltj_operator import render
 from ltj_operator.relay.kube import ApiError, Endpoint, JobStatusClient
 from ltj_operator.spec import parse_job, relay_name
-from ltj_trainer import events as ev
-from ltj_trainer.events import Writer
+from ltj_api import events as ev
+from ltj_api.events import Writer
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,6 @@ RELAY_BIN = Path(sys.executable).parent / "ltj-relay"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    return wait_for(predicate, timeout, interval, what)
-
-
 @dataclass
 class Admin:
     """Reads objects with the cluster's admin client certificate (an observer independent of the relay)."""
@@ -171,10 +167,10 @@ def test_events_arrive_in_status_while_written(admin: Admin, ca: Path, namespace
         w.write(ev.STARTED, world_size=2, num_nodes=2, devices=1, precision="32-true", accelerator="cpu",
                 sync_batchnorm=False, resumed_from=None, attempt=0, max_epochs=5, monitor="val_loss", mode="min",
                 model_class="digits_cnn", data_class="digits")
-        t0 = time.monotonic()
-        st = poll(lambda: admin.training(namespace, "live").get("seq") == 1 and admin.training(namespace, "live"),
-                  10, what="the started event in status")
-        assert time.monotonic() - t0 < 2.5  # the first write is not throttled
+        # How soon each write may go is next_write_at's (test_relay_logic, on given times); speed is the
+        # benchmark's (benchmarks/relay_latency.py). Here: that the writes arrive, and what they hold.
+        st = wait_for(lambda: admin.training(namespace, "live").get("seq") == 1 and admin.training(namespace, "live"),
+                      10, what="the started event in status")
         assert st["maxEpochs"] == 5 and st["attempt"] == 0 and st["progress"] == 0
         assert st["finished"] is False and "epoch" not in st
 
@@ -186,8 +182,8 @@ def test_events_arrive_in_status_while_written(admin: Admin, ca: Path, namespace
             w.write(ev.VALIDATION, epoch=epoch, step=10 * (epoch + 1), metrics={"val_loss": loss, "val_acc": 1 - loss})
             checkpoint(w, epoch, loss, top)
             want = w.seq
-            st = poll(lambda: (t := admin.training(namespace, "live")).get("seq") == want and t,
-                      min_interval + 8, what=f"epoch {epoch} in status")
+            st = wait_for(lambda: (t := admin.training(namespace, "live")).get("seq") == want and t,
+                          min_interval + 8, what=f"epoch {epoch} in status")
             seen.append(st)
             assert st["epoch"] == epoch and st["step"] == 10 * (epoch + 1)
             assert st["metrics"]["val_loss"] == loss
@@ -203,11 +199,9 @@ def test_events_arrive_in_status_while_written(admin: Admin, ca: Path, namespace
         w.write(ev.VALIDATION, epoch=3, step=40, metrics={"val_loss": 0.8, "val_acc": 0.2})
         w.write(ev.EARLY_STOPPED, epoch=3, reason="patience", best_score=0.6, monitor="val_loss",
                 message="Monitored metric val_loss did not improve in the last 2 records. Best score: 0.600.")
-        t0 = time.monotonic()
         want = w.seq
-        st = poll(lambda: (t := admin.training(namespace, "live")).get("seq") == want and t, 10,
-                  what="the early stop in status")
-        assert time.monotonic() - t0 < min_interval - 0.5, "a final event waited for the throttle"
+        st = wait_for(lambda: (t := admin.training(namespace, "live")).get("seq") == want and t, 10,
+                      what="the early stop in status")
         assert st["earlyStopped"]["epoch"] == 3 and st["earlyStopped"]["reason"] == "patience"
         assert st["earlyStopped"]["bestScore"] == 0.6
         # The trainer is SIGKILLed here (no fit_end): the status still says it stopped early.
@@ -216,9 +210,17 @@ def test_events_arrive_in_status_while_written(admin: Admin, ca: Path, namespace
     assert final["earlyStopped"]["epoch"] == 3 and final["finished"] is False
     # Throttled: 3 epochs of 2 events each and the stop took far fewer writes than events.
     assert r.writes() <= 6, r.output()
-    # The relay wrote only status.training (the phase is the CRD's default), and the spec is untouched.
+    assert [h["epoch"] for h in final["history"]] == [0, 1, 2, 3]
+    assert [h["metrics"]["val_loss"] for h in final["history"]] == [*losses, 0.8]
+    # The relay wrote only status.training and the Kubeflow-style trainerStatus derived from it, which
+    # the API server accepted (the phase is the CRD's default), and the spec is untouched.
     body = admin.job(namespace, "live")
-    assert body["status"] == {"phase": "Pending", "training": body["status"]["training"]}
+    assert body["status"] == {"phase": "Pending", "training": final, "trainerStatus": body["status"]["trainerStatus"]}
+    progress = body["status"]["trainerStatus"]
+    assert progress["progressPercentage"] == 80
+    assert progress.get("estimatedRemainingSeconds") == final.get("etaSeconds")  # from the same write
+    assert progress["metrics"] == [{"name": "val_acc", "value": "0.2"}, {"name": "val_loss", "value": "0.8"}]
+    assert progress["lastUpdatedTime"] == final["updateTime"][:19] + "Z"
     assert body["metadata"]["generation"] == 1
 
 
@@ -258,7 +260,8 @@ def test_relay_token_is_scoped_to_its_own_job_status(admin: Admin, ca: Path, nam
     assert raw("GET", jobs) == 403  # no list, even of jobs
     assert raw("PATCH", f"{jobs}/mine", {"spec": {"nodes": 8}}) == 403  # no spec writes on its own job
     assert raw("DELETE", f"{jobs}/mine") == 403
-    assert raw("GET", f"{jobs}/mine") == 200  # get of its own job, as the Role allows
+    assert raw("GET", f"{jobs}/mine") == 403  # not even its own job: the relay reads only its status
+    assert raw("GET", f"{jobs}/mine/status") == 200
 
 
 def test_sigterm_drains_the_tail(admin: Admin, ca: Path, namespace: str, tmp_path: Path) -> None:
@@ -269,15 +272,11 @@ def test_sigterm_drains_the_tail(admin: Admin, ca: Path, namespace: str, tmp_pat
     w.write(ev.STARTED, attempt=0, max_epochs=50, monitor="val_loss", mode="min", resumed_from=None)
     with relay(admin, ca, token, namespace, "drain", events, "--min-interval", "60",
                log=tmp_path / "relay.log") as r:
-        poll(lambda: admin.training(namespace, "drain").get("seq") == 1, 10, what="the first write")
-        for epoch in range(20):  # non-final events, held back by the 60 s throttle
+        wait_for(lambda: admin.training(namespace, "drain").get("seq") == 1, 10, what="the first write")
+        for epoch in range(20):  # non-final events, held back by the 60 s throttle (writes() == 2 below)
             w.write(ev.VALIDATION, epoch=epoch, step=epoch + 1, metrics={"val_loss": 1.0 / (epoch + 1)})
-        time.sleep(0.5)
-        assert admin.training(namespace, "drain")["seq"] == 1
         w.write(ev.VALIDATION, epoch=20, step=21, metrics={"val_loss": 0.01})  # the tail, just before SIGTERM
-        t0 = time.monotonic()
         assert r.terminate() == 0
-        assert time.monotonic() - t0 < 6
     st = admin.training(namespace, "drain")
     assert st["seq"] == w.seq == 22
     assert st["epoch"] == 20 and st["metrics"] == {"val_loss": 0.01}
@@ -301,7 +300,7 @@ def test_restarted_relay_replays_and_never_moves_status_backwards(admin: Admin, 
     # A restarted relay folds the whole file from scratch and converges to the same status.
     for i in range(2):
         with relay(admin, ca, token, namespace, "replay", events, log=tmp_path / f"relay{i}.log") as r:
-            poll(r.writes, 10, what="a write by this relay")  # the status may already be there from run 0
+            wait_for(r.writes, 10, what="a write by this relay")  # the status may already be there from run 0
             st = admin.training(namespace, "replay")
             assert st["seq"] == w.seq
             assert r.terminate() == 0
@@ -314,7 +313,7 @@ def test_restarted_relay_replays_and_never_moves_status_backwards(admin: Admin, 
     ahead = admin.training(namespace, "replay")
     assert ahead["seq"] == 1000
     with relay(admin, ca, token, namespace, "replay", events, log=tmp_path / "relay-stale.log") as r:
-        poll(lambda: "ahead of the log" in r.output(), 10, what="the relay to notice the newer status")
+        wait_for(lambda: "ahead of the log" in r.output(), 10, what="the relay to notice the newer status")
         assert r.terminate() == 0
     assert admin.training(namespace, "replay") == ahead
 
@@ -339,7 +338,7 @@ class Component:
         try:
             os.waitpid(self.pid, 0)  # our child (the ControlPlane was started in this process)
         except ChildProcessError:
-            poll(lambda: not Path(f"/proc/{self.pid}").exists(), 30, what=f"{self.name} to exit")
+            wait_for(lambda: not Path(f"/proc/{self.pid}").exists(), 30, what=f"{self.name} to exit")
 
     def start(self) -> None:
         with open(self.run_dir / "logs" / f"{self.name}.log", "ab") as out:
@@ -362,8 +361,8 @@ def private_cluster(tmp_path: Path) -> Iterator[tuple[Admin, Path]]:
         admin = Admin(Kube(info.kubeconfig, Path(info.bin_dir), Path(info.run_dir)))
         admin.kubectl("apply", "--server-side", "-f", str(CRD))
         # `kubectl wait` errors out (instead of waiting) while the new CRD has no conditions yet.
-        poll(lambda: admin.kubectl("wait", "--for=condition=Established", "--timeout=10s", f"crd/{C.CRD_NAME}",
-                                   check=False).returncode == 0, 60, interval=0.5, what="the CRD to be established")
+        wait_for(lambda: admin.kubectl("wait", "--for=condition=Established", "--timeout=10s", f"crd/{C.CRD_NAME}",
+                                       check=False).returncode == 0, 60, what="the CRD to be established")
         yield admin, run_dir
     finally:
         down(run_dir)  # processes (also a restarted API server) and the bridge
@@ -380,8 +379,8 @@ def test_api_server_down_loses_no_event(private_cluster: tuple[Admin, Path], tmp
     admin, run_dir = private_cluster
     ns = "relay"
     admin.kubectl("create", "namespace", ns)
-    poll(lambda: admin.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 30,
-         what="the namespace's default ServiceAccount")
+    wait_for(lambda: admin.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 30,
+             what="the namespace's default ServiceAccount")
     create_job(admin, ns, "outage")
     token = relay_token(admin, ns, "outage", tmp_path / "token")
     events = tmp_path / "events.jsonl"
@@ -398,7 +397,7 @@ def test_api_server_down_loses_no_event(private_cluster: tuple[Admin, Path], tmp
                "--request-timeout", "2", log=tmp_path / "relay.log") as r:
         w.write(ev.STARTED, attempt=0, max_epochs=6, monitor="val_loss", mode="min", resumed_from=None)
         w.write(ev.VALIDATION, epoch=0, step=10, metrics={"val_loss": 0.9})
-        poll(at_seq, 15, what="status before the outage")
+        wait_for(at_seq, 15, what="status before the outage")
 
         # 1. The API server hangs (SIGSTOP): requests time out.
         apiserver = Component(run_dir, "kube-apiserver")
@@ -407,10 +406,10 @@ def test_api_server_down_loses_no_event(private_cluster: tuple[Admin, Path], tmp
             for epoch in (1, 2):
                 w.write(ev.VALIDATION, epoch=epoch, step=10 * (epoch + 1), metrics={"val_loss": 0.9 - 0.1 * epoch})
                 time.sleep(0.5)
-            poll(lambda: failures(r) >= 1, 15, what="a failed write while the API server hangs")
+            wait_for(lambda: failures(r) >= 1, 15, what="a failed write while the API server hangs")
         finally:
             apiserver.resume()
-        st = poll(at_seq, 30, what="the events written while the API server hung")
+        st = wait_for(at_seq, 30, what="the events written while the API server hung")
         assert st["epoch"] == 2 and st["metrics"] == {"val_loss": pytest.approx(0.7)}
 
         # 2. The API server crashes (connection refused) and stays down a while; final events wait for it.
@@ -423,12 +422,12 @@ def test_api_server_down_loses_no_event(private_cluster: tuple[Admin, Path], tmp
                 monitor="val_loss")
         w.write(ev.FIT_END, epoch=5, step=50, best_path=None, best_score=None, stopped_early=True)
         w.write(ev.TEST, metrics={"test_loss": 0.55}, ckpt_path="best")
-        poll(lambda: failures(r) >= before + 3 and time.monotonic() - down_since > 5, 30,
-             what="failed writes while the API server is down")
+        wait_for(lambda: failures(r) >= before + 3 and time.monotonic() - down_since > 5, 30,
+                 what="failed writes while the API server is down")
         assert r.proc.poll() is None, "the relay must keep retrying, not exit"
         apiserver.start()
-        poll(lambda: api_ready(admin), 90, interval=0.5, what="the restarted API server")
-        st = poll(at_seq, 30, what="the events written while the API server was down")
+        wait_for(lambda: api_ready(admin), 90, what="the restarted API server")
+        st = wait_for(at_seq, 30, what="the events written while the API server was down")
         assert r.terminate() == 0
 
     # Nothing lost: what the CRD stores of status.training is exactly the fold of the whole file.
@@ -440,3 +439,37 @@ def test_api_server_down_loses_no_event(private_cluster: tuple[Admin, Path], tmp
     assert {"seq", "epoch", "metrics", "earlyStopped", "testMetrics", "finished"} <= set(st)
     assert st["finished"] is True and st["earlyStopped"]["epoch"] == 4 and st["testMetrics"] == {"test_loss": 0.55}
     assert "retrying in" in r.output()
+
+
+def test_a_new_log_replaces_the_status_instead_of_freezing_it(admin: Admin, ca: Path, namespace: str,
+                                                              tmp_path: Path) -> None:
+    """The events file deleted and started again (seq from 1): while the relay follows it, and when a
+    relay starts on it later, the status describes the new log and logRestarts counts the replacements."""
+    create_job(admin, namespace, "anew")
+    token = relay_token(admin, namespace, "anew", tmp_path / "token")
+    events = tmp_path / "events.jsonl"
+
+    def new_log(epochs: int, started_at: str) -> None:
+        events.unlink(missing_ok=True)
+        with open(events, "wb") as f:  # the same bytes the Writer makes, with a first event time of our choosing
+            f.write(ev.encode(1, ev.STARTED, {"attempt": 0, "max_epochs": 5, "monitor": "val_loss", "mode": "min",
+                                              "resumed_from": None}, time=started_at))
+        w = Writer(events)
+        for epoch in range(epochs):
+            w.write(ev.VALIDATION, epoch=epoch, step=epoch + 1, metrics={"val_loss": 1.0 / (epoch + 1)})
+
+    new_log(4, "2025-01-01T00:00:00.000Z")
+    with relay(admin, ca, token, namespace, "anew", events, "--min-interval", "0.2", log=tmp_path / "r0.log") as r:
+        st = wait_for(lambda: (t := admin.training(namespace, "anew")).get("seq") == 5 and t, 10, what="the first log")
+        assert st["logStartTime"] == "2025-01-01T00:00:00.000Z" and st["logRestarts"] == 0 and st["epoch"] == 3
+        new_log(1, "2025-01-02T00:00:00.000Z")  # fewer events than before: seq 2 < 5
+        st = wait_for(lambda: (t := admin.training(namespace, "anew")).get("logRestarts") == 1 and t, 10,
+                      what="the second log, read while the relay runs")
+        assert st["seq"] == 2 and st["epoch"] == 0 and st["logStartTime"] == "2025-01-02T00:00:00.000Z"
+        assert r.terminate() == 0
+    new_log(2, "2025-01-03T00:00:00.000Z")  # while no relay runs: the next relay finds the status of another log
+    with relay(admin, ca, token, namespace, "anew", events, log=tmp_path / "r1.log") as r:
+        st = wait_for(lambda: (t := admin.training(namespace, "anew")).get("logRestarts") == 2 and t, 10,
+                      what="the third log, found by a relay started on it")
+        assert st["seq"] == 3 and st["epoch"] == 1 and st["logStartTime"] == "2025-01-03T00:00:00.000Z"
+        assert r.terminate() == 0

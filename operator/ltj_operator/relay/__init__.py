@@ -3,7 +3,7 @@
 It holds the job's only Kubernetes credential (a per-job ServiceAccount token allowed to get and
 patch the status of this one job), tails ``events.jsonl`` on the output volume (mounted
 read-only), folds it with :mod:`ltj_operator.training`, and patches ``status.training``.
-Standard library only (plus :mod:`ltj_trainer.events`): no kubernetes client, no torch.
+Standard library only (plus :mod:`ltj_api.events`): no kubernetes client, no torch.
 """
 
 from .config import ConfigError, RelayConfig, parse

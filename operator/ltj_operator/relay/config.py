@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ltj_api.trainer import EVENTS_PATH as DEFAULT_EVENTS_FILE
+
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-DEFAULT_EVENTS_FILE = "/output/events.jsonl"
 
 
 class ConfigError(ValueError):

@@ -5,17 +5,23 @@ latest state. Writes never move the status backwards: the relay learns the serve
 ``status.training.seq`` (GET at start and after any failed write, then from each PATCH answer) and
 replaces ``status.training`` with a JSON patch whose ``test`` op checks that seq, so a concurrent
 writer (e.g. the relay of a terminating pod) makes the patch fail instead of being overwritten.
+
+That order holds within one log. When the file holds a new log (deleted and started again, seq from
+1), the relay folds it from its first event, and a status whose ``logStartTime`` names another log is
+replaced whatever its seq, with ``logRestarts`` counting such replacements: the status follows the
+training instead of freezing at the old log's seq.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ltj_trainer.events import Reader
+from ltj_api.events import Reader
 
 from .. import training as tr
 from .config import RelayConfig
@@ -24,15 +30,23 @@ from .kube import ApiError, JobStatusClient, Unavailable, training_of
 log = logging.getLogger("ltj.relay")
 
 BACKOFF_BASE = 0.2
+# Bytes read and folded at a time: with the fold's bounded state, what bounds the relay's memory.
+READ_CHUNK_BYTES = 256 * 1024
+# In a set of rejected status.training keys: a cause within status.trainerStatus, which is then left out
+# whole (status.training has no key of this name).
+TRAINER_STATUS = "trainerStatus"
 
 
 def _rejected_keys(e: ApiError) -> set[str]:
-    """Top-level keys of status.training named by an Invalid answer's causes."""
+    """Top-level keys of status.training named by an Invalid answer's causes (TRAINER_STATUS for any
+    cause within status.trainerStatus)."""
     prefix = "status.training."
     keys = set()
     for f in e.fields:
         if f.startswith(prefix):
             keys.add(f[len(prefix):].split(".")[0].split("[")[0])
+        elif f.split(".")[:2] == ["status", TRAINER_STATUS]:
+            keys.add(TRAINER_STATUS)
     return keys
 
 
@@ -88,33 +102,49 @@ class Relay:
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self) -> int:
-        """Reads the file to its end and folds the new events; returns how many there were."""
-        new: list[Any] = []
+        """Reads the file to its end, folding each chunk as it is read; returns how many events were applied.
+
+        Memory is a chunk and the fold's bounded state, never the log: a long log replays in the
+        same room as a short one. A file that starts a new log (see ``Reader``) starts a new fold.
+        """
+        applied = 0
         while True:
-            before = self.reader.offset
+            before, restarts = self.reader.offset, self.reader.restarts
             try:
-                new.extend(self.reader.poll())
+                batch = self.reader.poll(READ_CHUNK_BYTES)
             except OSError as e:  # e.g. a stale NFS handle or permissions: keep what we have, retry later
                 if str(e) != self._read_error:
                     log.warning("cannot read %s: %s", self.cfg.events_file, e)
                 self._read_error = str(e)
                 break
-            if self.reader.offset == before:
+            if self.reader.restarts != restarts:
+                log.warning("%s now holds a new log (deleted, replaced or rewritten from seq 1): following it "
+                            "from its first event instead of the %d events read before", self.cfg.events_file,
+                            self.state.seq)
+                self.state = tr.TrainingState(log_restarts=self.state.log_restarts)
+                self.written = None
+                applied = 0
+            applied += self._fold(batch)
+            if self.reader.offset == before and self.reader.restarts == restarts:
                 self._read_error = ""
                 break
+        self.state = tr.with_skipped(self.state, self.reader.skipped)
+        if not self._replayed:
+            self._replayed = True
+            log.info("read %s: %d events up to seq %d, %d lines skipped", self.cfg.events_file,
+                     applied, self.state.seq, self.reader.skipped)
+        return applied
+
+    def _fold(self, batch: list[Any]) -> int:
         prior_seq = self.state.seq
-        self.state = tr.with_skipped(tr.fold(new, self.state), self.reader.skipped)
-        applied = [e for e in new if e.seq > prior_seq]
+        self.state = tr.fold(batch, self.state)
+        applied = [e for e in batch if e.seq > prior_seq]
         if applied:
             if any(e.type in tr.FINAL_TYPES for e in applied):
                 self.pending_final = True
             if self.pending_since is None:
                 first = min(applied, key=lambda e: e.seq)
                 self.pending_since = tr.parse_time(first.time) or self.wall()
-        if not self._replayed:
-            self._replayed = True
-            log.info("read %s: %d events up to seq %d, %d lines skipped", self.cfg.events_file,
-                     len(applied), self.state.seq, self.reader.skipped)
         return len(applied)
 
     def pending(self) -> bool:
@@ -135,6 +165,16 @@ class Relay:
         seq = (self.server_training or {}).get("seq")
         return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
+    def _other_log(self, state: tr.TrainingState) -> bool:
+        """Whether the server's status.training comes from another log than ``state`` (its first event's
+        time differs); unknown on either side counts as the same log."""
+        theirs = (self.server_training or {}).get("logStartTime")
+        return state.log_start is not None and isinstance(theirs, str) and theirs != state.log_start
+
+    def _server_log_restarts(self) -> int:
+        n = (self.server_training or {}).get("logRestarts")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+
     def write_once(self, timeout: float | None = None) -> None:
         """Writes the current state (raises ApiError / Unavailable).
 
@@ -150,30 +190,40 @@ class Relay:
             if not self.server_known:
                 self._learn(self.client.get(timeout))
             server_seq = self._server_seq()
-            if server_seq is not None and server_seq > state.seq:
+            if self._other_log(state):
+                # The server's status folds an earlier log of this path: this log replaces it, seq and all.
+                log.warning("status.training (seq %s) folds a log that started at %s; %s now holds one that started "
+                            "at %s: replacing it", server_seq, (self.server_training or {}).get("logStartTime"),
+                            self.cfg.events_file, state.log_start)
+                state = self.state = dataclasses.replace(state, log_restarts=self._server_log_restarts() + 1)
+            elif server_seq is not None and server_seq > state.seq:
                 self.stats.skipped_writes += 1
                 log.warning("status.training.seq is %d on the server, ahead of the log's %d: not writing",
                             server_seq, state.seq)
                 self._done(state)
                 return
-            body = {k: v for k, v in tr.to_status(state, self.wall()).items() if k not in rejected}
+            at = self.wall()
+            body = {k: v for k, v in tr.to_status(state, at).items() if k not in rejected}
+            # Kubeflow-compatible progress, in the same write as the training block it is derived from.
+            trainer = {} if TRAINER_STATUS in rejected else {TRAINER_STATUS: tr.trainer_status(state, at)}
             tested = False
             try:
                 if self.server_training is None:
-                    answer = self.client.merge_patch({"status": {"training": body}}, timeout)
+                    answer = self.client.merge_patch({"status": {"training": body, **trainer}}, timeout)
                 else:
                     ops: list[dict[str, Any]] = []
                     if server_seq is not None:
                         ops.append({"op": "test", "path": "/status/training/seq", "value": server_seq})
                         tested = True
                     ops.append({"op": "replace", "path": "/status/training", "value": body})
+                    ops.extend({"op": "add", "path": f"/status/{k}", "value": v} for k, v in trainer.items())
                     answer = self.client.json_patch(ops, timeout)
             except ApiError as e:
                 self.server_known = False
                 bad = _rejected_keys(e) - rejected - {"seq"}
                 if e.status == 422 and bad:
                     rejected |= bad
-                    log.warning("the API server rejected status.training fields %s (%s): writing without them",
+                    log.warning("the API server rejected status fields %s (%s): writing without them",
                                 sorted(bad), e.message)
                     continue
                 # A failed test op (422 Invalid with no causes: another writer moved seq) or a conflict.

@@ -17,23 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..apierror import ApiError
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "ltj.dev", "v1alpha1", "lightningtrainingjobs"
 USER_AGENT = "ltj-relay/0.1"
-
-
-class ApiError(Exception):
-    """An HTTP error answer from the API server (status code, Kubernetes reason, message)."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None,
-                 fields: tuple[str, ...] = ()):
-        super().__init__(f"HTTP {status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-        self.fields = fields  # the field paths of an Invalid answer's causes
 
 
 class Unavailable(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,9 @@ def test_fields_rejected_by_the_api_server_are_named_by_top_level_key() -> None:
                  ("status.training.epoch", "status.training.topK[0].epoch", "status.training.lastEventTime", ""))
     assert _rejected_keys(e) == {"epoch", "topK", "lastEventTime"}
     assert _rejected_keys(ApiError(422, "Invalid", "the server rejected our request", None, ())) == set()
+    # Any cause within status.trainerStatus leaves it out whole; status.training is still written.
+    e = ApiError(422, "Invalid", "invalid", None, ("status.trainerStatus.metrics[3].name", "status.training.seq"))
+    assert _rejected_keys(e) == {"trainerStatus", "seq"}
 
 
 def _relay(tmp_path: Path, events: Path):
@@ -109,7 +114,7 @@ def _relay(tmp_path: Path, events: Path):
 
 
 def test_relay_read_tracks_pending_and_final_events(tmp_path: Path) -> None:
-    from ltj_trainer import events as ev
+    from ltj_api import events as ev
 
     events = tmp_path / "out" / "events.jsonl"
     r = _relay(tmp_path, events)
@@ -135,3 +140,40 @@ def test_relay_read_survives_an_unreadable_events_path(tmp_path: Path) -> None:
     r = _relay(tmp_path, events)
     assert r.read() == 0 and r.read() == 0
     assert not r.pending()
+
+
+def test_relay_read_starts_a_new_fold_when_the_file_starts_a_new_log(tmp_path: Path) -> None:
+    from ltj_api import events as ev
+
+    events = tmp_path / "events.jsonl"
+    r = _relay(tmp_path, events)
+    w = ev.Writer(events)
+    w.write(ev.STARTED, attempt=0, max_epochs=5)
+    for epoch in range(3):
+        w.write(ev.VALIDATION, epoch=epoch, step=epoch + 1, metrics={"val_loss": 1.0})
+    assert r.read() == 4 and r.state.epoch == 2
+    r.written = r.state  # as after a write: nothing pending
+    assert not r.pending()
+    events.unlink()
+    events.write_bytes(ev.encode(1, ev.STARTED, {"attempt": 1, "max_epochs": 5}, time="2030-01-01T00:00:00.000Z"))
+    assert r.read() == 1
+    # Not frozen at the old seq: a fresh fold of the new log, due for a write.
+    assert (r.state.seq, r.state.epoch, r.state.log_start) == (1, None, "2030-01-01T00:00:00.000Z")
+    assert r.pending()
+
+
+def test_the_relay_loads_neither_the_kubernetes_client_nor_kopf() -> None:
+    # The sidecar starts with each rank-0 pod: it stays on the standard library (and the contract).
+    probe = ("import sys, ltj_operator.relay.__main__; "
+             "print(sorted(m for m in ('kubernetes', 'kopf', 'urllib3', 'prometheus_client') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_the_operator_and_the_relay_raise_one_api_error() -> None:
+    from ltj_operator import kube as operator_kube
+    from ltj_operator.relay import kube as relay_kube
+
+    assert relay_kube.ApiError is operator_kube.ApiError
+    assert issubclass(operator_kube.StaleWrite, relay_kube.ApiError)
+    assert issubclass(operator_kube.NotOwned, relay_kube.ApiError)

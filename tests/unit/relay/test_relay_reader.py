@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ltj_trainer import events as ev
-from ltj_trainer.events import Reader, Writer, decode, encode, read_all
+from ltj_api import events as ev
+from ltj_api.events import Reader, Writer, decode, encode, read_all
 
 pytestmark = pytest.mark.unit
 
@@ -201,3 +201,53 @@ def test_writer_continues_seq_and_round_trips(tmp_path: Path) -> None:
     assert [(x.seq, x.type) for x in events] == [(1, ev.STARTED), (2, ev.VALIDATION), (3, ev.FIT_END)]
     assert events[1].get("metrics") == {"val_loss": 0.5}
     assert decode(path.read_bytes().splitlines()[0]) == events[0]
+
+
+def test_a_file_that_starts_a_new_log_is_read_from_its_first_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    append(path, line(1) + line(2) + line(3))
+    r = Reader(path)
+    assert seqs(r.poll()) == [1, 2, 3] and r.restarts == 0
+    # Deleted and started again (seq from 1, another first event): a new log, not duplicates of the old.
+    path.unlink()
+    new_first = encode(1, ev.STARTED, {"attempt": 1}, time="2025-01-02T00:00:00.000Z")
+    append(path, new_first + line(2))
+    assert seqs(r.poll()) == [1, 2] and r.restarts == 1
+    append(path, line(3))
+    assert seqs(r.poll()) == [3] and r.restarts == 1
+
+
+def test_a_log_rewritten_in_place_past_the_old_offset_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    append(path, line(1) + line(2))
+    r = Reader(path)
+    assert seqs(r.poll()) == [1, 2]
+    # Same inode, truncated and written again beyond the old offset before the next poll.
+    new_first = encode(1, ev.STARTED, {"attempt": 1}, time="2025-01-02T00:00:00.000Z")
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(new_first + line(2) + line(3) + line(4))
+    assert seqs(r.poll()) == [1, 2, 3, 4] and r.restarts == 1
+
+
+def test_a_start_being_rewritten_waits_for_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    append(path, line(1) + line(2))
+    r = Reader(path)
+    assert seqs(r.poll()) == [1, 2]
+    path.write_bytes(line(1)[:10])  # a copy of the same log in progress: nothing new, no restart yet
+    assert r.poll() == [] and r.restarts == 0
+    path.write_bytes(line(1) + line(2) + line(3))
+    assert seqs(r.poll()) == [3] and r.restarts == 0
+
+
+def test_dedup_memory_is_bounded_not_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    far = 10 * ev.MAX_GAPS
+    append(path, line(1) + line(far))
+    r = Reader(path)
+    assert seqs(r.poll()) == [1, far]
+    # A seq just below the highest may still come (out of order); one beyond the window is a duplicate.
+    append(path, line(far - 1) + line(far - ev.MAX_GAPS - 1) + line(far - 1))
+    assert seqs(r.poll()) == [far - 1]
+    assert r.duplicates == 2

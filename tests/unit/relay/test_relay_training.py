@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from ltj_operator import training as tr
-from ltj_trainer import events as ev
-from ltj_trainer.events import Event
+from ltj_api import events as ev
+from ltj_api.events import Event
 
 pytestmark = pytest.mark.unit
 
@@ -413,3 +413,190 @@ def test_values_the_crd_would_reject_are_left_out() -> None:
     assert out["topK"] == [{"path": "/o/a.ckpt", "score": 1.0, "step": 2}]
     assert out["lastEventTime"] == log.events[-1].time  # the last parseable time
     assert tr.parse_time(out["lastEventTime"]) == T0 + 1
+
+
+# -- status.training.history -------------------------------------------------------------------------
+def _history(state: tr.TrainingState, at: float = 1000) -> list[dict[str, Any]]:
+    return status(state, at).get("history", [])
+
+
+def test_history_keeps_one_entry_per_validated_epoch() -> None:
+    log = Log()
+    log.started(0, max_epochs=5)
+    # val_check_interval=0.5: two validations in epoch 0, the epoch's entry is its last one.
+    log.add(5, ev.VALIDATION, epoch=0, step=10, metrics={"val_loss": 0.95, "val_acc": 0.05})
+    for i, loss in enumerate([0.9, 0.7, 0.8]):
+        log.epoch(10 * (i + 1), i, loss)
+    history = _history(tr.fold(log.events))
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[0] == {"epoch": 0, "step": 20, "time": tr.format_time(T0 + 10),
+                          "metrics": {"val_acc": pytest.approx(0.1), "val_loss": 0.9}}
+    assert [h["metrics"]["val_loss"] for h in history] == [0.9, 0.7, 0.8]
+    assert "history" not in status(tr.fold(log.events[:1]), 1)  # nothing validated yet
+
+
+def test_a_restart_that_repeats_epochs_replaces_their_entries() -> None:
+    log = Log()
+    log.started(0, max_epochs=6)
+    for i, loss in enumerate([0.9, 0.8, 0.7, 0.6]):
+        log.epoch(10 * (i + 1), i, loss)
+    # The gang died in epoch 4 and resumed from a checkpoint of epoch 1: epochs 2 and 3 run again.
+    log.started(100, attempt=1, resumed_from="/output/checkpoints/m_epoch=01.ckpt", max_epochs=6)
+    log.epoch(110, 2, 0.65)
+    s = tr.fold(log.events)
+    # The abandoned run's epoch 3 is gone until trained again, not left beside the new epoch 2.
+    assert [(h["epoch"], h["metrics"]["val_loss"]) for h in _history(s)] == [(0, 0.9), (1, 0.8), (2, 0.65)]
+    log.epoch(120, 3, 0.55)
+    whole = tr.fold(log.events)
+    assert [(h["epoch"], h["metrics"]["val_loss"]) for h in _history(whole)] == [
+        (0, 0.9), (1, 0.8), (2, 0.65), (3, 0.55)]
+    # Idempotent by seq like the rest of the fold: replays and overlapping batches change nothing.
+    assert tr.fold(log.events, whole) == whole
+    s = tr.TrainingState()
+    for lo in range(0, len(log.events), 3):
+        s = tr.fold(log.events[max(0, lo - 4): lo + 3], s)
+    assert s == whole
+
+
+def test_history_is_bounded_in_epochs_metrics_and_names() -> None:
+    log = Log()
+    log.started(0, max_epochs=1000)
+    long_name = "m" * (tr.MAX_HISTORY_NAME + 1)
+    metrics = {**{f"a{i:02d}": float(i) for i in range(40)}, long_name: 1.0, "val_loss": 0.5, "bad": math.nan}
+    for epoch in range(tr.MAX_HISTORY + 50):
+        log.add(epoch, ev.VALIDATION, epoch=epoch, step=epoch + 1, metrics=metrics)
+    history = _history(tr.fold(log.events))
+    assert [h["epoch"] for h in history] == list(range(50, tr.MAX_HISTORY + 50))  # the newest, oldest first
+    kept = history[-1]["metrics"]
+    assert len(kept) == tr.MAX_HISTORY_METRICS
+    assert "val_loss" in kept  # the monitored metric is kept whatever its place by name
+    assert long_name not in kept
+    # The whole history stays small whatever the trainer logs: every status write carries it.
+    assert len(json.dumps(history)) < 200_000
+
+
+def test_history_bounds_match_the_crd() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    history = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "training"]["properties"]["history"]
+    assert history["maxItems"] == tr.MAX_HISTORY
+    assert history["items"]["properties"]["metrics"]["maxProperties"] == tr.MAX_HISTORY_METRICS
+    assert f"last {tr.MAX_HISTORY} validated epochs" in history["description"]
+
+
+# -- status.trainerStatus ------------------------------------------------------------------------------
+# Kubeflow Trainer's TrainJob status.trainerStatus (pkg/apis/trainer/v1alpha1/trainjob_types.go,
+# TrainerStatus and Metric): names, types and limits that tools written for it rely on.
+KUBEFLOW_TRAINER_STATUS = {
+    "progressPercentage": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
+    "estimatedRemainingSeconds": {"type": "integer", "format": "int32", "minimum": 0},
+    "lastUpdatedTime": {"type": "string", "format": "date-time"},
+    "metrics": {"type": "array", "maxItems": 256, "x-kubernetes-list-type": "atomic"},
+}
+KUBEFLOW_METRIC = {"name": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "value": {"type": "string", "minLength": 1, "maxLength": 64}}
+
+
+def test_trainer_status_schema_is_kubeflow_trainers() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "trainerStatus"]
+    assert set(schema["properties"]) == set(KUBEFLOW_TRAINER_STATUS)
+    for field, want in KUBEFLOW_TRAINER_STATUS.items():
+        assert {k: v for k, v in schema["properties"][field].items() if k in want} == want, field
+    item = schema["properties"]["metrics"]["items"]
+    assert set(item["required"]) == {"name", "value"}
+    for field, want in KUBEFLOW_METRIC.items():
+        assert {k: v for k, v in item["properties"][field].items() if k in want} == want, field
+    assert [r["rule"] for r in schema["x-kubernetes-validations"]] == ["has(self.lastUpdatedTime)"]
+
+
+def _conforms(ts: dict[str, Any]) -> None:
+    """What the TrainJob schema accepts (the API server checks the same in tests/integration/test_relay.py)."""
+    assert set(ts) <= set(KUBEFLOW_TRAINER_STATUS) and "lastUpdatedTime" in ts
+    assert tr.parse_time(ts["lastUpdatedTime"]) is not None and ts["lastUpdatedTime"].endswith("Z")
+    for field in ("progressPercentage", "estimatedRemainingSeconds"):
+        if field in ts:
+            assert isinstance(ts[field], int) and 0 <= ts[field] <= tr.INT32_MAX
+    assert ts.get("progressPercentage", 0) <= 100
+    assert len(ts.get("metrics", [])) <= 256
+    for m in ts.get("metrics", []):
+        assert set(m) == {"name", "value"} and all(isinstance(v, str) and 1 <= len(v) <= 64 for v in m.values())
+
+
+def test_trainer_status_maps_progress_eta_and_metrics() -> None:
+    log = Log()
+    log.started(0, max_epochs=3)
+    assert tr.trainer_status(tr.fold(log.events), T0 + 0.9) == {
+        "lastUpdatedTime": "2025-01-01T00:00:00Z", "progressPercentage": 0}  # whole seconds, like metav1.Time
+    log.epoch(10, 0, 0.9)
+    s = tr.fold(log.events)
+    ts = tr.trainer_status(s, T0 + 11)
+    _conforms(ts)
+    training = status(s, 11)
+    # 33.3 % rounds down to 33; the ETA is status.training's.
+    assert (training["progress"], ts["progressPercentage"]) == (33.3, 33)
+    assert ts["estimatedRemainingSeconds"] == training["etaSeconds"] == 19
+    assert ts["metrics"] == [{"name": "val_acc", "value": repr(1 - 0.9)}, {"name": "val_loss", "value": "0.9"}]
+    assert tr.parse_time(ts["lastUpdatedTime"]) == T0 + 11
+    log.epoch(20, 1, 0.7)
+    log.epoch(30, 2, 0.8)
+    log.add(31, ev.FIT_END, epoch=2, step=60, best_path=None, best_score=None, stopped_early=False)
+    log.add(32, ev.TEST, metrics={"test_loss": 0.71, "val_loss": 0.69})
+    ts = tr.trainer_status(tr.fold(log.events), T0 + 33)
+    _conforms(ts)
+    assert (ts["progressPercentage"], ts["estimatedRemainingSeconds"]) == (100, 0)
+    # Test metrics follow the validation metrics; one named like a validation metric replaces it.
+    assert ts["metrics"] == [{"name": "val_acc", "value": repr(1 - 0.8)}, {"name": "val_loss", "value": "0.69"},
+                             {"name": "test_loss", "value": "0.71"}]
+
+
+def test_trainer_status_says_100_only_at_the_end() -> None:
+    log = Log()
+    log.started(0, max_epochs=1)
+    log.add(10, ev.VALIDATION, epoch=0, step=20, metrics={"val_loss": 0.5})
+    s = tr.fold(log.events)
+    assert status(s, 11)["progress"] == 100.0  # every step done, but the trainer has not reported the end
+    assert tr.trainer_status(s, T0 + 11)["progressPercentage"] == 99
+
+
+def test_trainer_status_leaves_out_what_it_cannot_hold() -> None:
+    log = Log()
+    log.add(0, ev.VALIDATION, epoch=0, step=1, metrics={
+        "nan": math.nan, "inf": math.inf, "x" * 65: 1.0, "tiny": 1.2345678901234568e-300,
+        "big": -1.7976931348623157e308})
+    ts = tr.trainer_status(tr.fold(log.events), T0 + 1)
+    _conforms(ts)
+    assert ts["metrics"] == [{"name": "big", "value": "-1.7976931348623157e+308"},
+                             {"name": "tiny", "value": "1.2345678901234568e-300"}]
+    assert "progressPercentage" not in ts and "estimatedRemainingSeconds" not in ts  # no maxEpochs: unknown
+    # An ETA beyond int32 (a very slow start of a very long run) is capped, not rejected by the API server.
+    log = Log()
+    log.started(0, max_epochs=10**9)
+    log.add(1, ev.PROGRESS, epoch=0, step=1, batch=1, batches=10**6, steps_per_epoch=10**6)
+    ts = tr.trainer_status(tr.fold(log.events), T0 + 1)
+    _conforms(ts)
+    assert ts["estimatedRemainingSeconds"] == tr.INT32_MAX and ts["progressPercentage"] == 0
+
+
+def test_checkpoints_remembered_are_bounded_without_top_k_lists() -> None:
+    """A trainer whose checkpoint events never list the top-k: the state keeps the newest few, not every path."""
+    log = Log()
+    log.started(0)
+    for i in range(5 * tr.MAX_TOP_K):
+        log.add(1 + i, ev.CHECKPOINT, path=f"/output/checkpoints/c{i}.ckpt", score=1.0 / (i + 1), epoch=i, step=i)
+    s = tr.fold(log.events)
+    assert len(s.known_checkpoints) == tr.MAX_TOP_K
+    assert s.known_checkpoints[-1].path == f"/output/checkpoints/c{5 * tr.MAX_TOP_K - 1}.ckpt"
+    assert s.last_checkpoint == s.known_checkpoints[-1].path
+
+
+def test_the_log_is_named_by_its_first_event() -> None:
+    log = Log()
+    log.started(0)
+    log.epoch(10, 0, 0.9)
+    s = tr.fold(log.events[:1])
+    assert s.log_start == tr.format_time(T0)
+    assert tr.fold(log.events[1:], s).log_start == s.log_start  # later events keep it
+    out = status(tr.fold(log.events), 20)
+    assert out["logStartTime"] == tr.format_time(T0) and out["logRestarts"] == 0
