@@ -20,7 +20,7 @@ import torch
 
 from unit.trainer.trainer_helpers import (
     TrainProcess, digits_config, gpu_env, last_checkpoint_saved, load_ckpt, of_type, read_events,
-    sigterm_then_resume, start_pods, status_matches_lightning, wait_for, write_config,
+    sigterm_then_resume, start_pods, status_matches_lightning, wait_while_running, write_config,
 )
 
 GPU_COUNT = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -149,7 +149,7 @@ def test_two_pods_ddp_over_nccl_sync_batchnorm_and_gang_restart(probe_path: str,
         return {**gpu_env(i, pods=2, gpus_per_pod=1, gpu_count=GPU_COUNT), "PYTHONPATH": probe_path}
 
     first = start_pods(cfg, tmp_path, env=pod)
-    wait_for(last_checkpoint_saved(root, min_epoch=1), RUN_TIMEOUT, "the epoch-1 checkpoint", first[0])
+    wait_while_running(first[0], last_checkpoint_saved(root, min_epoch=1), RUN_TIMEOUT, "the epoch-1 checkpoint")
     for p in first:  # node loss: the whole gang dies at once
         p.kill_tree(signal.SIGKILL)
     for p in first:

@@ -6,6 +6,8 @@
 - :class:`CheckpointEventLogger`: a Lightning Logger whose ``after_save_checkpoint`` runs on
   rank 0 after the file is written; it diffs ``best_k_models`` to tell top-k saves from
   ``last.ckpt`` saves.
+- :class:`LineProgressBar`: Lightning's progress bar where stdout is not a terminal (``kubectl
+  logs``): one log line at each ``progress`` event's step (:class:`StepCadence`) and one per epoch.
 - :class:`GracefulSigterm`: after a SIGTERM, stops all ranks at the same batch.
 - :class:`SigtermCheckpoint`: on that SIGTERMException, saves ``sigterm.ckpt``, which
   ``fit(ckpt_path="last")`` considers on the next start.
@@ -16,18 +18,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import (Callback, EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint,
+                                         ProgressBar)
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from ltj_trainer import events
+from ltj_api import events
 from ltj_trainer.signals import SigtermFlag
 
 log = logging.getLogger(__name__)
@@ -112,7 +116,7 @@ def fit_outcome(trainer: pl.Trainer) -> FitOutcome:
 
 
 class EventRecorder:
-    """Writes events through :class:`ltj_trainer.events.Writer` on global rank 0; a no-op elsewhere."""
+    """Writes events through :class:`ltj_api.events.Writer` on global rank 0; a no-op elsewhere."""
 
     def __init__(self, writer: events.Writer | None, monitor: str, started_fields: Mapping[str, Any]):
         self.writer = writer
@@ -189,11 +193,34 @@ class EventRecorder:
         )
 
 
+class StepCadence:
+    """When a fit reports its progress: after its first optimizer step (training really runs: the
+    time a user waits for), then every log_every_n_steps steps, as Lightning logs. The ``progress``
+    events and the progress log lines both report on it. DDP steps are synchronous, so rank 0's
+    step is every rank's."""
+
+    def __init__(self) -> None:
+        self._seen_step: int | None = None  # global_step at the last train batch (or the start) of this fit
+        self._first_reported = False
+
+    def start(self, trainer: pl.Trainer) -> None:
+        """At on_train_start, after the restore: a resumed fit counts its steps from the checkpoint's."""
+        self._seen_step, self._first_reported = int(trainer.global_step), False
+
+    def due(self, trainer: pl.Trainer) -> bool:
+        """At on_train_batch_end: whether this batch ended on a step to report."""
+        step = int(trainer.global_step)
+        stepped, self._seen_step = self._seen_step is not None and step != self._seen_step, step
+        if not stepped or (self._first_reported and step % trainer.log_every_n_steps):
+            return False
+        self._first_reported = True
+        return True
+
+
 class EventCallback(Callback):
     def __init__(self, recorder: EventRecorder):
         self.recorder = recorder
-        self._seen_step: int | None = None  # global_step at the last train batch (or the start) of this fit
-        self._first_step_reported = False
+        self.cadence = StepCadence()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.recorder.trainer = trainer
@@ -210,29 +237,23 @@ class EventCallback(Callback):
                 "resumed_from": os.fspath(ckpt_path) if ckpt_path else None,
             },
         )
+        if not ckpt_path:
+            # In place of Lightning's warning, whose hint (save_last) does not apply: see ltj_trainer.noise.
+            log.info("training from the first epoch (no checkpoint resumed)")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.recorder.seed_top_k(_ckpt_callback(trainer))
-        # After the restore: a resumed fit counts its steps from the checkpoint's.
-        self._seen_step, self._first_step_reported = int(trainer.global_step), False
+        self.cadence.start(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        # `progress` after the first optimizer step of each fit (training really runs: the time a
-        # user waits for), then every log_every_n_steps steps, as Lightning logs. DDP steps are
-        # synchronous, so rank 0's step is every rank's.
-        step = int(trainer.global_step)
-        stepped, self._seen_step = self._seen_step is not None and step != self._seen_step, step
-        if not stepped or not self.recorder.active:
+        if not self.cadence.due(trainer) or not self.recorder.active:
             return
-        if self._first_step_reported and step % trainer.log_every_n_steps:
-            return
-        self._first_step_reported = True
         batches = trainer.num_training_batches
         self.recorder.emit(
             events.PROGRESS,
             epoch=int(trainer.current_epoch),
-            step=step,
+            step=int(trainer.global_step),
             batch=batch_idx + 1,
             batches=int(batches) if math.isfinite(batches) else None,
             steps_per_epoch=math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None,
@@ -271,6 +292,67 @@ class EventCallback(Callback):
             best_score=out.best_score,
             stopped_early=out.stopped_early,
         )
+
+
+class LineProgressBar(ProgressBar):
+    """Lightning's progress bar for a log that is not a terminal (``kubectl logs``, a file), where
+    every carriage return of a bar would be a line of its own: global rank 0 logs one line at each
+    step the ``progress`` events report and one at the end of each epoch, with Lightning's progress
+    bar metrics (those logged with ``prog_bar=True``)::
+
+        epoch 2/10 step 340/1700 train_loss=0.4105 steps/s=12.3
+        epoch 2/10 step 400/1700 done: train_loss=0.3821 val_loss=0.4012 val_acc=0.9132
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.cadence = StepCadence()
+        self._total_steps: int | None = None
+        self._last: tuple[float, int] = (0.0, 0)  # (monotonic time, global_step) of the last line or the start
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def _where(self, trainer: pl.Trainer) -> str:
+        epoch = f"epoch {trainer.current_epoch + 1}"
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            epoch += f"/{trainer.max_epochs}"
+        step = f"step {trainer.global_step}"
+        if self._total_steps is not None:
+            step += f"/{self._total_steps}"
+        return f"{epoch} {step}"
+
+    def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
+        shown = []
+        for name, value in self.get_metrics(trainer, pl_module).items():
+            value = number(value)
+            if name != "v_num" and value is not None:  # v_num: the logger's version, not a measure
+                shown.append(f"{name}={value:.4g}")
+        return shown
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.cadence.start(trainer)
+        total = trainer.estimated_stepping_batches
+        self._total_steps = int(total) if math.isfinite(total) else None
+        self._last = (time.monotonic(), int(trainer.global_step))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.cadence.due(trainer) or not self.enabled:
+            return
+        now, step = time.monotonic(), int(trainer.global_step)
+        then, before = self._last
+        self._last = (now, step)
+        rate = [f"steps/s={(step - before) / (now - then):.3g}"] if now > then else []
+        log.info("%s", " ".join([self._where(trainer), *self._metrics(trainer, pl_module), *rate]))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            log.info("%s", " ".join([f"{self._where(trainer)} done:", *self._metrics(trainer, pl_module)]))
 
 
 class GracefulSigterm(Callback):

@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping
 
 import yaml
 
-DEFAULT_CONFIG_PATH = "/etc/ltj/trainer.yaml"
-ENV_PREFIX = "LTJ_"
+from ltj_api import trainer as api
+from ltj_api.trainer import env_key
+
 LOCAL_OUTPUT_DIR = "ltj-output"  # under the working directory, for runs outside a pod
-POD_ENV = "LTJ_JOB_NAME"  # the operator sets it in every training pod
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 MODES = ("min", "max")
@@ -53,12 +54,12 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
-    default_root_dir: str = "/output"
+    default_root_dir: str = api.OUTPUT_DIR
     seed: int = 42
     save_top_k: int = 3
     test_after_fit: bool = True
     resume: str = "last"
-    termination_log: str = "/dev/termination-log"
+    termination_log: str = api.TERMINATION_LOG
     ddp_timeout_seconds: int = 1800
     log_every_n_steps: int = 10
 
@@ -69,17 +70,17 @@ class TrainerConfig:
 
     @property
     def events_path(self) -> str:
-        return os.path.join(self.default_root_dir, "events.jsonl")
+        return api.events_path(self.default_root_dir)
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.default_root_dir, "checkpoints")
+        return api.checkpoints_dir(self.default_root_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainerConfig))
+KEYS: tuple[str, ...] = api.CONFIG_KEYS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _int(name: str, v: Any, from_env: bool, minimum: int | None = None) -> int:
+def _int(name: str, v: Any, from_env: bool, minimum: int | None = None, maximum: int | None = None) -> int:
     if from_env and isinstance(v, str):
         try:
             v = int(v.strip())
@@ -101,6 +102,8 @@ def _int(name: str, v: Any, from_env: bool, minimum: int | None = None) -> int:
         raise ConfigError(name, f"must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
         raise ConfigError(name, f"must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ConfigError(name, f"must be <= {maximum}, got {v}")
     return v
 
 
@@ -206,30 +209,44 @@ def _metric(name: str, v: Any, from_env: bool) -> str:
     s = _str(name, v, from_env)
     if any(c in s for c in "{}"):
         raise ConfigError(name, f"must not contain braces, got {s!r}")
+    if len(s) > 253:
+        raise ConfigError(name, f"must be at most 253 characters, got {len(s)}")
     return s
 
 
+_REGISTERED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _registered_name(name: str, v: Any, from_env: bool) -> str:
+    s = _str(name, v, from_env)
+    if len(s) > 63 or not _REGISTERED_NAME.match(s):
+        raise ConfigError(name, f"must be a registered name (at most 63 letters, digits, '_', '.', '-'), got {s!r}")
+    return s
+
+
+# The bounds of the settings a LightningTrainingJob sets are the CRD's, so the trainer refuses a file exactly
+# when the operator would refuse the job (tests/unit/test_api_declaration.py holds the three alike).
 _PARSERS: dict[str, Callable[[str, Any, bool], Any]] = {
-    "model_class": _str,
+    "model_class": _registered_name,
     "model_args": _mapping,
-    "data_class": _str,
+    "data_class": _registered_name,
     "data_args": _mapping,
-    "batch_size": lambda n, v, e: _int(n, v, e, minimum=1),
-    "num_workers": lambda n, v, e: _int(n, v, e, minimum=0),
-    "max_epochs": lambda n, v, e: _int(n, v, e, minimum=1),
+    "batch_size": lambda n, v, e: _int(n, v, e, minimum=1, maximum=1 << 20),
+    "num_workers": lambda n, v, e: _int(n, v, e, minimum=0, maximum=256),
+    "max_epochs": lambda n, v, e: _int(n, v, e, minimum=1, maximum=1_000_000),
     "early_stopping": _bool,
     "early_stop_metric": _metric,
-    "early_stop_patience": lambda n, v, e: _int(n, v, e, minimum=0),
+    "early_stop_patience": lambda n, v, e: _int(n, v, e, minimum=0, maximum=100_000),
     "early_stop_min_delta": lambda n, v, e: _float(n, v, e, minimum=0.0),
     "mode": _choice(MODES),
     "val_check_interval": _val_check_interval,
     "precision": _choice(PRECISIONS),
     "accelerator": _choice(ACCELERATORS),
     "devices": lambda n, v, e: _int(n, v, e, minimum=1),
-    "num_nodes": lambda n, v, e: _int(n, v, e, minimum=1),
+    "num_nodes": lambda n, v, e: _int(n, v, e, minimum=1, maximum=256),
     "default_root_dir": _abs_path,
-    "seed": lambda n, v, e: _seed(n, _int(n, v, e, minimum=0)),
-    "save_top_k": lambda n, v, e: _int(n, v, e, minimum=-1),
+    "seed": lambda n, v, e: _int(n, v, e, minimum=0, maximum=2**32 - 1),  # numpy's range, seed_everything's
+    "save_top_k": lambda n, v, e: _int(n, v, e, minimum=-1, maximum=1000),
     "test_after_fit": _bool,
     "resume": _resume,
     "termination_log": _abs_path,
@@ -237,16 +254,6 @@ _PARSERS: dict[str, Callable[[str, Any, bool], Any]] = {
     "log_every_n_steps": lambda n, v, e: _int(n, v, e, minimum=1),
 }
 assert set(_PARSERS) == set(KEYS), "every config key needs a parser"
-
-
-def _seed(name: str, v: int) -> int:
-    if v > 2**32 - 1:  # numpy's seed range, which seed_everything enforces
-        raise ConfigError(name, f"must be <= {2**32 - 1}, got {v}")
-    return v
-
-
-def env_key(key: str) -> str:
-    return ENV_PREFIX + key.upper()
 
 
 def parse(
@@ -282,7 +289,7 @@ def parse(
             values[key] = _PARSERS[key](name, env[name], True)
     if "model_class" not in values:
         raise ConfigError("model_class", f"required (set it in the file or {env_key('model_class')})")
-    if not (env or {}).get(POD_ENV):
+    if not (env or {}).get(api.ENV_JOB_NAME):
         # Not in a pod the operator made (a laptop): everything under the working directory, never
         # at the filesystem root or in /dev.
         values.setdefault("default_root_dir", os.path.abspath(LOCAL_OUTPUT_DIR))
@@ -307,15 +314,22 @@ def _check_names(cfg: TrainerConfig, known_models: Collection[str] | None, known
 def _check_combinations(cfg: TrainerConfig) -> None:
     if cfg.save_top_k == 0 and cfg.resume == "best":
         raise ConfigError("resume", "'best' needs save_top_k != 0 (no best checkpoint is kept otherwise)")
+    if os.path.isabs(cfg.resume) and not api.within(cfg.resume, cfg.default_root_dir):
+        raise ConfigError("resume", outside_message(cfg.resume, cfg.default_root_dir))
+
+
+def outside_message(path: str, directory: str) -> str:
+    return (f"{path} is outside this job's directory {directory}/ (a checkpoint is a pickle: loading one "
+            "another job wrote would run that job's code)")
 
 
 def config_path(argv_path: str | None, env: Mapping[str, str]) -> tuple[str, bool]:
     """The config file path and whether it was asked for explicitly (a missing default is fine)."""
     if argv_path:
         return argv_path, True
-    if env.get("LTJ_CONFIG"):
-        return env["LTJ_CONFIG"], True
-    return DEFAULT_CONFIG_PATH, False
+    if env.get(api.ENV_CONFIG):
+        return env[api.ENV_CONFIG], True
+    return api.CONFIG_PATH, False
 
 
 def load(

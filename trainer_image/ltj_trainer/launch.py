@@ -25,15 +25,16 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ltj_api import summary
+from ltj_api import trainer as api
 from ltj_trainer import config as config_mod
-from ltj_trainer import registry, summary
+from ltj_trainer import registry
 from ltj_trainer.config import ConfigError, TrainerConfig
 from ltj_trainer.main import check_args
 
 log = logging.getLogger("ltj_trainer.launch")
 
 WORKER_MODULE = "ltj_trainer.main"
-DEFAULT_MASTER_PORT = 29500
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def layout(env: Mapping[str, str], cfg: TrainerConfig) -> Layout:
     master_addr = env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR") or None
     cluster = bool(env.get("PET_NNODES") or master_addr)
     if not cluster:
-        return Layout(1, nproc, 0, None, DEFAULT_MASTER_PORT, standalone=True)
+        return Layout(1, nproc, 0, None, api.DIST_PORT, standalone=True)
 
     nnodes, nnodes_name = _env_int(env, ["PET_NNODES"], None)
     if nnodes is None:
@@ -83,7 +84,7 @@ def layout(env: Mapping[str, str], cfg: TrainerConfig) -> Layout:
     assert node_rank is not None
     if not 0 <= node_rank < nnodes:
         raise ConfigError(rank_name, f"node rank {node_rank} is outside 0..{nnodes - 1}")
-    port, port_name = _env_int(env, ["PET_MASTER_PORT", "MASTER_PORT"], DEFAULT_MASTER_PORT)
+    port, port_name = _env_int(env, ["PET_MASTER_PORT", "MASTER_PORT"], api.DIST_PORT)
     assert port is not None
     if not 0 < port < 65536:
         raise ConfigError(port_name, f"must be a TCP port, got {port}")
@@ -130,7 +131,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _fail(cfg: TrainerConfig | None, env: Mapping[str, str], code: int, message: str) -> int:
     log.error("%s", message)
-    path = cfg.termination_log if cfg else env.get("LTJ_TERMINATION_LOG") or "/dev/termination-log"
+    path = cfg.termination_log if cfg else env.get(api.ENV_TERMINATION_LOG) or api.TERMINATION_LOG
     summary.write(path, summary.build(monitor=cfg.monitor if cfg else None, exit_code=code, error=message))
     return code
 
@@ -139,7 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ltj-train", description="Launch Lightning training with torchrun.")
     p.add_argument("--config", metavar="PATH",
                    help="the trainer's flat YAML settings (model_class, data_class, ...; docs/trainer.md), not a "
-                        f"LightningTrainingJob manifest (default: $LTJ_CONFIG or {config_mod.DEFAULT_CONFIG_PATH})")
+                        f"LightningTrainingJob manifest (default: ${api.ENV_CONFIG} or {api.CONFIG_PATH})")
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
     p.add_argument("--check", action="store_true",
                    help="validate the config, including model_args/data_args against the registered classes, "
@@ -159,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             check_args(cfg)  # imports Lightning (seconds): only when asked, the workers check again anyway
     except ConfigError as e:
-        return _fail(cfg, env, 2, str(e))
+        return _fail(cfg, env, api.EXIT_INVALID_CONFIG, str(e))
     if args.check:
         print(f"config ok: model {cfg.model_class}, data {cfg.data_class}, output {cfg.default_root_dir}")
         return 0
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("received %s; workers stopped", e.sigval.name)
         return 128 + int(e.sigval)
     except Exception as e:  # rendezvous or agent failure: no worker ran to completion
-        return _fail(cfg, env, 1, f"torchrun failed: {type(e).__name__}: {e}")
+        return _fail(cfg, env, api.EXIT_ERROR, f"torchrun failed: {type(e).__name__}: {e}")
     return 0
 
 

@@ -14,28 +14,27 @@ import argparse
 import inspect
 import logging
 import os
-import signal
 import sys
 from typing import Any, Mapping, Sequence
 
+from ltj_api import events, summary
+from ltj_api.trainer import CONFIG_PATH, ENV_ATTEMPT, ENV_CONFIG, EXIT_ERROR, EXIT_INVALID_CONFIG, EXIT_OK, EXIT_SIGTERM
+from ltj_api.trainer import within
 from ltj_trainer import config as config_mod
-from ltj_trainer import events, registry, runstate, summary
+from ltj_trainer import noise, registry, runstate
 from ltj_trainer.config import ConfigError, TrainerConfig
 from ltj_trainer.signals import SigtermFlag
 
 log = logging.getLogger("ltj_trainer")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_SIGTERM = 128 + signal.SIGTERM
-
 
 def setup_logging(rank: int) -> None:
-    """INFO on global rank 0 only; other ranks report warnings and errors."""
+    """INFO on global rank 0 only; other ranks report warnings and errors. Without what
+    :mod:`ltj_trainer.noise` drops."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s"))
+    noise.install(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -136,13 +135,23 @@ def resolve_resume(cfg: TrainerConfig) -> str | None:
         for ev in events.read_all(cfg.events_path):
             if ev.type == events.CHECKPOINT and ev.get("best_path"):
                 best = ev.get("best_path")
-        if best and os.path.isfile(best):
+        if best and not _own(str(best), cfg):
+            log.warning("resume=best: the recorded best %s", config_mod.outside_message(str(best), cfg.default_root_dir))
+        elif best and os.path.isfile(best):
             return str(best)
         log.info("resume=best: no best checkpoint recorded yet, resuming from the last one if any")
         return "last"
     if not os.path.isfile(cfg.resume):
         raise ConfigError("resume", f"checkpoint not found: {cfg.resume}")
+    if not _own(cfg.resume, cfg):
+        raise ConfigError("resume", config_mod.outside_message(os.path.realpath(cfg.resume), cfg.default_root_dir))
     return cfg.resume
+
+
+def _own(path: str, cfg: TrainerConfig) -> bool:
+    """Whether ``path`` really is in this job's directory: symlinks resolved, since another job sharing
+    the volume could plant one that points into its own directory."""
+    return within(os.path.realpath(path), os.path.realpath(cfg.default_root_dir))
 
 
 class Run:
@@ -194,15 +203,20 @@ class Run:
             dist = DistEnv.from_env(self.env, cfg)
         except ConfigError as e:
             log.error("%s", e)
-            return self.finish(EXIT_CONFIG, error=str(e))
+            return self.finish(EXIT_INVALID_CONFIG, error=str(e))
         self.rank, self.local_rank = dist.rank, dist.local_rank
         try:
             self.state = runstate.read(cfg.default_root_dir)
         except RuntimeError as e:
             log.error("%s", e)
             return self.finish(EXIT_ERROR, error=str(e))
-        if self.state.fit_done and (self.state.test_done or not cfg.test_after_fit):
-            log.info("this run already finished (%s); nothing to do", runstate.path_in(cfg.default_root_dir))
+        if self.state.trains_on(cfg.max_epochs):
+            log.info("this run trained %d epoch(s) (%s); max_epochs is %d now: training on from its last checkpoint",
+                     self.state.epochs, runstate.path_in(cfg.default_root_dir), cfg.max_epochs)
+            self.state = self.state.training_on()
+        elif self.state.fit_done and (self.state.test_done or not cfg.test_after_fit):
+            log.info("this run already finished (%s); nothing to do: %s", runstate.path_in(cfg.default_root_dir),
+                     self.state.how_to_train_again())
             return self.finish(EXIT_OK)
         try:
             return self._train(dist)
@@ -220,7 +234,7 @@ class Run:
         cfg = self.cfg
         # lightning/__init__ gives its logger a console handler of its own; ours (root) suffices.
         logging.getLogger("lightning").handlers.clear()
-        attempt = _env_int(self.env, "LTJ_ATTEMPT", 0)
+        attempt = _env_int(self.env, ENV_ATTEMPT, 0)
         try:
             trainer_plan = plan(cfg, dist, torch.cuda.is_available())
             os.makedirs(cfg.checkpoint_dir, exist_ok=True)
@@ -235,7 +249,7 @@ class Run:
             ckpt_path = resolve_resume(cfg)
         except ConfigError as e:
             log.error("%s", e)
-            return self.finish(EXIT_CONFIG, error=str(e))
+            return self.finish(EXIT_INVALID_CONFIG, error=str(e))
         except Exception as e:  # e.g. the volume is not writable, a plugin's constructor failed
             return self.failed(e)
 
@@ -305,7 +319,7 @@ def _destroy_process_group() -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ltj-trainer-worker", description="One Lightning training process (a rank).")
-    p.add_argument("--config", help=f"config file (default: $LTJ_CONFIG or {config_mod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("--config", help=f"config file (default: ${ENV_CONFIG} or {CONFIG_PATH})")
     return p.parse_args(argv)
 
 
@@ -317,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_mod.load(args.config, env, known_models=registry.model_names(), known_data=registry.data_names())
     except ConfigError as e:
         log.error("%s", e)
-        return EXIT_CONFIG
+        return EXIT_INVALID_CONFIG
     return Run(cfg, env).execute()
 
 

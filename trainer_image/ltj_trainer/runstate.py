@@ -2,7 +2,9 @@
 
 Lightning does not persist ``trainer.should_stop``: a restarted gang that resumed an
 early-stopped run from ``last.ckpt`` would train again. The marker makes a finished run stay
-finished; only global rank 0 writes it (atomically), every rank reads it at start.
+finished, unless it ran to its max_epochs and is given more (then it trains on, as Lightning's
+``fit(ckpt_path="last")`` with a higher max_epochs does); only global rank 0 writes it (atomically),
+every rank reads it at start.
 """
 
 from __future__ import annotations
@@ -30,6 +32,22 @@ class RunState:
 
     def with_test(self, metrics: dict[str, Any]) -> "RunState":
         return replace(self, test_done=True, test_metrics=dict(metrics))
+
+    def trains_on(self, max_epochs: int) -> bool:
+        """A finished fit trains on to ``max_epochs`` from its last checkpoint: it ran to its own
+        max_epochs (it did not stop early) and ``max_epochs`` is more than it trained."""
+        return self.fit_done and not self.stopped_early and self.epochs is not None and max_epochs > self.epochs
+
+    def training_on(self) -> "RunState":
+        """The state of a run that trains on: fit and test to do again."""
+        return replace(self, fit_done=False, test_done=False, test_metrics={})
+
+    def how_to_train_again(self) -> str:
+        if self.stopped_early:
+            return (f"it stopped early after {self.epochs} epoch(s), so a higher max_epochs does not train it on; "
+                    "to train again, start a new run in another default_root_dir (in Kubernetes: a new job)")
+        return (f"it trained {self.epochs} epoch(s); to train on from its last checkpoint, raise max_epochs "
+                f"(a job's spec.training.maxEpochs) above {self.epochs}")
 
 
 def path_in(root: str) -> str:

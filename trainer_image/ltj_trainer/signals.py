@@ -3,9 +3,8 @@
 Lightning 2.6's own SIGTERM handler runs a collective (``dist.broadcast``) inside the signal
 handler. When the ranks of a gang are signalled at different moments - pods on different nodes
 always are - that broadcast pairs with an unrelated collective on the other rank and the job
-hangs until the process-group timeout (seen with 2 gloo ranks signalled 2 s apart). So the
-trainer keeps this handler installed and stops every rank at the same batch
-(:class:`ltj_trainer.callbacks.GracefulSigterm`). Standard library only.
+hangs until the process-group timeout. So the trainer keeps this handler installed and stops
+every rank at the same batch (:class:`ltj_trainer.callbacks.GracefulSigterm`). Standard library only.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
@@ -159,7 +160,8 @@ def build_trainer(
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
 
-    from ltj_trainer.callbacks import CheckpointEventLogger, EventCallback, GracefulSigterm, SigtermCheckpoint
+    from ltj_trainer.callbacks import (CheckpointEventLogger, EventCallback, GracefulSigterm, LineProgressBar,
+                                       SigtermCheckpoint)
 
     version = logger_version(cfg.default_root_dir, attempt)
     # CSVLogger first: loggers[0] decides trainer.log_dir.
@@ -181,7 +183,8 @@ def build_trainer(
         EventCallback(recorder),
         GracefulSigterm(sigterm_flag),
         checkpoint,
-        TQDMProgressBar(refresh_rate=cfg.log_every_n_steps),
+        # Lightning's bars write to stdout: a terminal gets them, anything else (kubectl logs) lines.
+        TQDMProgressBar(refresh_rate=cfg.log_every_n_steps) if sys.stdout.isatty() else LineProgressBar(),
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.early_stopping:

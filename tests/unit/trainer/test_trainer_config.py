@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ltj_api.trainer import CONFIG_PATH
 from ltj_trainer import config
 from ltj_trainer.config import ConfigError, TrainerConfig
 
@@ -197,4 +198,4 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is not valid YAML"):
         config.load(str(bad), {})
     # The default path may be absent: then everything comes from the environment.
-    assert config.config_path(None, {}) == (config.DEFAULT_CONFIG_PATH, False)
+    assert config.config_path(None, {}) == (CONFIG_PATH, False)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ltj_api.trainer import ENV_JOB_NAME
 from ltj_operator import constants as C
 from ltj_operator.config import OperatorConfig
 from ltj_operator.render import render_pod
@@ -53,10 +54,12 @@ TRAINER_CONFIGS = [(w, doc) for w, doc in doc_yaml() if isinstance(doc, dict) an
 
 def rendered_config(body: dict[str, Any]) -> config.TrainerConfig:
     """The trainer config rank 0 of this job reads, validated as the launcher validates it."""
-    pod = render_pod(parse_job(body), 0, 0, OPERATOR)
+    # As the API server stores it: with a uid (each job's own output directory is named by it).
+    stored = {**body, "metadata": {**body["metadata"], "uid": "2f1c7a52-0d3e-4c7b-9a51-6f3b0e1d2c4a"}}
+    pod = render_pod(parse_job(stored), 0, 0, OPERATOR)
     (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == C.TRAINER_CONTAINER]
     env = {e["name"]: e["value"] for e in trainer["env"] if "value" in e}
-    assert config.POD_ENV in env  # how the trainer tells a pod from a laptop (its default output)
+    assert ENV_JOB_NAME in env  # how the trainer tells a pod from a laptop (its default output)
     raw = yaml.safe_load(pod["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG])
     return config.parse(raw, env, known_models=registry.model_names(), known_data=registry.data_names())
 

@@ -3,6 +3,9 @@ and the Lightning objects build_trainer assembles (real Lightning, no training).
 
 from __future__ import annotations
 
+import os
+import pty
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,7 +91,7 @@ def test_logger_version_never_reuses_a_written_directory(tmp_path: Path) -> None
 
 
 def test_build_trainer_wires_the_callbacks_and_loggers(tmp_path: Path) -> None:
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from ltj_trainer.callbacks import (
@@ -111,7 +114,7 @@ def test_build_trainer_wires_the_callbacks_and_loggers(tmp_path: Path) -> None:
     assert isinstance(es, EarlyStopping)
     assert (es.monitor, es.patience, es.mode, abs(es.min_delta)) == ("val/acc", 5, "max", 0.01)
     kinds = {type(cb) for cb in trainer.callbacks}
-    assert {EventCallback, TQDMProgressBar, LearningRateMonitor, GracefulSigterm, SigtermCheckpoint} <= kinds
+    assert {EventCallback, LearningRateMonitor, GracefulSigterm, SigtermCheckpoint} <= kinds
     lrm = next(cb for cb in trainer.callbacks if isinstance(cb, LearningRateMonitor))
     assert lrm.logging_interval == "step"
     assert trainer.precision == "32-true"
@@ -125,3 +128,27 @@ def test_no_early_stopping_and_no_sigterm_checkpoint_when_not_resuming(tmp_path:
                             sigterm_flag=SigtermFlag())
     assert trainer.early_stopping_callback is None
     assert not any(isinstance(cb, SigtermCheckpoint) for cb in trainer.callbacks)
+
+
+def test_the_progress_bar_is_tqdm_on_a_terminal_and_lines_elsewhere(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's bars write to stdout: a pseudo-terminal gets TQDMProgressBar at the configured
+    cadence, a pipe (a container without a TTY, kubectl logs) the line-based bar."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from ltj_trainer.callbacks import EventRecorder, LineProgressBar
+
+    c = cfg(default_root_dir=str(tmp_path), log_every_n_steps=7)
+    terminal, follower = pty.openpty()
+    reader, writer = os.pipe()
+    bars = {}
+    for name, fd in (("tty", follower), ("pipe", writer)):
+        with os.fdopen(os.dup(fd), "w") as stdout, monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", stdout)
+            trainer = build_trainer(c, plan(c, SINGLE, False), EventRecorder(None, c.monitor, {}), attempt=0,
+                                    sigterm_flag=SigtermFlag())
+            bars[name] = trainer.progress_bar_callback
+    for fd in (terminal, follower, reader, writer):
+        os.close(fd)
+    assert isinstance(bars["tty"], TQDMProgressBar) and bars["tty"].refresh_rate == 7
+    assert isinstance(bars["pipe"], LineProgressBar)

@@ -19,7 +19,7 @@ CFG = config.parse({"model_class": "digits_cnn", "devices": 2, "num_nodes": 3}, 
 
 
 def operator_env(n: int, g: int, i: int) -> dict[str, str]:
-    """What the operator injects into pod i of an n-node job with g GPUs per node (Contract 2)."""
+    """What the operator injects into pod i of an n-node job with g GPUs per node (ltj_api.trainer)."""
     return {
         "MASTER_ADDR": "job-node-0.job", "MASTER_PORT": "29500", "WORLD_SIZE": str(n * max(1, g)), "RANK": str(i),
         "PET_NNODES": str(n), "PET_NPROC_PER_NODE": str(max(1, g)), "PET_NODE_RANK": str(i),

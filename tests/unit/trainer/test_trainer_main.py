@@ -9,9 +9,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
-from ltj_trainer import config, events, registry, runstate
+from ltj_api import events
+from ltj_trainer import config, registry, runstate
 from ltj_trainer.config import ConfigError
-from ltj_trainer.main import accepted_params, check_args, instantiate, resolve_resume
+from ltj_trainer.main import Run, accepted_params, check_args, instantiate, resolve_resume
 
 pytestmark = pytest.mark.unit
 
@@ -23,11 +24,34 @@ def cfg(tmp_path: Path, **kw: object) -> config.TrainerConfig:
 def test_resume_policies(tmp_path: Path) -> None:
     assert resolve_resume(cfg(tmp_path)) == "last"
     assert resolve_resume(cfg(tmp_path, resume="none")) is None
-    with pytest.raises(ConfigError, match=r"^config: resume: checkpoint not found: /nope.ckpt$"):
-        resolve_resume(cfg(tmp_path, resume="/nope.ckpt"))
+    with pytest.raises(ConfigError, match=r"^config: resume: checkpoint not found: .*/nope.ckpt$"):
+        resolve_resume(cfg(tmp_path, resume=str(tmp_path / "nope.ckpt")))
     ckpt = tmp_path / "x.ckpt"
     ckpt.write_bytes(b"")
     assert resolve_resume(cfg(tmp_path, resume=str(ckpt))) == str(ckpt)
+
+
+def test_resume_is_confined_to_the_jobs_own_directory(tmp_path: Path) -> None:
+    """A checkpoint is a pickle: another job's (jobs may share a volume) is refused, by path or by symlink."""
+    own, other = tmp_path / "mnist-uid1", tmp_path / "mnist-uid2"
+    (other / "checkpoints").mkdir(parents=True)
+    foreign = other / "checkpoints" / "last.ckpt"
+    foreign.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^config: resume: .*mnist-uid2/checkpoints/last.ckpt is outside this "
+                                          r"job's directory .*mnist-uid1/ \(a checkpoint is a pickle"):
+        cfg(own, resume=str(foreign))
+    with pytest.raises(ConfigError, match="outside this job's directory"):
+        cfg(own, resume=f"{own}/../mnist-uid2/checkpoints/last.ckpt")
+    (own / "checkpoints").mkdir(parents=True)
+    planted = own / "checkpoints" / "planted.ckpt"
+    planted.symlink_to(foreign)
+    with pytest.raises(ConfigError, match=r"mnist-uid2/checkpoints/last.ckpt is outside this job's directory"):
+        resolve_resume(cfg(own, resume=str(planted)))
+    # resume=best trusts the event log no more than a path: a recorded best elsewhere is not loaded.
+    c = cfg(own, resume="best")
+    events.Writer(c.events_path).write(events.CHECKPOINT, path=str(foreign), kind="top_k", best_path=str(foreign),
+                                       best_score=1.0)
+    assert resolve_resume(c) == "last"
 
 
 def test_resume_best_uses_the_latest_recorded_best_that_exists(tmp_path: Path) -> None:
@@ -102,3 +126,29 @@ def test_run_state_round_trip_and_corruption(tmp_path: Path) -> None:
     (tmp_path / runstate.FILENAME).write_text("{torn")
     with pytest.raises(RuntimeError, match="delete it to train again"):
         runstate.read(str(tmp_path))
+
+
+def test_a_finished_fit_trains_on_only_to_more_epochs_and_not_after_an_early_stop() -> None:
+    ran = runstate.RunState().with_fit(best_path="/b.ckpt", best_score=0.1, epochs=4, stopped_early=False)
+    assert ran.trains_on(5) and not ran.trains_on(4) and not ran.trains_on(3)
+    assert not runstate.RunState().trains_on(5)  # nothing finished: an ordinary (resumed) fit
+    stopped = ran.with_fit(stopped_early=True)
+    assert not stopped.trains_on(100)
+    on = ran.with_test({"test_acc": 0.9}).training_on()
+    assert (on.fit_done, on.test_done, on.test_metrics, on.epochs, on.best_path) == (False, False, {}, 4, "/b.ckpt")
+
+
+@pytest.mark.parametrize("stopped_early, max_epochs, says", [
+    (False, 4, "it trained 4 epoch(s); to train on from its last checkpoint, raise max_epochs (a job's "
+               "spec.training.maxEpochs) above 4"),
+    (True, 10, "it stopped early after 4 epoch(s), so a higher max_epochs does not train it on; to train again, "
+               "start a new run in another default_root_dir (in Kubernetes: a new job)"),
+])
+def test_a_finished_run_says_how_to_train_again(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                stopped_early: bool, max_epochs: int, says: str) -> None:
+    state = runstate.RunState().with_fit(best_path=None, best_score=None, epochs=4, stopped_early=stopped_early)
+    runstate.write(str(tmp_path), state.with_test({}))
+    run = Run(cfg(tmp_path, max_epochs=max_epochs, termination_log=str(tmp_path / "term")), {})
+    with caplog.at_level("INFO", logger="ltj_trainer"):
+        assert run.execute() == 0
+    assert f"this run already finished ({tmp_path / runstate.FILENAME}); nothing to do: {says}" in caplog.text

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ltj_trainer import events, registry
+from ltj_api import events
+from ltj_trainer import registry
 from unit.trainer.trainer_helpers import REPO, TrainProcess, digits_config, write_config
 
 pytestmark = pytest.mark.unit

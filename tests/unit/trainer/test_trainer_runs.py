@@ -5,18 +5,20 @@ gloo, SIGKILL + restart, SIGTERM -> resumable checkpoint + exit 143."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ltj_trainer import noise
 from unit.trainer.trainer_helpers import (
     TrainProcess, callback_state, ckpt_files, digits_config, last_checkpoint_saved, load_ckpt, of_type, read_events,
-    sigterm_then_resume, start_pods, status_matches_lightning, wait_for, write_config,
+    sigterm_then_resume, start_pods, status_matches_lightning, wait_while_running, write_config,
 )
 
-pytestmark = [pytest.mark.unit, pytest.mark.slow]
+pytestmark = [pytest.mark.training, pytest.mark.slow]  # real processes, several of them: not unit tests
 
 RUN_TIMEOUT = 240  # seconds; a healthy run takes ~20 s on 2 busy cores
 
@@ -111,6 +113,28 @@ def test_the_event_log_folds_into_the_status_lightning_reports(finished_run: dic
     assert status["earlyStopped"]["epoch"] == status["epoch"] == 3
 
 
+def test_the_log_has_progress_lines_and_none_of_the_dropped_noise(finished_run: dict[str, Any]) -> None:
+    """stdout is a file here, as in a container without a TTY (kubectl logs): progress comes as single
+    lines at the steps of the progress events and one at each epoch's end, never as carriage-return
+    bars; nothing that ltj_trainer.noise drops shows."""
+    assert finished_run["code"] == 0, finished_run["log"][-6000:]
+    text: str = finished_run["log"]
+    assert "\r" not in text
+    lines = re.findall(r"ltj_trainer\.callbacks: epoch (\d+)/10 step (\d+)/(\d+) (done: )?(.*)$", text, re.M)
+    evs = read_events(finished_run["root"])
+    progress, vals = of_type(evs, "progress"), of_type(evs, "validation")
+    steps = [(int(epoch), int(step)) for epoch, step, _, done, _ in lines if not done]
+    assert steps == [(p.get("epoch") + 1, p.get("step")) for p in progress]  # 1-based epochs, as users count
+    assert {int(total) for _, _, total, _, _ in lines} == {10 * progress[0].get("steps_per_epoch")}
+    ends = [(int(epoch), int(step), rest) for epoch, step, _, done, rest in lines if done]
+    assert [(epoch, step) for epoch, step, _ in ends] == [(v.get("epoch") + 1, v.get("step")) for v in vals]
+    assert all("train_loss=" in rest and "steps/s=" in rest for *_, done, rest in lines if not done)
+    assert all("val_loss=" in rest and "val_acc=" in rest for *_, rest in ends)
+    for dropped in noise.DROPPED:
+        assert dropped.opening not in text, dropped.why
+    assert "training from the first epoch (no checkpoint resumed)" in text
+
+
 def test_a_finished_run_does_not_train_again(finished_run: dict[str, Any]) -> None:
     assert finished_run["code"] == 0
     root: Path = finished_run["root"]
@@ -156,7 +180,7 @@ def test_sigkill_then_restart_resumes_from_last(tmp_path: Path) -> None:
     root = tmp_path / "output"
     first = TrainProcess(cfg, tmp_path / "run1.txt")
 
-    wait_for(last_checkpoint_saved(root, min_epoch=2), RUN_TIMEOUT, "the epoch-2 checkpoint", first)
+    wait_while_running(first, last_checkpoint_saved(root, min_epoch=2), RUN_TIMEOUT, "the epoch-2 checkpoint")
     first.kill_tree(signal.SIGKILL)
     first.wait(30)
     before = read_events(root)
@@ -201,7 +225,7 @@ def test_ddp_pods_signalled_at_different_times_all_stop_and_save(tmp_path: Path)
                                                                    early_stopping=False, num_nodes=2))
     root = tmp_path / "output"
     procs = start_pods(cfg, tmp_path)
-    wait_for(last_checkpoint_saved(root), RUN_TIMEOUT, "the first checkpoint", procs[0])
+    wait_while_running(procs[0], last_checkpoint_saved(root), RUN_TIMEOUT, "the first checkpoint")
     procs[1].proc.send_signal(signal.SIGTERM)
     assert procs[1].wait(60) == 143, procs[1].tail()
     procs[0].proc.send_signal(signal.SIGTERM)  # the other kubelet, later (may find it exiting)
@@ -225,3 +249,22 @@ def test_a_training_error_exits_1_with_an_error_event(tmp_path: Path) -> None:
     assert error.get("exception") == "RuntimeError" and "val_los" in error.get("message")
     term = json.loads((tmp_path / "termination-log").read_text())
     assert term["exit_code"] == 1 and "val_los" in term["error"] and term["last_seq"] == error.seq
+
+
+def test_more_epochs_after_a_finished_run_train_on_from_its_last_checkpoint(tmp_path: Path) -> None:
+    settings: dict[str, Any] = dict(max_epochs=2, early_stopping=False, save_top_k=1)
+    first = TrainProcess(write_config(tmp_path / "trainer.yaml", **digits_config(tmp_path, **settings)),
+                         tmp_path / "run1.txt")
+    assert first.wait(RUN_TIMEOUT) == 0, first.tail()
+    root = tmp_path / "output"
+    before = read_events(root)
+    more = write_config(tmp_path / "more.yaml", **digits_config(tmp_path, **{**settings, "max_epochs": 3}))
+    second = TrainProcess(more, tmp_path / "run2.txt", env={"LTJ_ATTEMPT": "1"})
+    assert second.wait(RUN_TIMEOUT) == 0, second.tail()
+    assert "max_epochs is 3 now: training on from its last checkpoint" in second.tail()
+    after = read_events(root)[len(before):]
+    assert after[0].type == "started" and after[0].get("resumed_from") == str(root / "checkpoints" / "last.ckpt")
+    assert [v.get("epoch") for v in of_type(after, "validation")] == [2]  # the third epoch only
+    assert len(of_type(after, "fit_end")) == 1 and len(of_type(after, "test")) == 1  # tested again
+    assert load_ckpt(root / "checkpoints" / "last.ckpt")["epoch"] == 2
+    assert json.loads((tmp_path / "termination-log").read_text())["epochs"] == 3

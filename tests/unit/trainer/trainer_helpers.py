@@ -19,8 +19,9 @@ import psutil
 import pytest
 import yaml
 
+from kubetest import wait_for
 from ltj_operator import training
-from ltj_trainer import events
+from ltj_api import events
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -111,16 +112,15 @@ class TrainProcess:
         return self.log.read_bytes()[-n:].decode(errors="replace")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, proc: TrainProcess | None = None) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+def wait_while_running(proc: TrainProcess, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Waits for `predicate` while `proc` runs; fails at once, with its log, should it exit first."""
+    def check() -> Any:
         value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.proc.poll() is not None:
+        if not value and proc.proc.poll() is not None:
             raise AssertionError(f"{proc.name} exited ({proc.proc.returncode}) before {what}; log:\n{proc.tail()}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        return value
+
+    return wait_for(check, timeout, what, interval=0.05)
 
 
 def callback_state(ckpt: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def ckpt_files(root: Path) -> set[str]:
 
 
 def last_checkpoint_saved(root: Path, min_epoch: int = 0) -> Callable[[], bool]:
-    """A wait_for predicate: last.ckpt of epoch >= min_epoch is on disk and in the event log."""
+    """A predicate to wait for: last.ckpt of epoch >= min_epoch is on disk and in the event log."""
     return lambda: any(e.type == "checkpoint" and e.get("kind") == "last" and e.get("epoch") >= min_epoch
                        for e in read_events(root))
 
@@ -159,7 +159,7 @@ def last_checkpoint_saved(root: Path, min_epoch: int = 0) -> Callable[[], bool]:
 
 def pod_env(nodes: int, procs_per_node: int, rank: int, port: int) -> dict[str, str]:
     """The distributed env the operator injects into pod `rank` of a `nodes` x `procs_per_node` job
-    (Contract 2; test_trainer_gpu_path holds it to the operator's render), with loopback standing in
+    (ltj_api.trainer; test_trainer_gpu_path holds it to the operator's render), with loopback standing in
     for pod 0's name under the headless Service."""
     return {
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nodes * procs_per_node),
@@ -213,7 +213,7 @@ def sigterm_then_resume(cfg: Path, tmp: Path, timeout: float, env: Mapping[str, 
     settings = yaml.safe_load(cfg.read_text())
     root = Path(settings["default_root_dir"])
     proc = TrainProcess(cfg, tmp / "run1.txt", env=env)
-    wait_for(last_checkpoint_saved(root), timeout, "the first checkpoint", proc)
+    wait_while_running(proc, last_checkpoint_saved(root), timeout, "the first checkpoint")
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 143, proc.tail()
 
