@@ -38,10 +38,11 @@ class Kube:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition",
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str = "condition", *, interval: float = 0.5,
              diagnose: Callable[[], str] | None = None) -> Any:
     """Polls until predicate returns a truthy value; returns it, or fails naming what it waited for
-    (with ``diagnose()``'s output, when given)."""
+    (with ``diagnose()``'s output, when given). The suite's one polling helper: a predicate that can
+    tell a hopeless wait early (a process that exited) raises instead of returning a falsy value."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -89,6 +90,12 @@ def apply(kube: Kube, namespace: str, manifest: dict[str, Any]) -> str:
     return manifest["metadata"]["name"]
 
 
+def absent(kube: Kube, *args: str) -> bool:
+    """Whether ``kubectl get ARGS`` finds nothing. Only NotFound counts: any other failure (a wrong kind, an
+    unreachable server) raises rather than passing for an absence."""
+    return kube.kubectl("get", *args, "--ignore-not-found", "-o", "name").stdout.strip() == ""
+
+
 def get_job(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return kube.get("ltj", name, "-n", namespace)
 
@@ -122,13 +129,16 @@ def volume_dir(kube: Kube, namespace: str, name: str) -> Path:
 
 
 def job_output_dir(kube: Kube, namespace: str, name: str) -> Path:
+    """The job's own directory (event log, checkpoints) on the host, inside its claim's subPath."""
+    from ltj_api.trainer import job_dir
+
     manifest = get_job(kube, namespace, name)
     sub = (manifest["spec"].get("output") or {}).get("subPath") or name
-    return volume_dir(kube, namespace, name) / sub
+    return Path(job_dir(name, manifest["metadata"]["uid"], str(volume_dir(kube, namespace, name) / sub)))
 
 
 def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    from ltj_trainer import events as ev
+    from ltj_api import events as ev
 
     return ev.as_dicts(ev.read_all(job_output_dir(kube, namespace, name) / ev.FILENAME))
 

@@ -153,7 +153,7 @@ def output_dir(cluster: RealCluster, ns: str, name: str) -> Path:
 
 def job_events(cluster: RealCluster, ns: str, name: str) -> list[dict[str, Any]]:
     """The trainer's events file, read from the volume as the relay reads it."""
-    from ltj_trainer import events as ev
+    from ltj_api import events as ev
 
     return ev.as_dicts(ev.read_all(output_dir(cluster, ns, name) / ev.FILENAME))
 

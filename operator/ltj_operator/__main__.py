@@ -1,6 +1,7 @@
-"""`python -m ltj_operator`: kopf run with the namespaces, liveness endpoint and peering taken from
-the operator's own configuration (the image's entrypoint). Equivalent by hand:
-`kopf run -m ltj_operator.handlers --all-namespaces --liveness=http://0.0.0.0:8080/healthz`.
+"""`python -m ltj_operator`: kopf run with the namespaces and liveness endpoint taken from the
+operator's own configuration (the image's entrypoint). Equivalent by hand:
+`kopf run -m ltj_operator.handlers --standalone --all-namespaces --liveness=http://0.0.0.0:8080/healthz`.
+kopf's peering stays off: replicas elect their leader with a Lease of their own (leader.py).
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from .config import ConfigError, OperatorConfig
 
 def kopf_options(config: OperatorConfig) -> dict[str, object]:
     """Arguments for kopf.run derived from the configuration."""
-    options: dict[str, object] = {
+    return {
         "liveness_endpoint": f"http://0.0.0.0:{config.health_port}/healthz",
         "clusterwide": config.clusterwide,
         "namespaces": list(config.watch_namespaces),
-        "standalone": not config.peering_name,
+        "standalone": True,
     }
-    if config.peering_name:
-        options["peering_name"] = config.peering_name
-    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,8 +42,20 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     workers: int = 4
     health_port: int = 8080
-    peering_name: str = ""  # empty: standalone (one replica)
+    # Prometheus metrics (prometheus_client's HTTP server); 0: not served.
+    metrics_port: int = 8081
+    # Leader election: the namespace of the Lease the replicas compete for (the chart's release
+    # namespace); empty: no election, this process always acts (one replica, tests).
+    lease_namespace: str = ""
+    # How long a lease nobody renews stays taken; the leader stops acting renew_deadline after its
+    # last renewal and retries every retry_period (lease > renew deadline > retry: see leader.py).
+    lease_duration_seconds: float = 15.0
+    lease_renew_deadline_seconds: float = 10.0
+    lease_retry_period_seconds: float = 2.0
     relay_token_expiration_seconds: int = 3600
+    # A NetworkPolicy per job: ingress to its pods only from its own pods (the rendezvous and the
+    # collectives' ports take no credentials). On unless the platform opts out.
+    network_policy: bool = True
 
     @property
     def clusterwide(self) -> bool:
@@ -55,7 +67,7 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OperatorConfig":
         d = cls()
-        return cls(
+        config = cls(
             default_trainer_image=_image(env, "LTJ_DEFAULT_TRAINER_IMAGE", d.default_trainer_image),
             operator_image=_image(env, "LTJ_OPERATOR_IMAGE", d.operator_image),
             relay_image_pull_policy=_choice(env, "LTJ_RELAY_IMAGE_PULL_POLICY", PULL_POLICIES,
@@ -70,12 +82,30 @@ class OperatorConfig:
             workers=int(_number(env, "LTJ_WORKERS", d.workers, minimum=1, integer=True)),
             health_port=int(_number(env, "LTJ_HEALTH_PORT", d.health_port, minimum=1, maximum=65535,
                                     integer=True)),
-            peering_name=_peering(env, "LTJ_PEERING_NAME"),
+            metrics_port=int(_number(env, "LTJ_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535,
+                                     integer=True)),
+            lease_namespace=_lease_namespace(env, "LTJ_LEASE_NAMESPACE"),
+            lease_duration_seconds=_number(env, "LTJ_LEASE_DURATION_SECONDS", d.lease_duration_seconds, minimum=1.0),
+            lease_renew_deadline_seconds=_number(env, "LTJ_LEASE_RENEW_DEADLINE_SECONDS",
+                                                 d.lease_renew_deadline_seconds, minimum=0.5),
+            lease_retry_period_seconds=_number(env, "LTJ_LEASE_RETRY_PERIOD_SECONDS", d.lease_retry_period_seconds,
+                                               minimum=0.1),
             # The API server refuses token requests shorter than 10 minutes.
             relay_token_expiration_seconds=int(_number(env, "LTJ_RELAY_TOKEN_EXPIRATION_SECONDS",
                                                        d.relay_token_expiration_seconds, minimum=600,
                                                        maximum=86400, integer=True)),
+            network_policy=_flag(env, "LTJ_NETWORK_POLICY", d.network_policy),
         )
+        if config.metrics_port and config.metrics_port == config.health_port:
+            raise ConfigError(f"LTJ_METRICS_PORT: must differ from LTJ_HEALTH_PORT, both are {config.metrics_port}")
+        # A leader must stop acting before a standby may take the lease, and retry within its deadline.
+        if config.lease_renew_deadline_seconds >= config.lease_duration_seconds:
+            raise ConfigError(f"LTJ_LEASE_RENEW_DEADLINE_SECONDS: must be < LTJ_LEASE_DURATION_SECONDS "
+                              f"({config.lease_duration_seconds:g}), got {config.lease_renew_deadline_seconds:g}")
+        if config.lease_retry_period_seconds >= config.lease_renew_deadline_seconds:
+            raise ConfigError(f"LTJ_LEASE_RETRY_PERIOD_SECONDS: must be < LTJ_LEASE_RENEW_DEADLINE_SECONDS "
+                              f"({config.lease_renew_deadline_seconds:g}), got {config.lease_retry_period_seconds:g}")
+        return config
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -104,6 +134,15 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     if value not in choices:
         raise ConfigError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+    return value.lower() == "true"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None,
@@ -139,10 +178,10 @@ def _names(env: Mapping[str, str], name: str, pattern: re.Pattern[str], max_len:
     return tuple(dict.fromkeys(names))
 
 
-def _peering(env: Mapping[str, str], name: str) -> str:
+def _lease_namespace(env: Mapping[str, str], name: str) -> str:
     value = _raw(env, name)
     if value is None:
         return ""
-    if len(value) > 253 or not _DNS_LABEL.match(value):
-        raise ConfigError(f"{name}: {value!r} is not a valid KopfPeering name")
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ConfigError(f"{name}: {value!r} is not a valid namespace name")
     return value

@@ -3,8 +3,8 @@
 kopf builds the "essence" of every object on every watch event (a deep copy of the whole body) to
 detect changes for on.create/on.update/on.resume handlers, whether or not any exist. This operator
 registers none (kopf only delivers events; the work queue does the rest), so the essence is never
-read: building it was a fifth of the event loop's time with 200 jobs starting at once. This storage
-makes it an empty, constant essence and keeps nothing on the objects.
+read, and copying every body on every event only takes the event loop's time from the jobs. This
+storage makes it an empty, constant essence and keeps nothing on the objects.
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ controller's to remember, as the Kubernetes Job controller keeps its ControllerE
 a pass created or deleted are expected until the cache shows them (their watch event or a list) or
 the cache's max_age passes (its own bound on a lost watch event). Meanwhile the job's pods are seen as
 created or deleting, so the next pass neither creates nor deletes them twice and a new job whose
-gang is under way no longer awaits its pods. Besides, per job: whether the launched gang's
-companions were made (they are never watched), and when its status was last written or its first
-gang created (status.PROGRESS_HOLD_SECONDS counts from there).
+gang is under way no longer awaits its pods. Besides, per job: when its status was last written or
+its first gang created (status.PROGRESS_HOLD_SECONDS counts from there).
 
 Thread-safe: passes of different jobs run in several worker threads.
 """
@@ -28,11 +27,10 @@ Key = tuple[str, str]
 class _Job:
     created: dict[str, tuple[PodView, float]] = field(default_factory=dict)  # pod name -> (view, when)
     deleted: dict[str, float] = field(default_factory=dict)  # pod uid -> when
-    companions: str | None = None  # uid of the job whose companions were made
     written: float | None = None
 
     def empty(self) -> bool:
-        return not (self.created or self.deleted or self.companions or self.written is not None)
+        return not (self.created or self.deleted or self.written is not None)
 
 
 class Expectations:
@@ -100,23 +98,7 @@ class Expectations:
         with self._lock:
             return not self._expects_pods((namespace, name), self.cache.clock())
 
-    def others_await_pods(self, namespace: str, name: str) -> bool:
-        """Another active job awaits its pods (a burst of new jobs is under way)."""
-        candidates = [key for key in self.cache.all_without_pods() if key != (namespace, name)]
-        now = self.cache.clock()
-        with self._lock:
-            return any(not self._expects_pods(key, now) for key in candidates)
-
-    # -- what is never watched, or is the controller's own --
-    def companions_made(self, namespace: str, name: str, uid: str) -> bool:
-        with self._lock:
-            job = self._jobs.get((namespace, name))
-            return job is not None and job.companions == uid
-
-    def made_companions(self, namespace: str, name: str, uid: str) -> None:
-        with self._lock:
-            self._job(namespace, name).companions = uid
-
+    # -- the controller's own --
     def wrote(self, namespace: str, name: str) -> None:
         """The job's status was just written, or its first gang created (its record deferred)."""
         now = self.cache.clock()
@@ -134,7 +116,7 @@ class Expectations:
         with self._lock:
             job = self._jobs.get((namespace, name))
             if job is not None:
-                job.companions, job.written = None, None
+                job.written = None
                 self._tidy((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:

@@ -13,8 +13,10 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Iterable
 
+from ltj_api.summary import parse as parse_summary
+
 from . import constants as C
-from .podview import PodView, parse_summary
+from .podview import PodView
 
 R = C.Reason
 
@@ -130,9 +132,10 @@ def classify(view: PodView, retryable_exit_codes: Iterable[int] = ()) -> PodFail
         if trainer.signal:
             return failure(True, R.SIGNALED, _describe(view, f"trainer killed by {_signal_name(trainer.signal)}",
                                                        detail), code)
-        if code >= 128:
+        if code >= C.SIGNAL_EXIT_BASE:
             return failure(True, R.SIGNALED,
-                           _describe(view, f"trainer exited with code {code} ({_signal_name(code - 128)})", detail),
+                           _describe(view, f"trainer exited with code {code} "
+                                           f"({_signal_name(code - C.SIGNAL_EXIT_BASE)})", detail),
                            code)
         if code == C.EXIT_INVALID_CONFIG:
             return failure(False, R.INVALID_CONFIG, _describe(view, "trainer rejected its configuration (exit code 2)",

@@ -4,9 +4,10 @@ It speaks JSON over the `kubernetes` client's authenticated REST transport (in-c
 KUBECONFIG) instead of the typed API classes, so manifests travel exactly as rendered (no model
 round-trip that could drop fields the client's models do not know, such as native sidecars).
 Creates tolerate 409 (already there), deletes tolerate 404 (already gone) and guard with the uid
-so a newer object with the same name is never deleted by mistake. An existing claim with the
-output's name is used only when the job controls it: the operator never mounts someone else's
-object (a user's, or a deleted namesake's that garbage collection has not removed yet).
+so a newer object with the same name is never deleted by mistake. An existing child (claim, account,
+Role, binding, Service, policy) is used only when the job controls it (`ensure`): the operator never
+adopts someone else's object (a user's, or a deleted namesake's that garbage collection has not
+removed yet).
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from . import constants as C
+from .apierror import ApiError
 from .podview import PodView, observe_pod
 
 log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
+# What an ownership check reads of an object: its metadata alone.
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str):
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
+class StaleWrite(ApiError):
+    """A fenced status write found the job's attempt or restarts changed since the pass read them
+    (another writer moved them): nothing was written; the job is read again and decided anew."""
 
 
 class NotOwned(ApiError):
@@ -65,8 +66,11 @@ _KINDS: dict[tuple[str, str], _Kind] = {
     ("v1", "Service"): _Kind("/api/v1", "services"),
     ("v1", "PersistentVolumeClaim"): _Kind("/api/v1", "persistentvolumeclaims"),
     ("v1", "ServiceAccount"): _Kind("/api/v1", "serviceaccounts"),
+    ("v1", "Secret"): _Kind("/api/v1", "secrets"),
     ("rbac.authorization.k8s.io/v1", "Role"): _Kind("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): _Kind("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): _Kind("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("coordination.k8s.io/v1", "Lease"): _Kind("/apis/coordination.k8s.io/v1", "leases"),
     (C.API_VERSION, C.KIND): _Kind(f"/apis/{C.API_VERSION}", C.PLURAL),
 }
 
@@ -124,6 +128,7 @@ class ObjectCache:
         self._pods_verified: dict[tuple[str, str], float] = {}
         self._deleted: dict[str, float] = {}  # uids of deleted pods (a list taken before must not revive one)
         self._claims: dict[tuple[str, str], tuple[tuple[str, ...], float]] = {}
+        self._apis: dict[str, tuple[bool, float]] = {}  # group/version -> (served, verified at)
 
     # -- claims (access modes of a bound claim do not change; several jobs often share one claim) --
     def claim_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
@@ -137,15 +142,23 @@ class ObjectCache:
         with self._lock:
             self._claims[(namespace, name)] = (modes, self.clock())
 
+    # -- APIs served (one discovery answer serves every job; an API comes and goes with its CRDs) --
+    def served(self, group_version: str) -> bool | None:
+        with self._lock:
+            entry = self._apis.get(group_version)
+            if entry is None or self.clock() - entry[1] > self.max_age:
+                return None
+            return entry[0]
+
+    def put_served(self, group_version: str, served: bool) -> None:
+        with self._lock:
+            self._apis[group_version] = (served, self.clock())
+
     # -- active jobs none of whose pods has been seen --
     def without_pods(self, namespace: str, name: str) -> bool:
         key = (namespace, name)
         with self._lock:
             return key in self._jobs and not self._pods.get(key)
-
-    def all_without_pods(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return [key for key in self._jobs if not self._pods.get(key)]
 
     # -- jobs --
     def job(self, namespace: str, name: str) -> Manifest | None:
@@ -301,8 +314,8 @@ class Kube:
 
     # -- transport --
     def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None,
-                content_type: str = "application/json") -> Any:
-        headers = {"Accept": "application/json"}
+                content_type: str = "application/json", accept: str = "application/json") -> Any:
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         params = list(query)
@@ -342,11 +355,34 @@ class Kube:
             self.cache.put_job(body)
         return body
 
-    def patch_job_status(self, namespace: str, name: str, status_patch: Mapping[str, Any]) -> Manifest:
-        """JSON merge patch of some status fields (lists such as conditions are replaced whole; the
-        relay's `training` is never part of the operator's patches, so it is left alone)."""
-        body = self.request("PATCH", _item(C.API_VERSION, C.KIND, namespace, name) + "/status",
-                            body={"status": dict(status_patch)}, content_type="application/merge-patch+json")
+    def patch_job_status(self, namespace: str, name: str, status_patch: Mapping[str, Any],
+                         fence: Mapping[str, Any]) -> Manifest:
+        """Sets some status fields (lists such as conditions are replaced whole; None removes a field; the
+        relay's `training` is never part of the operator's patches, so it is left alone), only if the
+        status still holds `fence` (field -> value the pass read, None: absent). One JSON patch: `test`
+        ops on the fence, then the fields, so a writer that read an older attempt or restart count (a
+        deposed leader, a stale cache) can never move them backwards. The relay's writes do not touch
+        the fence, so they never make the operator's writes conflict. StaleWrite when the fence fails."""
+        ops: list[dict[str, Any]] = [{"op": "test", "path": f"/status/{key}", "value": value}
+                                     for key, value in fence.items()]
+        # `add` replaces a member that exists; a null one is pruned by the API server (non-nullable schema).
+        ops += [{"op": "add", "path": f"/status/{key}", "value": value} for key, value in status_patch.items()]
+        path = _item(C.API_VERSION, C.KIND, namespace, name)
+        try:
+            body = self.request("PATCH", path + "/status", body=ops, content_type="application/json-patch+json")
+        except ApiError as exc:
+            # A failed `test` op is a bare 422 (no detail says which op failed): the job read again tells.
+            if exc.status != 422:
+                raise
+            current = self.request("GET", path)
+            status = (current or {}).get("status") or {}
+            moved = {key: status.get(key) for key, value in fence.items() if status.get(key) != value}
+            if not moved:
+                raise
+            if self.cache is not None and current is not None:
+                self.cache.put_job(current)  # the next pass decides from this
+            raise StaleWrite(exc.status, "StaleWrite", f"the job's status changed since it was read: now {moved}, "
+                                                       f"read {dict(fence)}") from None
         if self.cache is not None and body is not None:
             self.cache.put_job(body)  # its watch event then echoes a version already kept: no news
         return body
@@ -397,25 +433,32 @@ class Kube:
                 return None
             raise
 
-    @staticmethod
-    def _controlled(manifest: Manifest, current: Manifest | None) -> Manifest:
-        """After a 409: the object in the way, if the job (the manifest's controller) controls it."""
-        kind, name = manifest["kind"], manifest["metadata"]["name"]
-        if current is None:
-            # Deleted between our create and get (garbage collection of a namesake): try the pass again.
-            raise ApiError(409, "Conflict", f"{kind} {name} vanished while being created")
-        ours, theirs = controller_of(manifest), controller_of(current)
-        if ours is None or theirs is None or theirs.get("uid") != ours.get("uid"):
-            raise NotOwned(kind, name, theirs)
-        return current
+    def replace(self, manifest: Manifest) -> Manifest:
+        """PUT of an object read before: conditional on its metadata.resourceVersion (409 when it changed)."""
+        meta = manifest["metadata"]
+        return self.request("PUT", _item(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
+                            body=manifest)
 
-    def ensure_claim(self, manifest: Manifest) -> bool:
-        """Create the job's output claim unless it exists; True when this call created it. NotOwned when
-        an existing claim of that name is not the job's (its pods would write into someone else's volume)."""
+    def ensure(self, manifest: Manifest) -> bool:
+        """Create one of the job's children unless it exists; True when this call created it. After a 409,
+        NotOwned unless the object in the way is controlled by the manifest's controller (the job): its
+        pods would otherwise use someone else's account, Role, binding, Service, policy or volume. Only
+        the object's metadata is read."""
         if self.create(manifest) is not None:
             return True
         meta = manifest["metadata"]
-        self._controlled(manifest, self.get("v1", "PersistentVolumeClaim", meta["namespace"], meta["name"]))
+        kind, name = manifest["kind"], meta["name"]
+        try:
+            current = self.request("GET", _item(manifest["apiVersion"], kind, meta["namespace"], name),
+                                   accept=PARTIAL_METADATA)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted between our create and get (garbage collection of a namesake): try the pass again.
+            raise ApiError(409, "Conflict", f"{kind} {name} vanished while being created") from None
+        ours, theirs = controller_of(manifest), controller_of(current)
+        if ours is None or theirs is None or theirs.get("uid") != ours.get("uid"):
+            raise NotOwned(kind, name, theirs)
         return False
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
@@ -435,6 +478,23 @@ class Kube:
             if exc.status in (404, 409):
                 return False
             raise
+
+    def serves(self, group_version: str) -> bool:
+        """Whether the API server serves ``group_version`` (``group/version``), by discovery."""
+        if self.cache is not None:
+            cached = self.cache.served(group_version)
+            if cached is not None:
+                return cached
+        try:
+            self.request("GET", f"/apis/{group_version}")
+            served = True
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            served = False
+        if self.cache is not None:
+            self.cache.put_served(group_version, served)
+        return served
 
     def claim_access_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
         if self.cache is not None:

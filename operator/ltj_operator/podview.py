@@ -6,14 +6,10 @@ classification, status decisions) works on these views, never on raw dicts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import constants as C
-
-SUMMARY_KEYS = frozenset({"best_checkpoint", "best_score", "monitor", "epochs", "early_stopped", "test_metrics",
-                          "last_seq"})
 
 
 @dataclass(frozen=True)
@@ -139,16 +135,3 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         trainer=_container(status.get("containerStatuses"), C.TRAINER_CONTAINER),
     )
 
-
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """The trainer's JSON termination summary (Contract 4), or None when the message is something else
-    (with FallbackToLogsOnError a failed trainer's message may be its log tail)."""
-    if not message or not message.lstrip().startswith("{"):
-        return None
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not SUMMARY_KEYS & data.keys():
-        return None
-    return data

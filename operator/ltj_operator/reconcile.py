@@ -5,20 +5,22 @@ deletions that follow the record. Synchronous, in a worker thread.
 Crash safety sets the order. What a status records (a new attempt, a restart, a resumption, a
 terminal phase) is written before pods are deleted or a new gang is created, so an operator that dies
 in between finds the old pods stale on its next pass instead of mistaking them for a new failure. So
-a pass whose decision has something new to record writes it first: the children that pods do not
-depend on go in the same round trip, the pods after it, and what they came to, should it change the
-record (a refusal), is recorded by the next pass, which then comes at once. Every other pass creates
-first and records what its creates came to: a job's first gang (an operator that dies in between
-derives the same status from its pods, and the record waits for them: see status.Outcomes) and a pass
-with nothing new to record (a retry after a refusal, a launched gang's companions).
+a pass whose decision has something new to record writes it first: the job's other children go in
+the same round trip, the pods after it, and what they came to, should it change the record (a
+refusal), is recorded by the next pass, which then comes at once. Every other pass creates first and
+records what its creates came to: a job's first gang (an operator that dies in between derives the
+same status from its pods, and the record waits for them: see status.Outcomes) and a pass with
+nothing new to record (a retry after a refusal).
 
-The children: the prerequisites (what a pod needs at creation: the relay's ServiceAccount and Role,
-the claim) precede the pods; a new job's first pass makes them in the round trip that observes its
-pods. The companions (the Service and the relay's RoleBinding) are not needed before the containers
-run: a first gang's go with its pods unless other new jobs await theirs (which come first in a
-burst), else they follow once the gang is launched. Every create is create-if-absent; one the API
-server refuses (a quota, admission, a name taken by an object the job does not control) is recorded
-as Created=False, and the pass is retried with backoff until it gets through.
+The children (render.render_children: the relay's ServiceAccount, Role and RoleBinding, the trainer's
+ServiceAccount or the relay's token Secret, the claim, the NetworkPolicy and the Service) all exist,
+and are the job's, before any pod of a gang is created: a child whose name is taken by an object the
+job does not control must stop the gang before a rank runs beside it (a foreign Service could answer
+for the master's address, a foreign binding decides what the relay may do). A new job's first pass
+makes them in the round trip that observes its pods; every later gang ensures them again. Every create
+is create-if-absent; one the API server refuses (a quota, admission, a name taken by an object the job
+does not control) is recorded as Created=False, and the pass is retried with backoff until it gets
+through.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from . import constants as C
 from . import render
 from .config import OperatorConfig
 from .expectations import Expectations
-from .kube import ApiError, Kube, NotOwned
+from .kube import ApiError, Kube, NotOwned, StaleWrite
 from .podview import observe_pod
-from .spec import Job, parse_or_error, pod_name
+from .spec import Job, applied_job, parse_or_error, pod_name
 from .status import (PROGRESS_HOLD_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed,
                      Outcomes, StallPolicy, decide, transition)
 
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 # Statuses with which the API server refuses a create for good until something changes (bad request,
 # forbidden: e.g. quota exceeded, invalid): worth a condition, unlike a transient 5xx.
 REFUSALS = frozenset({400, 403, 422})
+# The status fields every status write is conditional on (see Kube.patch_job_status).
+FENCE = ("attempt", "restarts")
 
 
 @dataclass(frozen=True)
@@ -61,21 +65,20 @@ class Outcome:
 class Made:
     """What a pass's creates came to."""
     refusal: ApiError | None = None  # the first one the API server refused
-    prerequisites: bool = False  # they all exist
-    companions: bool = False
+    others: bool = False  # the job's children other than its pods all exist
     gang: bool = False  # the job's first gang was created
     events: list[EventNote] = field(default_factory=list)
 
     def outcomes(self, remembered: Outcomes) -> Outcomes:
         return replace(remembered, refusal=None if self.refusal is None else str(self.refusal),
-                       companions_made=remembered.companions_made or self.companions, gang_created=self.gang)
+                       not_owned=isinstance(self.refusal, NotOwned), gang_created=self.gang)
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What a pass starts from: the job as read, its pods (seen or expected) and claim, what the
-    controller remembers of its own writes, and what a new job's prerequisites, made in the round trip
-    that observed it, came to (`early`)."""
+    """What a pass starts from: the job as read (`job`: as last applied when `spec_error` refuses an
+    edit), its pods (seen or expected) and claim, what the controller remembers of its own writes, and
+    what a new job's other children, made in the round trip that observed it, came to (`early`)."""
     namespace: str
     name: str
     body: Mapping[str, Any]
@@ -95,23 +98,15 @@ class Children:
     """What a stage of a pass creates (see the module docstring)."""
     pods: CreatePods | None = None
     first_gang: bool = False  # the pods are the job's first gang
-    prerequisites: bool = False  # to ensure before the pods (not made while observing)
-    companions: bool = False  # a launched gang's
-    companions_with_pods: bool = False  # a first gang's
+    others: bool = False  # the job's children other than its pods, to ensure before them (not made while observing)
 
     @classmethod
-    def needed(cls, snap: Snapshot, plan: Decision, expectations: Expectations) -> "Children":
+    def needed(cls, snap: Snapshot, plan: Decision) -> "Children":
         if snap.job is None:
             return cls()
-        meta = snap.job.meta
         pods = next((a for a in plan.actions if isinstance(a, CreatePods)), None)
         first_gang = pods is not None and snap.status.get("attempt") is None
-        made = snap.remembered.companions_made
-        launched = plan.status.get("launchedAttempt") is not None and plan.phase not in C.TERMINAL_PHASES
-        return cls(pods=pods, first_gang=first_gang, prerequisites=pods is not None and snap.early is None,
-                   companions=launched and not made,
-                   companions_with_pods=(first_gang and not made
-                                         and not expectations.others_await_pods(meta.namespace, meta.name)))
+        return cls(pods=pods, first_gang=first_gang, others=pods is not None and snap.early is None)
 
 
 def _utcnow() -> dt.datetime:
@@ -125,16 +120,17 @@ def reconcile(kube: Kube, config: OperatorConfig, expectations: Expectations, na
         # Deleted: garbage collection removes the children through their owner references.
         expectations.forget(namespace, name)
         return Outcome(gone=True)
-    snap = observe(kube, expectations, body, namespace, name)
+    snap = observe(kube, config, expectations, body, namespace, name)
     at = now()
     status, remembered = snap.status, snap.remembered
     plan = _decide(snap, config, at, remembered)
-    children = Children.needed(snap, plan, expectations)
+    children = Children.needed(snap, plan)
     # A first gang and a pass with nothing new to record create before they record; any other record
     # goes first, with its children in the round trip of the write or after it.
     first = bool(plan.record(status)) and not children.first_gang
     decision, made, later, requeue_after = plan, Made(), Made(), plan.requeue_after
     failure: Exception | None = None
+    noted = True  # the decision's events go with its record
     try:
         made = apply(kube, expectations, config, snap, Children() if first else children)
         outcomes = made.outcomes(remembered)
@@ -151,43 +147,51 @@ def reconcile(kube: Kube, config: OperatorConfig, expectations: Expectations, na
             expectations.wrote(namespace, name)
         after = later.outcomes(remembered)
         if after != remembered and _decide(snap, config, at, after).record({**status, **record}):
-            # What came after the record (a refusal, companions made after one): the next pass's, at once.
+            # What came after the record (a refusal): the next pass's, at once.
             requeue_after, later.refusal = 0.0, None
         act(kube, expectations, snap, decision)
+    except StaleWrite as exc:
+        # Another writer moved the job on since it was read (nothing of this pass's record was written, and
+        # the deletions that follow a record were not made): read it again and decide anew, at once.
+        log.info("%s/%s: %s; deciding again", namespace, name, exc.message)
+        requeue_after, noted = 0.0, False
     except Exception as exc:  # noqa: BLE001 - reported by the caller, which retries the whole pass
         failure = exc
-    return Outcome(gone=False, requeue_after=requeue_after, events=(*decision.events, *made.events, *later.events),
+    return Outcome(gone=False, requeue_after=requeue_after,
+                   events=(*(decision.events if noted else ()), *made.events, *later.events),
                    body=body, decision=decision, error=failure or made.refusal or later.refusal)
 
 
 def _decide(snap: Snapshot, config: OperatorConfig, at: dt.datetime, outcomes: Outcomes) -> Decision:
     return decide(snap.job, snap.status, snap.observed, at,
                   generation=(snap.body.get("metadata") or {}).get("generation"), spec_error=snap.spec_error,
+                  spec=snap.body.get("spec"),
                   stall=StallPolicy(factor=config.stall_factor, min_seconds=config.stall_min_seconds),
                   outcomes=outcomes, hold_seconds=PROGRESS_HOLD_SECONDS)
 
 
-def _write(kube: Kube, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-    log.debug("%s/%s: status patch %s", namespace, name, sorted(patch))
-    kube.patch_job_status(namespace, name, patch)
+def _write(kube: Kube, snap: Snapshot, patch: Mapping[str, Any]) -> None:
+    log.debug("%s/%s: status patch %s", snap.namespace, snap.name, sorted(patch))
+    # Fenced on what the decision started from: the attempt and restart count only move forwards.
+    kube.patch_job_status(snap.namespace, snap.name, patch, fence={key: snap.status.get(key) for key in FENCE})
 
 
-def observe(kube: Kube, expectations: Expectations, body: Mapping[str, Any], namespace: str,
-            name: str) -> Snapshot:
+def observe(kube: Kube, config: OperatorConfig, expectations: Expectations, body: Mapping[str, Any],
+            namespace: str, name: str) -> Snapshot:
     job, error = parse_or_error(body)
+    if error is not None:
+        job = applied_job(body)  # an invalid edit: the job goes on with the spec last applied, if any
     status = body.get("status") or {}
     # A new job's first pass creates its gang: what its pods need at creation (create-if-absent, and
     # harmless should the decision not create them) is made in the round trip that observes its pods.
-    early = (_prerequisites(kube, job)
+    early = (_create_others(kube, config, job)
              if job is not None and status.get("attempt") is None and not job.spec.run_policy.suspend
              and expectations.awaits_pods(namespace, name) else [])
     observed, *results = kube.all([lambda: _observe(kube, expectations, job, status, namespace, name), *early])
     refusal = _refused(results)
-    remembered = Outcomes(
-        companions_made=job is not None and expectations.companions_made(namespace, name, job.meta.uid),
-        since_write=expectations.since_write(namespace, name))
+    remembered = Outcomes(since_write=expectations.since_write(namespace, name))
     return Snapshot(namespace, name, body, job, error, observed, remembered,
-                    Made(refusal=refusal, prerequisites=refusal is None) if early else None)
+                    Made(refusal=refusal, others=refusal is None) if early else None)
 
 
 def _observe(kube: Kube, expectations: Expectations, job: Job | None, status: Mapping[str, Any], namespace: str,
@@ -203,28 +207,27 @@ def _observe(kube: Kube, expectations: Expectations, job: Job | None, status: Ma
             modes = template.access_modes
         else:
             modes = kube.claim_access_modes(namespace, job.spec.output.claim(name))
-    return Observed(pods=pods, claim_access_modes=modes)
+    # Only a job that names a queue asks whether Kueue is there (one cached discovery answer for all).
+    kueue = (kube.serves(C.KUEUE_API) if job is not None and job.meta.queue is not None
+             and status.get("phase") not in C.TERMINAL_PHASES else None)
+    return Observed(pods=pods, claim_access_modes=modes, kueue_installed=kueue)
 
 
 def apply(kube: Kube, expectations: Expectations, config: OperatorConfig, snap: Snapshot, children: Children,
           record: Mapping[str, Any] | None = None) -> Made:
-    """Create `children` and write `record`, the pass's one status write: the record, the prerequisites
-    and a launched gang's companions in one round trip, then the pods unless a prerequisite is missing,
-    with a first gang's companions. Each is one flat call in its round trip (Kube.all inside Kube.all
-    could exhaust its threads); a refusal comes back as the call's result."""
+    """Create `children` and write `record`, the pass's one status write: the record and the job's other
+    children in one round trip, then the pods unless one of those children is missing or not the job's.
+    Each is one flat call in its round trip (Kube.all inside Kube.all could exhaust its threads); a
+    refusal comes back as the call's result."""
     job = snap.job
-    writes = [lambda: _write(kube, snap.namespace, snap.name, record)] if record else []
-    prerequisites = _prerequisites(kube, job) if job is not None and children.prerequisites else []
-    companions = _companions(kube, job) if job is not None and children.companions else []
-    results = kube.all([*writes, *prerequisites, *companions])[len(writes):]
+    writes = [lambda: _write(kube, snap, record)] if record else []
+    others = _create_others(kube, config, job) if job is not None and children.others else []
+    results = kube.all([*writes, *others])[len(writes):]
     early = snap.early if children.pods is not None else None
     made = Made(refusal=(early.refusal if early else None) or _refused(results),
-                prerequisites=early.prerequisites if early else _made(prerequisites, results[:len(prerequisites)]),
-                companions=_made(companions, results[len(prerequisites):]))
-    if job is not None and children.pods is not None and made.prerequisites:
+                others=early.others if early else _made(others, results))
+    if job is not None and children.pods is not None and made.others:
         _create_pods(kube, expectations, config, job, children, children.pods, made)
-    if job is not None and made.companions:
-        expectations.made_companions(job.meta.namespace, job.meta.name, job.meta.uid)
     return made
 
 
@@ -232,12 +235,9 @@ def _create_pods(kube: Kube, expectations: Expectations, config: OperatorConfig,
                  action: CreatePods, made: Made) -> None:
     ns, name = job.meta.namespace, job.meta.name
     manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from) for rank in action.ranks]
-    with_pods = _companions(kube, job) if children.companions_with_pods else []
-    results = kube.all([*(_refusable(lambda m=m: kube.create(m)) for m in manifests), *with_pods])
-    pods, companions = results[:len(manifests)], results[len(manifests):]
+    pods = kube.all([_refusable(lambda m=m: kube.create(m)) for m in manifests])
     expectations.created(ns, name, [observe_pod(p) for p in pods if isinstance(p, Mapping)])
-    made.refusal = made.refusal or _refused(pods) or _refused(companions)
-    made.companions = made.companions or _made(with_pods, companions)
+    made.refusal = made.refusal or _refused(pods)
     made.gang = children.first_gang and _refused(pods) is None
     for rank, result in zip(action.ranks, pods):
         if result is not None:
@@ -260,21 +260,41 @@ def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decisi
             kube.delete_job(namespace, name, job.meta.uid)
 
 
-def _ensure(kube: Kube, manifest: dict[str, Any]) -> Callable[[], Any]:
-    """Create-if-absent of one child, as a call for Kube.all."""
-    if manifest["kind"] == "PersistentVolumeClaim":
-        return lambda: kube.ensure_claim(manifest)
-    return lambda: kube.create(manifest)
+def _create_others(kube: Kube, config: OperatorConfig, job: Job) -> list[Callable[[], Any]]:
+    """Create-if-absent of the job's children but its pods, as refusable calls for Kube.all. A child that
+    needs another goes in that one's call, after it: the relay's token Secret after its ServiceAccount
+    (the token controller deletes a token Secret whose account it cannot find), the RoleBinding after
+    the Role it binds (without the `bind` verb the operator binds only a Role that exists: the API
+    server checks that the operator holds what the Role grants)."""
+    calls: dict[tuple[str, str], Callable[[], Any]] = {}
+    for manifest in render.render_children(job, config):
+        # A Secret in the way cannot be checked: the operator may not read Secrets. The token Secret is
+        # mounted only into the relay's container, which writes nothing but this job's status with it.
+        ensure = kube.create if manifest["kind"] == "Secret" else kube.ensure
+        call = _refusable(lambda m=manifest, ensure=ensure: ensure(m))
+        needs = _needs(manifest)
+        if needs is None:
+            calls[(manifest["kind"], manifest["metadata"]["name"])] = call
+        else:
+            calls[needs] = _then(calls[needs], call)
+    return list(calls.values())
 
 
-def _prerequisites(kube: Kube, job: Job) -> list[Callable[[], Any]]:
-    """Create-if-absent of what the pods need at creation, as refusable calls for Kube.all."""
-    return [_refusable(_ensure(kube, m)) for m in render.render_prerequisites(job)]
+def _needs(manifest: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The child (kind, name) that `manifest` must follow, if any."""
+    if manifest.get("type") == C.SERVICE_ACCOUNT_TOKEN_TYPE:
+        return "ServiceAccount", manifest["metadata"]["annotations"][C.ANNOTATION_SERVICE_ACCOUNT_NAME]
+    if manifest["kind"] == "RoleBinding":
+        return manifest["roleRef"]["kind"], manifest["roleRef"]["name"]
+    return None
 
 
-def _companions(kube: Kube, job: Job) -> list[Callable[[], Any]]:
-    """Create-if-absent of what a launched gang needs beside its pods, as refusable calls for Kube.all."""
-    return [_refusable(_ensure(kube, m)) for m in render.render_companions(job)]
+def _then(first: Callable[[], Any], second: Callable[[], Any]) -> Callable[[], Any]:
+    """`first`, then `second` unless the API server refused `first` (the result is that refusal)."""
+    def both() -> Any:
+        result = first()
+        return result if isinstance(result, ApiError) else second()
+    return both
 
 
 def _refused(results: list[Any]) -> ApiError | None:

@@ -2,7 +2,7 @@
 
 No I/O and no clock: the same inputs always give the same manifests, which is what makes the
 reconciler idempotent and these functions testable without a cluster. Names are deterministic
-(`<job>-node-<i>`, Service `<job>`, `<job>-output`, `<job>-relay`), and every child
+(`<job>-node-<i>`, Service `<job>`, `<job>-output`, `<job>-relay`, `<job>-trainer`), and every child
 carries the standard labels and a controller owner reference to the job.
 """
 
@@ -11,16 +11,18 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import yaml
+from ltj_api import trainer as contract
 
 from . import constants as C
 from .config import OperatorConfig
-from .spec import Job, output_claim_name, pod_name, relay_name, thaw
+from .spec import Job, output_claim_name, pod_name, relay_name, relay_token_name, thaw, trainer_account_name
 
 Manifest = dict[str, Any]
 
 DEFAULT_TERMINATION_GRACE_SECONDS = 60
-# libyaml's emitter where PyYAML has it: the same text, a fifth of the time of the pure-Python one
-# (rendered for every pod the operator creates).
+HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
+# libyaml's emitter where PyYAML has it: the same text as the pure-Python one, made in C (rendered for
+# every pod the operator creates).
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -62,7 +64,12 @@ def _metadata(job: Job, name: str, component: str) -> dict[str, Any]:
     }
 
 
-# --- the trainer config (Contract 1) ----------------------------------------------------------
+# --- the trainer config (its keys: ltj_api.trainer.CONFIG_KEYS) -------------------------------
+
+
+def job_dir(job: Job) -> str:
+    """The job's own directory on its output volume (event log, checkpoints), as trainer and relay see it."""
+    return contract.job_dir(job.meta.name, job.meta.uid)
 
 
 def trainer_config(job: Job) -> dict[str, Any]:
@@ -86,7 +93,7 @@ def trainer_config(job: Job) -> dict[str, Any]:
         "accelerator": "gpu" if s.gpus_per_node > 0 else "cpu",
         "devices": s.procs_per_node,
         "num_nodes": s.nodes,
-        "default_root_dir": C.OUTPUT_DIR,
+        "default_root_dir": job_dir(job),
         "seed": t.seed,
         "save_top_k": t.checkpoint.save_top_k,
         "test_after_fit": t.test_after_fit,
@@ -150,7 +157,36 @@ def render_relay_service_account(job: Job) -> Manifest:
     }
 
 
+def render_relay_token_secret(job: Job) -> Manifest | None:
+    """The relay's token when rank 0 runs as the user's account (a projected token is always the pod's own
+    account's): a token Secret of the relay's account, filled by the token controller, deleted (and with it
+    the token revoked) with the job. None when rank 0 runs as the relay's account."""
+    if job.spec.pod_template.service_account_name is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": C.SERVICE_ACCOUNT_TOKEN_TYPE,
+        "metadata": {**_metadata(job, relay_token_name(job.meta.name), C.COMPONENT_RELAY),
+                     "annotations": {C.ANNOTATION_SERVICE_ACCOUNT_NAME: relay_name(job.meta.name)}},
+    }
+
+
+def render_trainer_service_account(job: Job) -> Manifest | None:
+    """The account of the ranks that hold no relay: no token and no rights, so a rank never runs as the
+    namespace's `default` account (which others may grant rights to). None when the job names its own."""
+    if job.spec.pod_template.service_account_name is not None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(job, trainer_account_name(job.meta.name), C.COMPONENT_TRAINER),
+        "automountServiceAccountToken": False,
+    }
+
+
 def render_relay_role(job: Job) -> Manifest:
+    # The relay reads and patches the status subresource only (relay/kube.py), never the job itself.
     name = job.meta.name
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -159,7 +195,6 @@ def render_relay_role(job: Job) -> Manifest:
         "rules": [
             {"apiGroups": [C.GROUP], "resources": [f"{C.PLURAL}/status"], "verbs": ["get", "patch"],
              "resourceNames": [name]},
-            {"apiGroups": [C.GROUP], "resources": [C.PLURAL], "verbs": ["get"], "resourceNames": [name]},
         ],
     }
 
@@ -175,44 +210,56 @@ def render_relay_role_binding(job: Job) -> Manifest:
     }
 
 
-def render_prerequisites(job: Job) -> list[Manifest]:
-    """The children created before the pods: what a pod needs at creation (admission refuses a pod whose
-    ServiceAccount is missing, the relay's on rank 0; a pod mounts the claim), and the relay's Role,
-    which its binding needs (without the `bind` verb the operator binds only a Role that exists: the
-    API server checks that the operator holds what the Role grants)."""
-    children = [render_relay_service_account(job), render_relay_role(job)]
+def render_network_policy(job: Job) -> Manifest:
+    """Ingress to the job's pods only from the job's own pods. The rendezvous (MASTER_PORT) and the
+    connections NCCL or Gloo then open between ranks on ephemeral ports take no credentials, so the
+    rule names no port: every port of a rank is for its gang alone. Egress is the platform's to limit.
+    Policies add up: another one selecting these pods can still admit more."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(job, job.meta.name, C.COMPONENT_NETWORK_POLICY),
+        "spec": {
+            "podSelector": {"matchLabels": selector(job.meta.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": selector(job.meta.name)}}]}],
+        },
+    }
+
+
+def render_children(job: Job, config: OperatorConfig) -> list[Manifest]:
+    """Everything but the pods, each after any child it needs; all of them exist before a gang's pods
+    are created. A pod needs some at creation (admission refuses a pod whose ServiceAccount is missing:
+    the relay's on rank 0, the trainer's on the others; a pod mounts the claim and the relay's token
+    Secret); the NetworkPolicy comes first so no rank ever listens unprotected; the relay's RoleBinding
+    and the headless Service are not needed at creation, but a gang never runs beside a binding or a
+    Service of its names that the job does not control.
+
+    Order: the relay's token Secret, where there is one, directly follows the relay's ServiceAccount (the
+    token controller deletes a token Secret whose account it cannot find), and the RoleBinding follows
+    the Role it binds (without the `bind` verb the operator binds only a Role that exists: the API server
+    checks that the operator holds what the Role grants)."""
+    token, trainer = render_relay_token_secret(job), render_trainer_service_account(job)
     pvc = render_pvc(job)
-    if pvc is not None:
-        children.append(pvc)
-    return children
+    return [render_relay_service_account(job), *([token] if token else []), render_relay_role(job),
+            *([trainer] if trainer else []), *([pvc] if pvc is not None else []),
+            *([render_network_policy(job)] if config.network_policy else []),
+            render_relay_role_binding(job), render_service(job)]
 
 
-def render_companions(job: Job) -> list[Manifest]:
-    """The children a pod does not need when it is created, so they follow the pods: the relay's
-    RoleBinding (the relay retries a refused write; its first comes once training runs) and the
-    headless Service (ranks resolve the master only once their containers run)."""
-    return [render_relay_role_binding(job), render_service(job)]
+# --- pods (the env, paths and port the trainer reads: ltj_api.trainer) -------------------------
 
 
-def render_children(job: Job) -> list[Manifest]:
-    """Everything but the pods, in creation order."""
-    return render_prerequisites(job) + render_companions(job)
-
-
-# --- pods (Contract 2) --------------------------------------------------------------------------
-
-
-def _container_security_context(read_only_root: bool = False) -> dict[str, Any]:
-    ctx: dict[str, Any] = {
+def _container_security_context() -> dict[str, Any]:
+    # A read-only root: what a process writes goes to a volume (the output, /dev/shm, the trainer's scratch).
+    return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "runAsUser": C.RUN_AS_USER,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    if read_only_root:
-        ctx["readOnlyRootFilesystem"] = True
-    return ctx
 
 
 def _pod_security_context() -> dict[str, Any]:
@@ -238,9 +285,9 @@ def distributed_env(job: Job, rank: int, attempt: int) -> list[dict[str, str]]:
         ("PET_NODE_RANK", str(rank)),
         ("PET_MASTER_ADDR", master),
         ("PET_MASTER_PORT", str(C.DIST_PORT)),
-        ("LTJ_CONFIG", C.CONFIG_PATH),
-        ("LTJ_JOB_NAME", job.meta.name),
-        ("LTJ_ATTEMPT", str(attempt)),
+        (C.ENV_CONFIG, C.CONFIG_PATH),
+        (C.ENV_JOB_NAME, job.meta.name),
+        (C.ENV_ATTEMPT, str(attempt)),
     ]
     return [{"name": k, "value": v} for k, v in pairs]
 
@@ -249,11 +296,11 @@ def trainer_env(job: Job, rank: int, attempt: int, resume_from: str | None) -> l
     env: list[dict[str, Any]] = distributed_env(job, rank, attempt)
     # spec parsing already dropped user values for the operator-owned names.
     for item in job.spec.pod_template.env:
-        if resume_from is not None and item["name"] == C.RESUME_ENV:
+        if resume_from is not None and item["name"] == C.ENV_RESUME:
             continue  # a restart must continue from the job's own checkpoint
         env.append(thaw(item))
     if resume_from is not None:
-        env.append({"name": C.RESUME_ENV, "value": resume_from})
+        env.append({"name": C.ENV_RESUME, "value": resume_from})
     return env
 
 
@@ -264,6 +311,13 @@ def _output_mount(job: Job, read_only: bool) -> dict[str, Any]:
     if read_only:
         mount["readOnly"] = True
     return mount
+
+
+def _scratch(job: Job) -> list[tuple[str, str]]:
+    """(directory, volume) of the trainer's scratch emptyDirs, but for a directory where the job mounts a
+    volume of its own (a bigger or faster scratch)."""
+    taken = {m["mountPath"].rstrip("/") for m in job.spec.pod_template.volume_mounts}
+    return [(path, volume) for path, volume in C.SCRATCH_VOLUMES if path not in taken]
 
 
 def _resources(job: Job) -> dict[str, Any]:
@@ -295,6 +349,7 @@ def _trainer_container(job: Job, rank: int, attempt: int, config: OperatorConfig
             {"name": C.VOLUME_CONFIG, "mountPath": C.CONFIG_DIR, "readOnly": True},
             _output_mount(job, read_only=False),
             {"name": C.VOLUME_SHM, "mountPath": C.SHM_DIR},
+            *({"name": volume, "mountPath": path} for path, volume in _scratch(job)),
             *(thaw(m) for m in s.pod_template.volume_mounts),
         ],
         "terminationMessagePath": C.TERMINATION_LOG,
@@ -323,28 +378,36 @@ def _relay_container(job: Job, config: OperatorConfig) -> dict[str, Any]:
         "env": [
             {"name": "LTJ_JOB_NAME", "value": job.meta.name},
             {"name": "LTJ_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "LTJ_EVENTS_FILE", "value": C.EVENTS_FILE},
+            {"name": "LTJ_EVENTS_FILE", "value": contract.events_path(job_dir(job))},
         ],
         "volumeMounts": [
             _output_mount(job, read_only=True),
             {"name": C.VOLUME_RELAY_TOKEN, "mountPath": C.SA_TOKEN_DIR, "readOnly": True},
         ],
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # A whole CPU never throttles the relay's one busy thread (the GIL), and with it a namespace whose
+        # quota counts limits.cpu admits the pod when the job limits its trainer.
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": _container_security_context(read_only_root=True),
+        "securityContext": _container_security_context(),
     }
 
 
-def _relay_token_volume(config: OperatorConfig) -> dict[str, Any]:
+def _relay_token_volume(job: Job, config: OperatorConfig) -> dict[str, Any]:
     # The same three files as the kubelet's default kube-api-access volume, so the relay's in-cluster
-    # client config works unchanged; the audience is left at the API server's default.
+    # client config works unchanged; the audience is left at the API server's default. A projected token
+    # is always the pod's own account's: when rank 0 runs as the user's account, the token comes from
+    # the relay's token Secret instead, and naming its key keeps the pod from starting before the token
+    # controller has filled it (a missing key fails the mount, which the kubelet retries).
+    token: dict[str, Any] = (
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": config.relay_token_expiration_seconds}}
+        if job.spec.pod_template.service_account_name is None
+        else {"secret": {"name": relay_token_name(job.meta.name), "items": [{"key": "token", "path": "token"}]}})
     return {
         "name": C.VOLUME_RELAY_TOKEN,
         "projected": {
             "defaultMode": 0o444,
             "sources": [
-                {"serviceAccountToken": {"path": "token",
-                                         "expirationSeconds": config.relay_token_expiration_seconds}},
+                token,
                 {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
                 {"downwardAPI": {"items": [{"path": "namespace",
                                             "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
@@ -360,11 +423,27 @@ def _volumes(job: Job, rank: int, config: OperatorConfig) -> list[dict[str, Any]
              "fieldRef": {"fieldPath": f"metadata.annotations['{C.ANNOTATION_TRAINER_CONFIG}']"}}]}},
         {"name": C.VOLUME_OUTPUT, "persistentVolumeClaim": {"claimName": job.spec.output.claim(job.meta.name)}},
         {"name": C.VOLUME_SHM, "emptyDir": {"medium": "Memory"}},
+        *({"name": volume, "emptyDir": {}} for _, volume in _scratch(job)),
     ]
     if rank == 0:
-        volumes.append(_relay_token_volume(config))
+        volumes.append(_relay_token_volume(job, config))
     volumes.extend(thaw(v) for v in job.spec.pod_template.volumes)
     return volumes
+
+
+def _affinity(job: Job) -> dict[str, Any]:
+    """The pod template's affinity, plus, for several nodes, a preferred anti-affinity among the job's pods
+    per node: the scheduler puts the ranks on different nodes where it can (one pod per node), and still
+    on one node where there is only one (a local cluster). A podAntiAffinity in the template replaces it
+    (`podAntiAffinity: {}` turns it off): the user's choice wins."""
+    affinity = thaw(job.spec.pod_template.affinity) if job.spec.pod_template.affinity is not None else {}
+    if job.spec.nodes > 1 and "podAntiAffinity" not in affinity:
+        affinity["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {"topologyKey": HOSTNAME_TOPOLOGY_KEY,
+                                "labelSelector": {"matchLabels": selector(job.meta.name)}},
+        }]}
+    return affinity
 
 
 def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume_from: str | None = None) -> Manifest:
@@ -387,23 +466,30 @@ def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume
         "hostname": name,
         "subdomain": job.meta.name,
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
         # Service links would flood the env in busy namespaces and can shadow MASTER_PORT-like names.
         "enableServiceLinks": False,
         "securityContext": _pod_security_context(),
         "containers": [_trainer_container(job, rank, attempt, config, resume_from)],
         "volumes": _volumes(job, rank, config),
     }
+    if pt.service_account_name is not None:
+        # Workload identity: every rank is the user's account, its token mounted as the account says
+        # (the relay's mount at the token's path keeps that token out of the relay container).
+        spec["serviceAccountName"] = pt.service_account_name
+    else:
+        # Rank 0's projected token is the relay's (only the relay container mounts it); the other ranks
+        # get an account of their own with no token and no rights.
+        spec["serviceAccountName"] = relay_name(job.meta.name) if rank == 0 else trainer_account_name(job.meta.name)
+        spec["automountServiceAccountToken"] = False
     if rank == 0:
-        # A projected token is always for the pod's own ServiceAccount; only the relay mounts it.
-        spec["serviceAccountName"] = relay_name(job.meta.name)
         spec["initContainers"] = [_relay_container(job, config)]
     if pt.node_selector:
         spec["nodeSelector"] = dict(pt.node_selector)
     if pt.tolerations:
         spec["tolerations"] = [thaw(t) for t in pt.tolerations]
-    if pt.affinity is not None:
-        spec["affinity"] = thaw(pt.affinity)
+    affinity = _affinity(job)
+    if affinity:
+        spec["affinity"] = affinity
     if pt.priority_class_name:
         spec["priorityClassName"] = pt.priority_class_name
     if pt.scheduler_name:

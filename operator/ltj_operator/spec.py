@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
+
+from ltj_api import trainer as contract
 
 from . import constants as C
 
@@ -122,6 +124,9 @@ class PodTemplateSpec:
     affinity: Mapping[str, Any] | None = None
     priority_class_name: str | None = None
     scheduler_name: str | None = None
+    # Every rank runs as this account when set (workload identity); else rank 0 as the relay's, the others
+    # as the job's token-less trainer account.
+    service_account_name: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     env: tuple[Mapping[str, Any], ...] = ()
     env_from: tuple[Mapping[str, Any], ...] = ()
@@ -171,6 +176,8 @@ class JobMeta:
     namespace: str
     uid: str
     generation: int = 1
+    # The Kueue LocalQueue its label names (an empty value names none, as for Kueue).
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,15 @@ def relay_name(job_name: str) -> str:
     return f"{job_name}-relay"
 
 
+def relay_token_name(job_name: str) -> str:
+    """The Secret holding the relay's token when rank 0 runs as the user's account."""
+    return f"{job_name}-relay-token"
+
+
+def trainer_account_name(job_name: str) -> str:
+    return f"{job_name}-trainer"
+
+
 # --- syntax ----------------------------------------------------------------------------------
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -210,8 +226,10 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 _REGISTERED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[munk])?$")
-_QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                             r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# Kubernetes' qualified name (label and annotation keys, taint keys, resource names): an optional DNS
+# subdomain prefix of at most 253 characters, then a name of at most 63.
+_QUALIFIED_NAME = re.compile(r"^((?=[^/]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 PRECISIONS = ("fp16", "bf16", "fp32")
@@ -411,15 +429,19 @@ def parse_job(body: Mapping[str, Any]) -> Job:
         errors.append(f"metadata.name: must be at most {C.MAX_JOB_NAME_LENGTH} characters so that "
                       f"'<name>-node-<index>' stays a valid DNS label, got {len(name)}")
     try:
-        spec = parse_spec(body.get("spec"), job_name=name if isinstance(name, str) else "")
+        spec = parse_spec(body.get("spec"), job_name=name if isinstance(name, str) else "",
+                          job_uid=str(meta.get("uid") or ""))
     except SpecError as exc:
         raise SpecError(errors + list(exc.errors)) from None
     if errors:
         raise SpecError(errors)
     generation = meta.get("generation")
+    labels = meta.get("labels")
+    queue = labels.get(C.LABEL_KUEUE_QUEUE) if isinstance(labels, Mapping) else None
     return Job(
         meta=JobMeta(name=name, namespace=str(meta.get("namespace") or "default"), uid=str(meta.get("uid") or ""),
-                     generation=generation if isinstance(generation, int) else 1),
+                     generation=generation if isinstance(generation, int) else 1,
+                     queue=queue if isinstance(queue, str) and queue else None),
         spec=spec,
     )
 
@@ -428,7 +450,9 @@ _SPEC_FIELDS = ("image", "imagePullPolicy", "model", "data", "training", "nodes"
                 "output", "podTemplate", "runPolicy")
 
 
-def parse_spec(spec: Any, *, job_name: str) -> JobSpec:
+def parse_spec(spec: Any, *, job_name: str, job_uid: str = "") -> JobSpec:
+    """The spec; with ``job_uid`` (a job the API server has created) a checkpoint path must be in the
+    job's own directory."""
     errors: list[str] = []
     warnings: list[str] = []
     if spec is None:
@@ -445,10 +469,14 @@ def parse_spec(spec: Any, *, job_name: str) -> JobSpec:
 
     model = _parse_model(f)
     data = _parse_data(f)
-    training = _parse_training(f)
+    try:
+        own_dir = contract.job_dir(job_name, job_uid) if job_uid else None
+    except ValueError:  # a bad name: parse_job reports it
+        own_dir = None
+    training = _parse_training(f, own_dir)
     resources = _parse_resources(f)
     output = _parse_output(f, job_name=job_name, nodes=nodes)
-    pod_template = _parse_pod_template(f, warnings)
+    pod_template = _parse_pod_template(f, warnings, job_name)
     run_policy = _parse_run_policy(f)
 
     if errors or model is None or output is None:
@@ -488,7 +516,7 @@ def _int(value: int | None) -> int:
     return value
 
 
-def _parse_training(f: _Fields) -> TrainingSpec:
+def _parse_training(f: _Fields, own_dir: str | None) -> TrainingSpec:
     t = f.sub("training", ("maxEpochs", "precision", "valCheckInterval", "seed", "testAfterFit", "resume",
                            "monitor", "earlyStopping", "checkpoint"))
     d = TrainingSpec()
@@ -526,6 +554,11 @@ def _parse_training(f: _Fields) -> TrainingSpec:
         resume = d.resume
     if resume is not None and "\x00" in resume:
         t.error("resume", "must not contain NUL characters")
+        resume = d.resume
+    if resume is not None and resume.startswith("/") and own_dir is not None and not contract.within(resume, own_dir):
+        # A checkpoint is a pickle: loading one another job wrote (jobs may share a claim) would run its code.
+        t.error("resume", f"must be a checkpoint in this job's own directory {own_dir}/ (a checkpoint is a pickle: "
+                          f"loading another job's would run its code), got {_fmt(resume)}")
         resume = d.resume
 
     save_top_k = _int(ck.integer("saveTopK", d.checkpoint.save_top_k, minimum=-1, maximum=1000))
@@ -630,11 +663,11 @@ def _parse_output(f: _Fields, *, job_name: str, nodes: int) -> OutputSpec | None
 
 
 _POD_TEMPLATE_FIELDS = ("metadata", "nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName",
-                        "imagePullSecrets", "env", "envFrom", "volumes", "volumeMounts",
+                        "serviceAccountName", "imagePullSecrets", "env", "envFrom", "volumes", "volumeMounts",
                         "terminationGracePeriodSeconds")
 
 
-def _parse_pod_template(f: _Fields, warnings: list[str]) -> PodTemplateSpec:
+def _parse_pod_template(f: _Fields, warnings: list[str], job_name: str) -> PodTemplateSpec:
     p = f.sub("podTemplate", _POD_TEMPLATE_FIELDS)
     md = p.sub("metadata", ("labels", "annotations"))
     labels = md.string_map("labels", key_pattern=_QUALIFIED_NAME, value_pattern=_LABEL_VALUE, value_max=63,
@@ -653,7 +686,8 @@ def _parse_pod_template(f: _Fields, warnings: list[str]) -> PodTemplateSpec:
         affinity=affinity,
         priority_class_name=p.string("priorityClassName", max_len=253, pattern=_DNS1123_SUBDOMAIN,
                                      pattern_help="is not a valid PriorityClass name"),
-        scheduler_name=p.string("schedulerName", max_len=253),
+        scheduler_name=p.string("schedulerName", max_len=253, allow_empty=True),  # "": the default, as in a pod
+        service_account_name=_service_account_name(p, job_name),
         image_pull_secrets=_parse_pull_secrets(p),
         env=_parse_env(p, warnings),
         env_from=_parse_env_from(p),
@@ -662,6 +696,16 @@ def _parse_pod_template(f: _Fields, warnings: list[str]) -> PodTemplateSpec:
         termination_grace_period_seconds=p.integer("terminationGracePeriodSeconds", None, minimum=0,
                                                    maximum=7 * 86400),
     )
+
+
+def _service_account_name(p: _Fields, job_name: str) -> str | None:
+    name = p.string("serviceAccountName", max_len=253, pattern=_DNS1123_SUBDOMAIN,
+                    pattern_help="is not a valid ServiceAccount name")
+    if name in (relay_name(job_name), trainer_account_name(job_name)):
+        # The relay's account may write the job's status; the trainer's is the operator's to shape.
+        p.error("serviceAccountName", f"{_fmt(name)} is an account the operator makes for this job; name your own")
+        return None
+    return name
 
 
 def _item_fields(errors: list[str], path: str, item: Any, known: Iterable[str]) -> _Fields | None:
@@ -840,4 +884,25 @@ def parse_or_error(body: Mapping[str, Any]) -> tuple[Job | None, str | None]:
         return parse_job(body), None
     except SpecError as exc:
         return None, str(exc)
+
+
+def on_spec(job: Job, spec: Any, generation: int) -> Job | None:
+    """`job` as of another spec of it (of `generation`), or None when that one does not parse."""
+    try:
+        parsed = parse_spec(spec, job_name=job.meta.name, job_uid=job.meta.uid)
+    except SpecError:
+        return None
+    return Job(meta=replace(job.meta, generation=generation), spec=parsed)
+
+
+def applied_job(body: Mapping[str, Any]) -> Job | None:
+    """The job as of the last spec the operator applied (status.appliedSpec, of generation
+    status.appliedGeneration: only the operator writes them), or None when there is none that parses."""
+    status = body.get("status") or {}
+    spec, generation = status.get("appliedSpec"), status.get("appliedGeneration")
+    if not isinstance(spec, Mapping) or not isinstance(generation, int) or isinstance(generation, bool):
+        return None
+    job, _ = parse_or_error({**body, "metadata": {**(body.get("metadata") or {}), "generation": generation},
+                             "spec": spec})
+    return job
 

@@ -1,15 +1,21 @@
 """The job's state machine: one pure function, `decide`, from what is observed to what should be.
 
-Inputs: the parsed job (or the reason it does not parse), the current status (including
-`status.training`, which the relay writes), the observed pods and claim, the time, and what the
-reconciler's own writes came to (`Outcomes`: a create the API server refused, the first gang created,
-the time since its last status write). Output: the complete operator-owned status and whether to
+Inputs: the parsed job (or the reason it does not parse, and the job as last applied), the current
+status (including `status.training`, which the relay writes), the observed pods and claim, the time,
+and what the reconciler's own writes came to (`Outcomes`: a create the API server refused, the first
+gang created, the time since its last status write). Output: the complete operator-owned status and whether to
 record it now, the actions that bring the world closer to it (create pods, delete pods, delete the
 job), when to look again, and the Kubernetes Events worth posting. No I/O, no clock.
 
 Rules that keep it level-based and safe to repeat:
-- Succeeded and Failed are terminal: the phase never leaves them; later calls only clean up pods per
-  cleanPodPolicy, refine the result from late training data and expire the TTL.
+- Succeeded and Failed are terminal: the phase never leaves them but for one edit; later calls only clean
+  up pods per cleanPodPolicy, refine the result from late training data and expire the TTL.
+- An edit of a finished job is never dropped without a word. A Succeeded job that did not stop early and
+  whose edit raises spec.training.maxEpochs above the epochs it trained trains on, as Lightning's
+  fit(ckpt_path="last") with a higher max_epochs does: a new attempt, no restart, resuming from its last
+  checkpoint (TrainingExtended). An edit of only the fields that govern a finished job
+  (FINISHED_JOB_FIELDS) is applied. Any other edit is not: the job keeps the spec on record,
+  EditApplied=False (JobFinished) says why and how to train again, with a Warning once per generation.
 - The gang attempt only grows. Pods are labelled with their attempt; pods of another attempt are
   stale and deleted, and the pods of a new attempt are created only once the stale ones are gone
   (names are reused). A restart records the new attempt in the status BEFORE the old pods are
@@ -19,6 +25,9 @@ Rules that keep it level-based and safe to repeat:
 - A Warning event goes with the record of its cause, once: the condition it reports turning True (or
   its message changing, for a refusal), a new generation's spec warnings. A claim still binding is no
   cause: the scheduler waits for it at every start where the claim's class binds immediately.
+- An edit the operator finds invalid never fails a job that has a valid spec on record
+  (status.appliedSpec): the job goes on with that spec and EditApplied=False says why; a later valid
+  edit is applied and turns it True. Only a job that never had a valid spec fails.
 - Outcomes change only what is recorded, never the actions: a refusal is Created=False with the API
   server's message until the children exist; a first gang's record waits for its pods to be seen;
   progress right after the last write waits for the rest of the gang (PROGRESS_HOLD_SECONDS).
@@ -31,16 +40,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
+from ltj_api.summary import parse as parse_summary
+
 from . import constants as C
 from .failures import PodFailure, classify, root_cause, vanished
-from .podview import PodView, parse_summary
-from .spec import Job, pod_name
+from .podview import PodView
+from .spec import Job, on_spec, pod_name
 
 R = C.Reason
 
-# Status fields the operator owns (everything but `training`, which is the relay's).
+# Status fields the operator owns (everything but `training` and `trainerStatus`, which are the relay's).
 OPERATOR_FIELDS = ("phase", "conditions", "observedGeneration", "startTime", "completionTime", "restarts",
-                   "attempt", "launchedAttempt", "readyNodes", "nodes", "failure", "resumeFrom", "result")
+                   "attempt", "launchedAttempt", "readyNodes", "nodes", "failure", "resumeFrom", "result",
+                   "appliedGeneration", "appliedSpec")
 MAX_CONDITION_MESSAGE = 4096
 # How soon to look again while waiting for old pods to go (their deletion events also wake us).
 STALE_POD_RECHECK_SECONDS = 5.0
@@ -51,6 +63,18 @@ PROGRESS_HOLD_SECONDS = 1.0
 # A pod the scheduler holds back for an unbound claim is pending, not unschedulable, this long: a provisioner
 # binds a new claim within seconds, and only a claim that stays unbound is worth a warning.
 CLAIM_BINDING_SECONDS = 30.0
+# After a success, how long cleanPodPolicy Running leaves the ranks still seen running to finish on their own.
+# Rank 0 exits 0 only after the gang's last collective, so the others are exiting too, and their pods' reports
+# may reach us after rank 0's; deleting them then would cut their last lines and lose their logs. A rank still
+# running after this is hung and is deleted.
+FINISH_GRACE_SECONDS = 30.0
+# How soon a job held for a queue on a cluster without Kueue looks again: Kueue installed meanwhile is
+# noticed at the next look after the operator's cached discovery answer expires.
+KUEUE_RECHECK_SECONDS = 60.0
+# The spec fields (paths under spec) that still act on a finished job: an edit of only these is applied to it.
+FINISHED_JOB_FIELDS = frozenset({"runPolicy.ttlSecondsAfterFinished", "runPolicy.cleanPodPolicy"})
+# The one field whose raise trains a succeeded job on.
+MAX_EPOCHS_FIELD = "training.maxEpochs"
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -87,6 +111,8 @@ class Observed:
     pods: tuple[PodView, ...] = ()
     # The output claim's access modes when known (status of a bound claim, else its spec).
     claim_access_modes: tuple[str, ...] | None = None
+    # Whether the API server serves Kueue's API; None when not looked up (the job names no queue).
+    kueue_installed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -95,8 +121,8 @@ class Outcomes:
     # The API server refused to create one of the job's children (quota, admission, a name taken by an
     # object the job does not control): its message.
     refusal: str | None = None
-    # The launched gang's companions (its Service and the relay's RoleBinding) exist.
-    companions_made: bool = False
+    # The refusal is a child's name taken by an object the job does not control (kube.NotOwned).
+    not_owned: bool = False
     # This pass created the job's first gang, before any status of the job was recorded.
     gang_created: bool = False
     # Seconds since the reconciler last wrote the job's status or created its first gang (None: never).
@@ -218,6 +244,16 @@ class _Conditions:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def _changed(before: Any, after: Any, path: str = "") -> set[str]:
+    """The paths (dotted, under spec) where two specs differ; a list differs as a whole."""
+    both = (before, after)
+    if any(isinstance(v, Mapping) for v in both) and all(isinstance(v, Mapping) or v is None for v in both):
+        old, new = before or {}, after or {}
+        return {p for key in old.keys() | new.keys()
+                for p in _changed(old.get(key), new.get(key), f"{path}.{key}" if path else key)}
+    return set() if before == after else {path}
+
+
 def _created_message(nodes: int, attempt: int) -> str:
     return f"created {nodes} pod(s) for attempt {attempt}"
 
@@ -298,8 +334,8 @@ def _result(training: Mapping[str, Any], summary: Mapping[str, Any] | None,
 
 class _Decider:
     def __init__(self, job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime,
-                 generation: int, spec_error: str | None, stall: StallPolicy, outcomes: Outcomes,
-                 hold_seconds: float):
+                 generation: int, spec_error: str | None, spec: Mapping[str, Any] | None, stall: StallPolicy,
+                 outcomes: Outcomes, hold_seconds: float):
         self.job = job
         self.prev: Mapping[str, Any] = status or {}
         self.observed = observed
@@ -323,6 +359,11 @@ class _Decider:
         self.resume_from: str | None = self.prev.get("resumeFrom")
         self.result: Any = self.prev.get("result")
         self.generation = generation
+        # The spec the job runs on: the one it has when valid, else the last one applied.
+        valid = spec_error is None and job is not None and spec is not None
+        self.spec = spec if valid else None
+        self.applied_spec: Any = spec if valid else self.prev.get("appliedSpec")
+        self.applied_generation: Any = generation if valid else self.prev.get("appliedGeneration")
         self.ready = 0
         self.actions: list[Action] = []
         self.events: list[EventNote] = []
@@ -340,13 +381,15 @@ class _Decider:
     def requeue(self, seconds: float) -> None:
         self.requeues.append(max(1.0, seconds))
 
+    # A pod is the job's only when the job controls it (its controller reference has the job's uid): one
+    # merely labelled like the job's is foreign, neither counted nor deleted, and its name blocks its rank.
     def ours(self) -> list[PodView]:
         uid = self.job.meta.uid if self.job is not None else None
-        return [p for p in self.observed.pods if not uid or p.owner_uid in (None, uid)]
+        return [p for p in self.observed.pods if not uid or p.owner_uid == uid]
 
     def foreign(self) -> list[PodView]:
         uid = self.job.meta.uid if self.job is not None else None
-        return [p for p in self.observed.pods if uid and p.owner_uid not in (None, uid)]
+        return [p for p in self.observed.pods if uid and p.owner_uid != uid]
 
     def current(self) -> dict[int, PodView]:
         out: dict[int, PodView] = {}
@@ -368,10 +411,13 @@ class _Decider:
     def run(self) -> Decision:
         self.observe_training()
         if self.phase in C.TERMINAL_PHASES:
+            self.finished_edit()
+        if self.phase in C.TERMINAL_PHASES:
             self.terminal()
-        elif self.spec_error is not None or self.job is None:
+        elif self.job is None:
             self.fail(R.INVALID_SPEC, f"invalid spec: {self.spec_error or 'missing'}")
         else:
+            self.check_edit()
             self.active()
             self.record_outcomes()
         return self.build()
@@ -396,6 +442,89 @@ class _Decider:
             if self.conds.became_true(C.COND_EARLY_STOPPED):
                 self.event("Normal", R.EARLY_STOPPED, detail)
 
+    def check_edit(self) -> None:
+        """An invalid edit of a job with a valid spec on record: the job runs on, on that spec."""
+        job = self.job
+        assert job is not None
+        if self.spec_error is not None:
+            message = (f"the edit of generation {self.generation} is not applied: {self.spec_error}; the job runs "
+                       f"on its spec of generation {job.meta.generation}")
+            self.conds.set(C.COND_EDIT_APPLIED, C.FALSE, R.INVALID_EDIT, message)
+            if self.conds.changed(C.COND_EDIT_APPLIED):
+                self.event("Warning", R.INVALID_EDIT, message)
+        else:
+            self.edit_applied()
+
+    def edit_applied(self) -> None:
+        if C.COND_EDIT_APPLIED in self.conds.items:  # reported only once an edit was refused
+            self.conds.set(C.COND_EDIT_APPLIED, C.TRUE, R.EDIT_APPLIED,
+                           f"the job runs on its spec of generation {self.generation}")
+
+    # -- an edit of a finished job --
+    def finished_edit(self) -> None:
+        """The edit of a finished job since the spec on record trains it on, is applied, or is not applied
+        and says why (see the module docstring)."""
+        job, before, generation = self.job, self.prev.get("appliedSpec"), self.prev.get("appliedGeneration")
+        if (job is None or not isinstance(before, Mapping) or not isinstance(generation, int)
+                or generation == self.generation):
+            return  # no edit since the spec on record (with none on record, the spec as it is becomes it)
+        changed = _changed(before, self.spec) if self.spec is not None else set()
+        if self.spec is not None and changed <= FINISHED_JOB_FIELDS:
+            self.edit_applied()
+            return
+        others = sorted(changed - FINISHED_JOB_FIELDS - {MAX_EPOCHS_FIELD})
+        # An invalid edit comes with the job as applied already (spec.applied_job).
+        applied = job if self.spec is None else on_spec(job, before, generation)
+        result = _result(self.training, self.summary, self.result) or {}
+        stopped = _early_stop_info(self.training, self.summary)[0] or bool(result.get("earlyStopped"))
+        had = applied.spec.training.max_epochs if applied is not None else None
+        trained = _int(result.get("epochs"), had if had is not None else -1)
+        wanted = job.spec.training.max_epochs
+        if self.spec is None:
+            why = f"the edit is invalid: {self.spec_error}"
+        elif self.phase == C.PHASE_FAILED:
+            why = "a failed job does not train again"
+        elif stopped:
+            why = "it stopped early, so a higher maxEpochs would not train it on"
+        elif others:
+            why = "a finished job takes no edit of " + ", ".join(f"spec.{path}" for path in others)
+        elif trained < 0:
+            why = "the epochs it trained are not on record"
+        elif wanted <= trained:
+            why = f"spec.training.maxEpochs {wanted} is not above the {trained} epoch(s) it trained"
+        elif had is not None and wanted <= had:
+            why = f"spec.training.maxEpochs {wanted} is not above its maxEpochs so far, {had}"
+        else:
+            self.train_on(trained if had is None else had, wanted)
+            return
+        how = ("To train again, create a new job" if self.phase == C.PHASE_FAILED or stopped else
+               f"To train on from its last checkpoint, change only spec.training.maxEpochs, to more than "
+               f"{max(trained, had or trained)}; "
+               "to train anew, create a new job")
+        # A new job never resumes this one's checkpoints: its trainer loads only its own (a checkpoint is a pickle).
+        which, checkpoint = ("last", self.resume_from) if self.resume_from else ("best", result.get("bestCheckpoint"))
+        message = (f"the edit of generation {self.generation} is not applied: the job {self.phase.lower()} and "
+                   f"{why}; it keeps its spec of generation {generation}. {how} (it trains in a directory of its own"
+                   + (f"; this job's {which} checkpoint is {checkpoint})" if checkpoint else ")"))
+        self.conds.set(C.COND_EDIT_APPLIED, C.FALSE, R.JOB_FINISHED, message)
+        recorded = self.conds.before.get(C.COND_EDIT_APPLIED, {})
+        if (recorded.get("reason"), recorded.get("observedGeneration")) != (R.JOB_FINISHED, self.generation):
+            self.event("Warning", R.EDIT_IGNORED, message)  # once per generation
+        # The job stays on the spec on record: its cleanPodPolicy and TTL are that spec's.
+        self.job = applied or job
+        self.applied_spec, self.applied_generation = before, generation
+
+    def train_on(self, before: int, after: int) -> None:
+        """A new attempt, not a restart (backoffLimit does not count it), from the last checkpoint."""
+        message = (f"spec.training.maxEpochs raised from {before} to {after}: training on from "
+                   f"{self.resume_from or 'the last checkpoint'}")
+        self.attempt += 1
+        self.phase = C.PHASE_PENDING
+        # As after a resumption, the active deadline counts from the new gang; the result is the next run's.
+        self.completion_time = self.start_time = self.result = None
+        self.conds.set(C.COND_SUCCEEDED, C.FALSE, R.TRAINING_EXTENDED, message)
+        self.event("Normal", R.TRAINING_EXTENDED, message)
+
     # -- terminal phases --
     def terminal(self) -> None:
         if self.phase == C.PHASE_SUCCEEDED:
@@ -415,14 +544,26 @@ class _Decider:
         for pod in self.current().values():
             if policy == C.CLEAN_POD_POLICY_ALL:
                 victims.append(pod)
-            elif policy == C.CLEAN_POD_POLICY_RUNNING:
-                trainer_done = pod.trainer is not None and pod.trainer.state == "terminated"
-                # A pod whose trainer exited finishes on its own once the relay has drained.
-                if not pod.finished and not trainer_done:
-                    victims.append(pod)
+            elif policy == C.CLEAN_POD_POLICY_RUNNING and self.running_policy_deletes(pod):
+                victims.append(pod)
         count = self.delete(victims, R.CLEANED_UP)
         if count:
             self.event("Normal", R.CLEANED_UP, f"deleting {count} pod(s) (cleanPodPolicy {policy})")
+
+    def running_policy_deletes(self, pod: PodView) -> bool:
+        """Whether cleanPodPolicy Running deletes the pod now: running or pending, as PyTorchJob's does,
+        but never once its trainer has exited (the pod finishes on its own once the relay has drained),
+        and after a success only when FINISH_GRACE_SECONDS have not brought its exit."""
+        if pod.finished or (pod.trainer is not None and pod.trainer.state == "terminated"):
+            return False
+        finished = parse_time(self.completion_time)
+        if self.phase != C.PHASE_SUCCEEDED or finished is None:
+            return True
+        left = (finished + dt.timedelta(seconds=FINISH_GRACE_SECONDS) - self.now).total_seconds()
+        if left > 0:
+            self.requeue(left)
+            return False
+        return True
 
     def expire(self) -> None:
         ttl = self.job.spec.run_policy.ttl_seconds_after_finished if self.job is not None else None
@@ -518,7 +659,8 @@ class _Decider:
             self.handle_failure(root_cause(failures))
             return
 
-        self.create_missing(current)
+        if not self.held_for_queue():
+            self.create_missing(current)
         self.update_running(current)
         self.check_schedulable(current)
         self.check_stalled()
@@ -639,8 +781,8 @@ class _Decider:
         if foreign:
             self.conds.set(C.COND_CREATED, C.FALSE, R.POD_NAME_CONFLICT,
                            f"pod name(s) {', '.join(foreign)} are taken by pods this job does not own")
-        elif self.conds.items.get(C.COND_CREATED, {}).get("reason") == R.POD_CREATION_FAILED:
-            pass  # keep the API server's refusal visible while we keep trying
+        elif self.conds.items.get(C.COND_CREATED, {}).get("reason") in (R.POD_CREATION_FAILED, R.ALREADY_EXISTS):
+            pass  # keep the refusal visible while we keep trying
         elif not self.conds.is_true(C.COND_CREATED):
             self.conds.set(C.COND_CREATED, C.FALSE, R.CREATING_PODS,
                            f"creating {self.nodes} pod(s) for attempt {self.attempt}")
@@ -652,6 +794,26 @@ class _Decider:
             self.event("Normal", R.CREATING_PODS, f"creating pod(s) {names} (attempt {self.attempt})")
         if len(ready) < len(missing):
             self.requeue(STALE_POD_RECHECK_SECONDS)
+
+    def held_for_queue(self) -> bool:
+        """A job labelled with a Kueue queue is Kueue's to admit; where no Kueue API is served nothing
+        ever will, so it creates no pods (those it has keep running) and says why, instead of waiting
+        without a word or running outside the queue its owner asked for."""
+        job = self.job
+        assert job is not None
+        queue = job.meta.queue
+        if queue is None or self.observed.kueue_installed is not False:
+            if self.conds.items.get(C.COND_QUOTA_RESERVED, {}).get("reason") == R.KUEUE_NOT_INSTALLED:
+                del self.conds.items[C.COND_QUOTA_RESERVED]  # no longer true, and nothing else to report
+            return False
+        message = (f"the job is labelled {C.LABEL_KUEUE_QUEUE}={queue}, but this cluster does not serve "
+                   f"{C.KUEUE_API} (Kueue is not installed): no pods are created until Kueue is installed or "
+                   "the label is removed")
+        self.conds.set(C.COND_QUOTA_RESERVED, C.FALSE, R.KUEUE_NOT_INSTALLED, message)
+        if self.conds.changed(C.COND_QUOTA_RESERVED):
+            self.event("Warning", R.KUEUE_NOT_INSTALLED, message)
+        self.requeue(KUEUE_RECHECK_SECONDS)
+        return True
 
     def update_running(self, current: Mapping[int, PodView]) -> None:
         self.ready = sum(1 for p in current.values() if p.trainer_running)
@@ -735,17 +897,16 @@ class _Decider:
         if self.phase in C.TERMINAL_PHASES:
             return
         refusal = self.outcomes.refusal
-        created = self.conds.items.get(C.COND_CREATED, {})
         if refusal is not None:
             # Retried with backoff until the children exist; activeDeadlineSeconds bounds it like any wait.
-            message = f"the API server refused to create the job's objects: {refusal}"
-            self.conds.set(C.COND_CREATED, C.FALSE, R.POD_CREATION_FAILED, message)
+            # No pod is created meanwhile: the reconciler creates pods only once every other child exists.
+            if self.outcomes.not_owned:
+                reason, message = R.ALREADY_EXISTS, f"no pods are created while a child's name is taken: {refusal}"
+            else:
+                reason, message = R.POD_CREATION_FAILED, f"the API server refused to create the job's objects: {refusal}"
+            self.conds.set(C.COND_CREATED, C.FALSE, reason, message)
             if self.conds.changed(C.COND_CREATED):  # not again at each retry of the same refusal
-                self.event("Warning", R.POD_CREATION_FAILED, message)
-        elif (self.outcomes.companions_made and self.launched == self.attempt
-              and created.get("reason") == R.POD_CREATION_FAILED):
-            # Only the companions can have been refused once the whole gang exists: they are made now.
-            self.conds.set(C.COND_CREATED, C.TRUE, R.PODS_CREATED, _created_message(self.nodes, self.attempt))
+                self.event("Warning", reason, message)
 
     def deferred(self) -> bool:
         """A first gang just created is not recorded: an operator that stops before its pods are seen
@@ -782,13 +943,16 @@ class _Decider:
             "failure": self.failure,
             "resumeFrom": self.resume_from,
             "result": self.result,
+            "appliedGeneration": self.applied_generation,
+            "appliedSpec": self.applied_spec,
         }
         requeue = min(self.requeues) if self.requeues else None
         deferred = self.deferred()
         hold = None if deferred else self.hold(status)
         if hold is not None:
             requeue = hold if requeue is None else min(requeue, hold)
-        elif not deferred and self.job is not None and self.prev.get("observedGeneration") != self.generation:
+        elif (not deferred and self.job is not None and self.spec_error is None
+              and self.prev.get("observedGeneration") != self.generation):
             # With the record of the generation they concern: once, not at every pass until it is recorded.
             for warning in self.job.spec.warnings:
                 self.event("Warning", R.SPEC_WARNING, warning)
@@ -841,15 +1005,18 @@ def first_record_pending(current: Mapping[str, Any], status: Mapping[str, Any]) 
 
 
 def decide(job: Job | None, status: Mapping[str, Any] | None, observed: Observed, now: dt.datetime, *,
-           generation: int | None = None, spec_error: str | None = None,
+           generation: int | None = None, spec_error: str | None = None, spec: Mapping[str, Any] | None = None,
            stall: StallPolicy = StallPolicy(), outcomes: Outcomes = Outcomes(),
            hold_seconds: float = PROGRESS_HOLD_SECONDS) -> Decision:
     """Decide the job's status, whether to record it now, and the next actions (see the module
     docstring for the rules).
 
-    ``job`` is None exactly when the spec does not parse; then ``spec_error`` says why and
-    ``generation`` comes from the resource's metadata."""
+    When the spec does not parse, ``spec_error`` says why and ``job`` is the job as last applied
+    (spec.applied_job), or None when it never had a valid spec. ``generation`` is the resource's
+    (metadata.generation; the job's own by default); ``spec`` the spec as written, recorded as
+    status.appliedSpec once it is valid."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    gen = job.meta.generation if job is not None else _int(generation, _int((status or {}).get("observedGeneration"), 0))
-    return _Decider(job, status, observed, now, gen, spec_error, stall, outcomes, hold_seconds).run()
+    fallback = job.meta.generation if job is not None else _int((status or {}).get("observedGeneration"), 0)
+    return _Decider(job, status, observed, now, _int(generation, fallback), spec_error, spec, stall, outcomes,
+                    hold_seconds).run()

@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_helm_uninstall_leaves_only_what_helm_keeps(real_cluster: RealCluster):
     real_cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait")
     selector = f"app.kubernetes.io/instance={RELEASE}"
-    kinds = "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings"
+    kinds = ("deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings,"
+             "networkpolicies")
     left = real_cluster.kube.get(kinds, "-A", "-l", selector)["items"]
     left += real_cluster.kube.get("clusterroles,clusterrolebindings", "-l", selector)["items"]
     wait_for(lambda: not real_cluster.kube.get("pods", "-n", OPERATOR_NAMESPACE, "-l", selector)["items"], 120,

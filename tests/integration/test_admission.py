@@ -266,6 +266,15 @@ RULE_CASES = [
     RuleCase("name-starts-with-a-digit", with_spec(), "<nil>", "metadata.name must be a DNS label", name="1abc"),
     RuleCase("name-too-long-for-pod-names", with_spec(), "<nil>", "metadata.name must be at most 49 characters",
              name="a" * 50),
+    RuleCase("service-account-of-the-jobs-relay", with_spec(podTemplate={"serviceAccountName": "job-relay"}),
+             "spec.podTemplate.serviceAccountName",
+             "spec.podTemplate.serviceAccountName must not be the job's own <name>-relay or <name>-trainer"),
+    RuleCase("service-account-of-the-jobs-trainer", with_spec(podTemplate={"serviceAccountName": "job-trainer"}),
+             "spec.podTemplate.serviceAccountName",
+             "spec.podTemplate.serviceAccountName must not be the job's own <name>-relay or <name>-trainer"),
+    RuleCase("service-account-name-syntax", with_spec(podTemplate={"serviceAccountName": "Dataset_Reader"}),
+             "spec.podTemplate.serviceAccountName",
+             "spec.podTemplate.serviceAccountName must be a ServiceAccount name (a DNS subdomain)"),
     RuleCase("early-stopping-without-metric",
              with_spec(training={"earlyStopping": {"enabled": True}, "monitor": {"metric": "   "}}),
              "spec.training.monitor.metric",
@@ -300,8 +309,8 @@ RULE_CASES = [
     RuleCase("env-from-neither", with_spec(podTemplate={"envFrom": [{"prefix": "X_"}]}),
              "spec.podTemplate.envFrom[0]", "an envFrom entry sets exactly one of configMapRef and secretRef"),
     *[RuleCase(f"reserved-volume-{v}", with_spec(podTemplate={"volumes": [{"name": v, "emptyDir": {}}]}),
-               "spec.podTemplate.volumes[0]", "the volume names ltj-config, ltj-output, ltj-shm and ltj-relay-token "
-               "are reserved") for v in sorted(C.RESERVED_VOLUME_NAMES)],
+               "spec.podTemplate.volumes[0]", "the volume names ltj-config, ltj-output, ltj-shm, ltj-relay-token, "
+               "ltj-tmp and ltj-home are reserved") for v in sorted(C.RESERVED_VOLUME_NAMES)],
     *[RuleCase(f"mount-path-{slug}", with_spec(podTemplate={"volumes": [{"name": "data", "emptyDir": {}}],
                                                             "volumeMounts": [{"name": "data", "mountPath": path}]}),
                "spec.podTemplate.volumeMounts[0]",
@@ -424,6 +433,7 @@ def test_every_cel_rule_of_the_crd_has_a_case() -> None:
 
 # -- CEL rules accept what they should -------------------------------------------------------------------
 ACCEPTED = {
+    "service-account-of-the-user": with_spec(podTemplate={"serviceAccountName": "dataset-reader"}),
     "val-check-interval-whole-batches": with_spec(training={"valCheckInterval": 50}),
     "val-check-interval-fraction": with_spec(training={"valCheckInterval": 0.25}),
     "val-check-interval-one": with_spec(training={"valCheckInterval": 1}),

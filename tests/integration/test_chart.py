@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetest import Kube, dump, job, status, wait_for, wait_status
+from kubetest import Kube, absent, dump, job, status, wait_for, wait_status
 from unit.chart.chartlib import CHART, REPO, container, env_of, find, one
 
 pytestmark = [pytest.mark.integration]
@@ -180,7 +180,7 @@ def probe(port: int) -> dict[str, Any]:
 
 def children(kube: Kube, namespace: str, name: str) -> dict[str, set[str]]:
     """kind -> names of the job's children, found by the contract's labels."""
-    items = kube.get("pods,services,serviceaccounts,roles,rolebindings", "-n", namespace,
+    items = kube.get("pods,services,serviceaccounts,secrets,roles,rolebindings", "-n", namespace,
                      "-l", f"ltj.dev/job-name={name}")["items"]
     out: dict[str, set[str]] = {}
     for item in items:
@@ -188,17 +188,20 @@ def children(kube: Kube, namespace: str, name: str) -> dict[str, set[str]]:
     return out
 
 
-def small_job(name: str, nodes: int, claim: str | None = None) -> dict[str, Any]:
+def small_job(name: str, nodes: int, claim: str | None = None, account: str | None = None) -> dict[str, Any]:
     manifest = job(name, nodes=nodes, training={"maxEpochs": 1, "earlyStopping": {"enabled": False}})
     if claim:
         manifest["spec"]["output"] = {"claimName": claim}
+    if account:
+        manifest["spec"]["podTemplate"] = {"serviceAccountName": account}
     return manifest
 
 
 def run_job_flow(kube: Kube, release: Release, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 nodes: int, claim: str) -> None:
+                 nodes: int, claim: str, account: str | None = None) -> None:
     """The operator with the chart's credentials takes a job to Running on kwok's nodes (training
-    with them, the relay's token included, is the e2e tier's: tests/e2e/test_real_cluster.py)."""
+    with them, the relay's token included, is the e2e tier's: tests/e2e/test_real_cluster.py). With
+    `account`, the job's pods run as that ServiceAccount and the relay's token comes from a Secret."""
     kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
     # The token really is the ServiceAccount's, with its rights and not more.
     who = subprocess.run([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o",
@@ -208,17 +211,49 @@ def run_job_flow(kube: Kube, release: Release, namespace: str, tmp_path: Path, m
     with chart_operator(release, kubeconfig, monkeypatch) as log:
         port = release.values["healthPort"]
         wait_for(lambda: _probe_ok(port), 30, what="kopf's health endpoint")
-        kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(small_job(name, nodes, claim)))
+        kube.kubectl("apply", "-n", namespace, "-f", "-",
+                     input=yaml.safe_dump(small_job(name, nodes, claim, account)))
+        # Every child carries blockOwnerDeletion, which the cluster's OwnerReferencesPermissionEnforcement
+        # allows the operator through the chart's lightningtrainingjobs/finalizers rule.
         expected = {"Pod": {f"{name}-node-{i}" for i in range(nodes)}, "Service": {name},
-                    "ServiceAccount": {f"{name}-relay"},
-                    "Role": {f"{name}-relay"}, "RoleBinding": {f"{name}-relay"}}
+                    "ServiceAccount": {f"{name}-relay"} | ({f"{name}-trainer"} if account is None else set()),
+                    "Role": {f"{name}-relay"}, "RoleBinding": {f"{name}-relay"},
+                    **({"Secret": {f"{name}-relay-token"}} if account else {})}
         wait_for(lambda: children(kube, namespace, name) == expected, 90,
                  what=f"{name}'s pods, service and relay RBAC")
+        accounts = {p["spec"]["serviceAccountName"] for p in kube.get("pods", "-n", namespace, "-l",
+                                                                      f"ltj.dev/job-name={name}")["items"]}
+        assert accounts == ({account} if account else {f"{name}-relay"} | ({f"{name}-trainer"} if nodes > 1
+                                                                             else set()))
         st = wait_status(kube, namespace, name, lambda st: st.get("phase") not in (None, "Pending"), 120,
                          "out of Pending")
         assert st["phase"] == "Running" and st["readyNodes"] == nodes, dump(kube, namespace)
         assert probe(port) is not None  # still healthy at the end
         assert any("Handler 'pod_event' succeeded" in ln for ln in log), "pod watch events never arrived"
+
+
+def assert_owner_references_are_enforced(kube: Kube, namespace: str) -> None:
+    """The cluster runs the OwnerReferencesPermissionEnforcement admission plugin (as OpenShift does): an
+    object whose owner reference to a job sets blockOwnerDeletion is refused to a user who may not update
+    the jobs' finalizers, and admitted once they may."""
+    user = f"dora-{namespace[-5:]}"
+    kube.kubectl("create", "role", "configmaps", "--verb=create", "--resource=configmaps", "-n", namespace)
+    kube.kubectl("create", "rolebinding", "dora-configmaps", "--role=configmaps", f"--user={user}", "-n", namespace)
+    child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "child", "namespace": namespace,
+             "ownerReferences": [{"apiVersion": "ltj.dev/v1alpha1", "kind": "LightningTrainingJob", "name": "owner",
+                                  "uid": str(uuid.uuid4()), "controller": True, "blockOwnerDeletion": True}]}}
+
+    def create() -> subprocess.CompletedProcess:
+        return kube.kubectl(f"--as={user}", "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(child),
+                            check=False)
+
+    refused = create()
+    assert refused.returncode != 0 and "cannot set blockOwnerDeletion" in refused.stderr, refused.stderr
+    kube.kubectl("create", "role", "finalizers", "--verb=update", "--resource=lightningtrainingjobs.ltj.dev/finalizers",
+                 "-n", namespace)
+    kube.kubectl("create", "rolebinding", "dora-finalizers", "--role=finalizers", f"--user={user}", "-n", namespace)
+    admitted = create()
+    assert admitted.returncode == 0, admitted.stderr
 
 
 def _probe_ok(port: int) -> bool:
@@ -235,19 +270,20 @@ def _probe_ok(port: int) -> bool:
 def test_cluster_wide_install_runs_a_job_with_the_charts_credentials(kube, helm, namespace, operator_ns, tmp_path,
                                                                       monkeypatch, static_claim):
     rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
-                  {"healthPort": health_port(), "rbac": {"create": True, "aggregatedRoles": {"create": False,
-                                                                                            "namePrefix": "ltj"}}})
+                  {"healthPort": health_port(), "metrics": {"port": health_port()},
+                   "rbac": {"create": True, "aggregatedRoles": {"create": False, "namePrefix": "ltj"}}})
     assert "--all-namespaces" in container(rel.objects)["command"]
     # NOTES tell the user how to submit a first job and watch it.
     assert "kubectl -n default apply -f crds/samples/cpu-digits-2node.yaml" in rel.notes
     assert "kubectl -n default get ltj -w" in rel.notes
+    assert_owner_references_are_enforced(kube, namespace)
     run_job_flow(kube, rel, namespace, tmp_path, monkeypatch, nodes=2, claim=static_claim)
 
 
 def test_namespaced_install_runs_a_job_with_only_roles_in_the_watched_namespace(kube, helm, namespace, operator_ns,
                                                                                  tmp_path, monkeypatch, static_claim):
     rel = install(helm, kube, tmp_path, release_name(namespace), operator_ns,
-                  {"healthPort": health_port(), "watchNamespaces": [namespace],
+                  {"healthPort": health_port(), "metrics": {"port": health_port()}, "watchNamespaces": [namespace],
                    "rbac": {"create": True, "aggregatedRoles": {"create": False, "namePrefix": "ltj"}}})
     sa = f"system:serviceaccount:{operator_ns}:{rel.service_account}"
 
@@ -261,7 +297,10 @@ def test_namespaced_install_runs_a_job_with_only_roles_in_the_watched_namespace(
     assert not can("list", "lightningtrainingjobs.ltj.dev", "--all-namespaces")
     assert can("list", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can("get", "secrets", "-n", namespace)
-    run_job_flow(kube, rel, namespace, tmp_path, monkeypatch, nodes=1, claim=static_claim)
+    # Workload identity with the chart's rights: the pods run as the user's account, the relay's token
+    # comes from a Secret the operator creates (and cannot read).
+    kube.kubectl("create", "serviceaccount", "dataset-reader", "-n", namespace)
+    run_job_flow(kube, rel, namespace, tmp_path, monkeypatch, nodes=1, claim=static_claim, account="dataset-reader")
     # NOTES point at the watched namespace.
     assert f"kubectl -n {namespace} get ltj -w" in rel.notes
 
@@ -269,6 +308,8 @@ def test_namespaced_install_runs_a_job_with_only_roles_in_the_watched_namespace(
 # Where the operator (or kopf on its behalf) makes each call; every rule in the chart must be listed
 # here and every listed call must still be in the code. Regexes over operator/ltj_operator (without the
 # relay, which runs with its own per-job token) or over kopf's own source.
+# A child already there is read (its metadata) to see whether the job controls it.
+OWNER_CHECK = [("op", r"else kube\.ensure\b"), ("op", r"accept=PARTIAL_METADATA")]
 EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("ltj.dev", "lightningtrainingjobs", "list"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
     ("ltj.dev", "lightningtrainingjobs", "watch"): [("op", r"@kopf\.on\.event\(C\.GROUP, C\.VERSION, C\.PLURAL")],
@@ -291,9 +332,20 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("", "persistentvolumeclaims", "get"): [("op", r"kube\.claim_access_modes\("),
                                             ("op", r'self\.get\("v1", "PersistentVolumeClaim"')],
     ("", "services", "create"): [("op", r"render_service\(job\)[,\]]")],
-    ("", "serviceaccounts", "create"): [("op", r"render_relay_service_account\(job\),")],
+    ("", "services", "get"): [("op", r"render_service\(job\)[,\]]"), *OWNER_CHECK],
+    ("", "serviceaccounts", "create"): [("op", r"render_relay_service_account\(job\),"),
+                                        ("op", r"render_trainer_service_account\(job\)")],
+    ("", "serviceaccounts", "get"): [("op", r"render_relay_service_account\(job\),"), *OWNER_CHECK],
+    ("", "secrets", "create"): [("op", r"render_relay_token_secret\(job\)")],
     ("rbac.authorization.k8s.io", "roles", "create"): [("op", r"render_relay_role\(job\)[,\]]")],
+    ("rbac.authorization.k8s.io", "roles", "get"): [("op", r"render_relay_role\(job\)[,\]]"), *OWNER_CHECK],
     ("rbac.authorization.k8s.io", "rolebindings", "create"): [("op", r"render_relay_role_binding\(job\),")],
+    ("rbac.authorization.k8s.io", "rolebindings", "get"): [("op", r"render_relay_role_binding\(job\),"),
+                                                           *OWNER_CHECK],
+    # Granted only with networkPolicy.enabled (the default, which this test installs).
+    ("networking.k8s.io", "networkpolicies", "create"): [("op", r"children\.append\(render_network_policy\(job\)\)")],
+    ("networking.k8s.io", "networkpolicies", "get"): [("op", r"children\.append\(render_network_policy\(job\)\)"),
+                                                      *OWNER_CHECK],
     ("", "events", "create"): [("op", r"kopf\.event\("), ("kopf", r"EVENTS = Selector\('v1', 'events'\)")],
     # kopf's resource observer watches CRDs (warns and stops noticing CRD changes without it).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): [
@@ -352,9 +404,10 @@ def test_every_rule_is_used_by_the_operator(kube, helm, namespace, operator_ns, 
     # And the other way round: everything used or granted on is in the rules.
     missing = sorted((used | grants) - granted - {k for k in used if k[1] == "namespaces"})
     assert not missing, f"calls without a rule: {missing}"
-    # No rule lets the operator escalate around RBAC or read secrets.
+    # No rule lets the operator escalate around RBAC or read secrets (it creates the relay's token Secret).
     assert not {v for _, _, v in granted} & {"escalate", "bind", "impersonate", "*"}
-    assert not {r for _, r, _ in granted} & {"secrets", "*", "clusterroles", "clusterrolebindings"}
+    assert not {r for _, r, _ in granted} & {"*", "clusterroles", "clusterrolebindings"}
+    assert {v for _, r, v in granted if r == "secrets"} == {"create"}
 
     # Namespaced mode: the namespaces observer is the only extra, and only there.
     rendered = helm("template", "x", str(CHART), "--kube-version", "1.34.0", "--set",
@@ -452,6 +505,8 @@ BEYOND_LTJ_EDIT: dict[str, tuple[dict[str, Any], str]] = {
                     "may not get all of spec.podTemplate.imagePullSecrets: secrets/db"),
     "config-map": ({"envFrom": [{"configMapRef": {"name": "settings"}}]},
                    "may not get all of spec.podTemplate.envFrom: configmaps/settings"),
+    "service-account": ({"serviceAccountName": "dataset-reader"},
+                        "spec.podTemplate.serviceAccountName: only users who may create pods in"),
 }
 # What a job may hold whoever submits it: volume sources that reach nothing outside the job's pods.
 SAFE_POD_TEMPLATE = {"volumes": [
@@ -459,7 +514,8 @@ SAFE_POD_TEMPLATE = {"volumes": [
     {"name": "data", "persistentVolumeClaim": {"claimName": "dataset", "readOnly": True}},
     {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
 ]}
-# The pods' ServiceAccount token is the relay's on rank 0: nobody's job may project it.
+# The pods' ServiceAccount token is the relay's on rank 0: nobody's job may project it without naming
+# an account of its own.
 TOKEN_POD_TEMPLATE = {"volumes": [{"name": "token", "projected": {"sources": [
     {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}]}
 
@@ -492,7 +548,12 @@ def test_admission_policy_lets_a_job_reach_only_what_its_author_may(kube, namesp
         assert submit(user, SAFE_POD_TEMPLATE).returncode == 0
         token = submit(user, TOKEN_POD_TEMPLATE)
         assert token.returncode != 0 and "denied request" in token.stderr, token.stderr
-    assert "projected serviceAccountToken sources are not allowed" in submit(bob, TOKEN_POD_TEMPLATE).stderr
+    assert "projected serviceAccountToken sources need spec.podTemplate.serviceAccountName" in submit(
+        bob, TOKEN_POD_TEMPLATE).stderr
+    # With a named account every rank runs as it, so the token projected is that account's own.
+    named = {**TOKEN_POD_TEMPLATE, "serviceAccountName": "dataset-reader"}
+    assert submit(bob, named).returncode == 0, submit(bob, named).stderr
+    assert submit(alice, named).returncode != 0
 
     # An existing job: alice may change what does not reach further (suspend it), not its pods.
     created = submit(bob, BEYOND_LTJ_EDIT["secret-env"][0], name="bobs-job", dry_run=False)
@@ -533,8 +594,10 @@ def test_admission_policy_lets_a_relay_write_only_its_jobs_training_status(kube,
 
     # The relay's own writes (relay/core.py): a merge patch, then a JSON patch fenced on the seq.
     mine.merge_patch({"status": {"training": {"seq": 1, "epoch": 0}}})
+    progress = {"progressPercentage": 40, "lastUpdatedTime": "2025-01-01T00:00:00Z"}
     mine.json_patch([{"op": "test", "path": "/status/training/seq", "value": 1},
-                     {"op": "replace", "path": "/status/training", "value": {"seq": 2, "epoch": 1}}])
+                     {"op": "replace", "path": "/status/training", "value": {"seq": 2, "epoch": 1}},
+                     {"op": "add", "path": "/status/trainerStatus", "value": progress}])
 
     def refused(client: JobStatusClient, status_patch: dict[str, Any]) -> str:
         with pytest.raises(ApiError) as err:
@@ -544,12 +607,12 @@ def test_admission_policy_lets_a_relay_write_only_its_jobs_training_status(kube,
 
     for field, value in (("phase", "Succeeded"), ("attempt", 0), ("restarts", 0), ("conditions", [])):
         message = refused(mine, {field: value, "training": {"seq": 3}})
-        assert f"a relay writes only status.training, not status.{field}" in message, message
+        assert f"a relay writes only status.training and status.trainerStatus, not status.{field}" in message, message
     assert "is not the relay of other" in refused(other, {"training": {"seq": 9}})
     mine.close()
     other.close()
     assert status(kube, namespace, "mine") == {"phase": "Running", "attempt": 1, "restarts": 1,
-                                               "training": {"seq": 2, "epoch": 1}}
+                                               "training": {"seq": 2, "epoch": 1}, "trainerStatus": progress}
     assert "training" not in status(kube, namespace, "other")
 
 
@@ -649,7 +712,7 @@ def test_upgrade_and_uninstall_leave_no_orphans(kube, helm, namespace, operator_
     wide = install(helm, kube, tmp_path, name, operator_ns, values, upgrade=True)
     assert not find(wide.objects, "Role")
     assert live() == rendered(wide)
-    assert kube.kubectl("get", "role", rel.fullname, "-n", namespace, check=False).returncode != 0
+    assert absent(kube, "role", rel.fullname, "-n", namespace)
 
     helm("uninstall", name, "--namespace", operator_ns, "--wait", "--timeout", "120s")
     # ReplicaSets (labelled through the pod template) go with the garbage collector.

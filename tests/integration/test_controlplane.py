@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kubetest import absent
 from ltj_localcluster.cluster import BUILD_SCRIPT, REPO, down, ensure_binaries
 from ltj_localcluster.controlplane import COMPONENTS, ClusterInfo, ControlPlane, delete_bridge
 
@@ -65,7 +66,7 @@ def test_second_cluster_runs_beside_the_first_and_stops_cleanly(kube, tmp_path):
         # Each cluster is its own: a namespace made in the second is absent from the first.
         kubectl = [str(Path(info.bin_dir) / "kubectl"), f"--kubeconfig={info.kubeconfig}"]
         subprocess.run([*kubectl, "create", "namespace", "only-in-second"], check=True, capture_output=True)
-        assert kube.kubectl("get", "namespace", "only-in-second", check=False).returncode != 0
+        assert absent(kube, "namespace", "only-in-second")
         version = json.loads(subprocess.run([*kubectl, "version", "-o", "json"], capture_output=True, text=True,
                                             check=True).stdout)
         assert version["serverVersion"]["gitVersion"] == f"v{VERSIONS['KUBE_VERSION']}"

@@ -13,7 +13,8 @@ import psutil
 import pytest
 import yaml
 
-from kubetest import Kube, apply, condition, job, wait_for, wait_status
+from kubetest import Kube, absent, apply, condition, job, wait_for, wait_status
+from ltj_operator import constants as C
 from ltj_localcluster.controlplane import read_pids
 from ltj_localcluster.kwok import EXIT_CODE, RUN_SECONDS, KwokNodes
 
@@ -43,18 +44,18 @@ def get_pod(kube: Kube, ns: str, name: str) -> dict[str, Any]:
     return kube.get("pod", name, "-n", ns)
 
 
-def watch_phases(kube: Kube, ns: str, name: str, until: tuple[str, ...], timeout: float = 60) -> list[dict[str, Any]]:
-    """The pod as polled, once per phase change, until it reaches a phase in ``until``."""
+def watch_phases(kube: Kube, ns: str, name: str, last: tuple[str, ...], timeout: float = 60) -> list[dict[str, Any]]:
+    """The pod as polled, once per phase change, until it reaches a phase in ``last``."""
     seen: list[dict[str, Any]] = []
 
-    def poll() -> bool:
+    def reached() -> bool:
         pod = get_pod(kube, ns, name)
         phase = pod["status"].get("phase")
         if not seen or seen[-1]["status"].get("phase") != phase:
             seen.append(pod)
-        return phase in until
+        return phase in last
 
-    wait_for(poll, timeout, interval=0.2, what=f"pod {name} in {until}",
+    wait_for(reached, timeout, f"pod {name} in {last}", interval=0.2,
              diagnose=lambda: json.dumps(seen[-1:], indent=1))
     return seen
 
@@ -121,8 +122,7 @@ def test_deleted_pod_is_gone(kube: Kube, namespace: str):
     create_pod(kube, namespace, "doomed")
     watch_phases(kube, namespace, "doomed", ("Running",))
     kube.kubectl("delete", "pod", "doomed", "-n", namespace, "--wait=false")
-    wait_for(lambda: kube.kubectl("get", "pod", "doomed", "-n", namespace, check=False).returncode != 0, 30,
-             what="doomed to be removed")
+    wait_for(lambda: absent(kube, "pod", "doomed", "-n", namespace), 30, what="doomed to be removed")
 
 
 def test_stop_leaves_no_kwok_process_and_start_resumes(kube: Kube, namespace: str, kwok_cluster: KwokNodes):
@@ -170,3 +170,35 @@ def test_unschedulable_job_says_why(kube, namespace, operator):
     st = wait_status(kube, namespace, name, unschedulable_because("nvidia.com/gpu"), 120,
                      "Unschedulable condition naming the GPUs once the claim is bound")
     assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
+
+
+@pytest.mark.parametrize("anti_affinity,spread", [(None, True), ({}, False)])
+def test_a_jobs_ranks_spread_over_the_nodes_unless_the_job_says_otherwise(
+        kube: Kube, namespace: str, kwok_cluster: KwokNodes, operator: Any, static_claim: str,
+        anti_affinity: dict[str, Any] | None, spread: bool):
+    """One pod per node where there are nodes enough: the operator's preferred anti-affinity outweighs the
+    scheduler's preference for the emptier node, which a filler on the second node makes of the first; a
+    job's own podAntiAffinity (here an empty one) replaces it, and the ranks share the emptier node."""
+    first, second = kwok_cluster.names
+    filler = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "filler"},
+              "spec": {"nodeName": second, "restartPolicy": "Never", "containers": [{
+                  "name": "main", "image": "registry.invalid/never-pulled:1",
+                  "resources": {"requests": {"cpu": "6", "memory": "12Gi"}}}]}}
+    kube.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(filler))
+    try:
+        watch_phases(kube, namespace, "filler", ("Running",))
+        manifest = job("spread", nodes=2)
+        manifest["spec"]["output"] = {"claimName": static_claim}
+        if anti_affinity is not None:
+            manifest["spec"]["podTemplate"] = {"affinity": {"podAntiAffinity": anti_affinity}}
+        name = apply(kube, namespace, manifest)
+
+        def placed() -> list[str] | None:
+            items = kube.get("pods", "-n", namespace, "-l", f"{C.LABEL_JOB_NAME}={name}")["items"]
+            nodes = [p["spec"].get("nodeName") for p in items]
+            return nodes if len(nodes) == 2 and all(nodes) else None
+
+        nodes = wait_for(placed, 60, interval=0.5, what="the scheduler to place both ranks")
+        assert sorted(nodes) == ([first, second] if spread else [first, first])
+    finally:
+        kube.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true", check=False)

@@ -9,11 +9,13 @@ references, idempotence, events, gang restarts, terminal phases, cleanPodPolicy,
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -34,11 +36,6 @@ CHILD_LABELS = {C.LABEL_NAME: C.APP_NAME, C.LABEL_MANAGED_BY: C.MANAGED_BY}
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def until(predicate: Callable[[], Any], timeout: float, what: str, diagnose: Callable[[], str] | None = None,
-          interval: float = 0.25) -> Any:
-    return wait_for(predicate, timeout, interval=interval, what=what, diagnose=diagnose)
-
-
 def pinned(name: str, **spec: Any) -> dict[str, Any]:
     """The CPU sample (2 nodes, an operator-made RWX claim, cleanPodPolicy Running, backoffLimit 2), unrunnable."""
     manifest = job(name, **spec)
@@ -48,12 +45,25 @@ def pinned(name: str, **spec: Any) -> dict[str, Any]:
 
 def wait_job(kube: Kube, ns: str, name: str, pred: Callable[[dict[str, Any]], Any], what: str,
              timeout: float = 60) -> dict[str, Any]:
-    return until(lambda: (lambda st: st if pred(st) else None)(status(kube, ns, name)), timeout, f"{name}: {what}",
-                 lambda: dump(kube, ns))
+    return wait_for(lambda: (lambda st: st if pred(st) else None)(status(kube, ns, name)), timeout,
+                    f"{name}: {what}", interval=0.25, diagnose=lambda: dump(kube, ns))
 
 
 def wait_phase(kube: Kube, ns: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
     return wait_job(kube, ns, name, lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
+
+
+def reconciled_since_change(kube: Kube, ns: str, name: str) -> dict[str, Any]:
+    """Change the job's spec where nothing running reads it (the next attempt's seed; a finished job does not
+    take it) and wait until the operator records the new generation: it has reconciled the job since, so
+    anything it would (wrongly) do to the job by then is done. An absence checked after this can fail; one
+    checked after a sleep cannot. (Not maxEpochs: a higher one trains a succeeded job on.)"""
+    seed = get_job(kube, ns, name)["spec"]["training"].get("seed", 0)
+    changed = json.loads(kube.kubectl("patch", "ltj", name, "-n", ns, "--type=merge", "-o", "json", "-p",
+                                      json.dumps({"spec": {"training": {"seed": seed + 1}}})).stdout)
+    generation = changed["metadata"]["generation"]
+    return wait_job(kube, ns, name, lambda st: st.get("observedGeneration") == generation,
+                    f"observedGeneration {generation}")
 
 
 def cond_is(st: dict[str, Any], type_: str, status_: str, reason: str | None = None) -> bool:
@@ -69,7 +79,8 @@ def gang(kube: Kube, ns: str, name: str, attempt: int, nodes: int = 2, timeout: 
             return sorted(items, key=lambda p: int(p["metadata"]["labels"][C.LABEL_NODE_RANK]))
         return None
 
-    return until(ready, timeout, f"{name}: {nodes} pod(s) of attempt {attempt}", lambda: dump(kube, ns))
+    return wait_for(ready, timeout, f"{name}: {nodes} pod(s) of attempt {attempt}", interval=0.25,
+                    diagnose=lambda: dump(kube, ns))
 
 
 @contextlib.contextmanager
@@ -139,7 +150,7 @@ def wait_event(kube: Kube, ns: str, name: str, type_: str, reason: str, contains
     def seen() -> str:
         return "\n".join(f"{e['type']} {e['reason']}: {e['message']}" for e in events(kube, ns, name))
 
-    ev = until(find, timeout, f"{type_} event {reason} on {name}", seen)
+    ev = wait_for(find, timeout, f"{type_} event {reason} on {name}", interval=0.25, diagnose=seen)
     assert ev["involvedObject"]["kind"] == C.KIND and ev["involvedObject"]["apiVersion"] == C.API_VERSION
     assert ev["involvedObject"]["uid"] == get_job(kube, ns, name)["metadata"]["uid"]
     assert ev["source"].get("component") == C.MANAGED_BY or ev.get("reportingComponent") == C.MANAGED_BY, ev
@@ -157,7 +168,7 @@ def owner_ref(kube: Kube, ns: str, name: str) -> dict[str, Any]:
             "blockOwnerDeletion": True}
 
 
-CHILD_KINDS = "services,persistentvolumeclaims,serviceaccounts,roles,rolebindings,pods"
+CHILD_KINDS = "services,persistentvolumeclaims,serviceaccounts,secrets,roles,rolebindings,networkpolicies,pods"
 
 
 def children(kube: Kube, ns: str, name: str) -> dict[str, dict[str, Any]]:
@@ -178,7 +189,9 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
     found = children(kube, namespace, name)
     expected = {"Service/kids": C.COMPONENT_SERVICE,
                 "PersistentVolumeClaim/kids-output": C.COMPONENT_OUTPUT, "ServiceAccount/kids-relay": C.COMPONENT_RELAY,
+                "ServiceAccount/kids-trainer": C.COMPONENT_TRAINER,
                 "Role/kids-relay": C.COMPONENT_RELAY, "RoleBinding/kids-relay": C.COMPONENT_RELAY,
+                "NetworkPolicy/kids": C.COMPONENT_NETWORK_POLICY,
                 "Pod/kids-node-0": C.COMPONENT_TRAINER, "Pod/kids-node-1": C.COMPONENT_TRAINER}
     assert sorted(found) == sorted(expected)
     ref = owner_ref(kube, namespace, name)
@@ -216,6 +229,12 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kids-relay", "namespace": namespace}]
     assert binding["roleRef"]["name"] == "kids-relay"
 
+    # Ingress to the gang only from the gang, on every port (rendezvous, then NCCL's or Gloo's); no egress rule.
+    policy = found["NetworkPolicy/kids"]["spec"]
+    gang_selector = {"matchLabels": svc["selector"]}
+    assert policy == {"podSelector": gang_selector, "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"podSelector": gang_selector}]}]}
+
     for rank, pod in enumerate(ranks):
         spec = pod["spec"]
         assert pod["metadata"]["name"] == f"kids-node-{rank}"
@@ -239,6 +258,11 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
              "fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{C.ANNOTATION_TRAINER_CONFIG}']"}}]
         assert volumes[C.VOLUME_OUTPUT]["persistentVolumeClaim"]["claimName"] == "kids-output"
         assert volumes[C.VOLUME_SHM]["emptyDir"] == {"medium": "Memory"}
+        # A read-only root: the trainer's scratch is on emptyDirs.
+        assert {mounts[C.TMP_DIR]["name"], mounts[C.HOME_DIR]["name"]} == {C.VOLUME_TMP, C.VOLUME_HOME}
+        assert volumes[C.VOLUME_TMP]["emptyDir"] == volumes[C.VOLUME_HOME]["emptyDir"] == {}
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
         if rank == 0:
             # The native sidecar survived the API server's round trip (an older client model would drop it).
             (relay,) = spec["initContainers"]
@@ -247,7 +271,59 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
             assert spec["serviceAccountName"] == "kids-relay" and C.VOLUME_RELAY_TOKEN in volumes
         else:
             assert "initContainers" not in spec and C.VOLUME_RELAY_TOKEN not in volumes
+            # Never the namespace's default account, which others may grant rights to.
+            assert spec["serviceAccountName"] == "kids-trainer"
+    assert found["ServiceAccount/kids-trainer"]["automountServiceAccountToken"] is False
     wait_event(kube, namespace, name, "Normal", R.CREATING_PODS, "kids-node-0, kids-node-1 (attempt 0)")
+
+
+def test_a_named_account_runs_every_rank_and_only_the_relay_holds_the_relays_token(kube: Kube, namespace: str,
+                                                                                   operator: Any,
+                                                                                   tmp_path: Path) -> None:
+    """Workload identity: the pods run as the user's account (its token where cloud SDKs look for it), and the
+    relay's token comes from a token Secret of the relay's account that the token controller fills."""
+    from ltj_localcluster.controlplane import ClusterInfo
+    from ltj_operator.relay.kube import ApiError, Endpoint, JobStatusClient
+    from ltj_operator.spec import relay_token_name
+
+    kube.kubectl("create", "serviceaccount", "dataset-reader", "-n", namespace)
+    manifest = pinned("ident")
+    manifest["spec"]["podTemplate"]["serviceAccountName"] = "dataset-reader"
+    name = apply(kube, namespace, manifest)
+    ranks = gang(kube, namespace, name, attempt=0)
+    for pod in ranks:
+        spec = pod["spec"]
+        assert spec["serviceAccountName"] == "dataset-reader"
+        (trainer,) = spec["containers"]
+        token_mount = {m["mountPath"]: m["name"] for m in trainer["volumeMounts"]}.get(C.SA_TOKEN_DIR)
+        assert token_mount and token_mount.startswith("kube-api-access-")  # the account's own, as it automounts
+        assert C.VOLUME_RELAY_TOKEN not in {m["name"] for m in trainer["volumeMounts"]}
+    (relay,) = ranks[0]["spec"]["initContainers"]
+    # Only its own token: admission mounts the account's token into no container that has a mount there.
+    assert [m["name"] for m in relay["volumeMounts"] if m["mountPath"] == C.SA_TOKEN_DIR] == [C.VOLUME_RELAY_TOKEN]
+    (volume,) = [v for v in ranks[0]["spec"]["volumes"] if v["name"] == C.VOLUME_RELAY_TOKEN]
+    assert volume["projected"]["sources"][0]["secret"]["name"] == relay_token_name(name)
+    assert "ServiceAccount/ident-trainer" not in children(kube, namespace, name)
+
+    secret = wait_for(lambda: (lambda s: s if (s.get("data") or {}).get("token") else None)(
+        kube.get("secret", relay_token_name(name), "-n", namespace)), 30, "the token controller to fill the Secret")
+    assert secret["metadata"]["ownerReferences"] == [owner_ref(kube, namespace, name)]
+    token = tmp_path / "token"
+    token.write_bytes(base64.b64decode(secret["data"]["token"]))
+    info = ClusterInfo.load(kube.run_dir)
+    client = JobStatusClient(Endpoint(info.server, token, Path(info.pki_dir) / "ca.crt"), namespace, name)
+
+    def relay_reads_its_status() -> bool:
+        try:
+            return client.get()["metadata"]["name"] == name
+        except ApiError as err:
+            assert err.status == 403, err  # until the authorizer has seen the relay's RoleBinding
+            return False
+
+    try:
+        assert wait_for(relay_reads_its_status, 30, "the Secret's token to act as the job's relay")
+    finally:
+        client.close()
 
 
 def test_a_new_jobs_first_status_already_counts_its_pods(kube: Kube, namespace: str, operator: Any) -> None:
@@ -288,7 +364,7 @@ def test_a_gang_coming_up_right_after_a_status_write_shows_running_without_a_par
 
 def test_a_gang_coming_up_right_after_its_creation_gets_one_first_write_saying_running(
         kube: Kube, namespace: str, operator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first gang's companions are made with its pods, and its deferred first record that would only
+    """The first gang's children are made before its pods, and its deferred first record that would only
     say Pending waits within the hold: a gang running by then gets one first write, Running; a gang still
     Pending gets its record once the hold ends. (The hold is widened so that kubectl's pace fits in it.
     Pods of a scheduler nobody runs stay Pending without news: pinned ones would be Unschedulable.)"""
@@ -340,14 +416,14 @@ def test_operator_restart_changes_nothing_and_deletion_cascades(kube: Kube, name
     before_status = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True"), "Created")
     before = {k: (o["metadata"]["uid"], o["metadata"]["resourceVersion"]) for k, o in children(kube, namespace,
                                                                                                 name).items()}
-    assert len(before) == 7
+    assert len(before) == 9  # seven children and two pods
 
     operator()  # a fresh operator lists the job and reconciles it from scratch
     # Prove the new operator is at work: it must notice the pods running.
     run(kube, namespace, "idem-node-0", "idem-node-1")
     st = wait_phase(kube, namespace, name, C.PHASE_RUNNING)
     operator()
-    time.sleep(2)  # give the third operator's startup pass its chance to (wrongly) create or delete something
+    reconciled_since_change(kube, namespace, name)  # the third operator's passes, startup's included, are done
     after = children(kube, namespace, name)
     assert sorted(after) == sorted(before)
     for key, (uid, version) in before.items():
@@ -364,8 +440,8 @@ def test_operator_restart_changes_nothing_and_deletion_cascades(kube: Kube, name
 
     # Owner references are real: deleting the job lets the garbage collector take every child.
     kube.kubectl("delete", "ltj", name, "-n", namespace, "--wait=false")
-    until(lambda: not children(kube, namespace, name), 60, "the garbage collector to delete every child",
-          lambda: json.dumps(sorted(children(kube, namespace, name))))
+    wait_for(lambda: not children(kube, namespace, name), 60, "the garbage collector to delete every child",
+             diagnose=lambda: json.dumps(sorted(children(kube, namespace, name))))
 
 
 def test_a_foreign_claim_is_neither_used_nor_adopted(kube: Kube, namespace: str, operator: Any) -> None:
@@ -377,11 +453,11 @@ def test_a_foreign_claim_is_neither_used_nor_adopted(kube: Kube, namespace: str,
                       "storageClassName": "someone-elses"}}
     kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(claim))
     name = apply(kube, namespace, pinned("clash"))
-    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.ALREADY_EXISTS),
                   "Created=False (the name is taken)")
     message = condition(st, C.COND_CREATED)["message"]
     assert "PersistentVolumeClaim clash-output exists and is not controlled by this job" in message, message
-    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "PersistentVolumeClaim clash-output exists")
+    wait_event(kube, namespace, name, "Warning", R.ALREADY_EXISTS, "PersistentVolumeClaim clash-output exists")
     theirs = kube.get("pvc", "clash-output", "-n", namespace)
     assert theirs["spec"]["storageClassName"] == "someone-elses" and not theirs["metadata"].get("ownerReferences")
     assert pods(kube, namespace, name) == []
@@ -404,38 +480,73 @@ def test_pods_the_api_server_refuses_are_reported(kube: Kube, namespace: str, op
     assert pods(kube, namespace, name) == [] and st["phase"] == C.PHASE_PENDING
 
 
-def test_a_refused_service_is_reported_until_it_gets_through(kube: Kube, namespace: str, operator: Any) -> None:
-    """Decision: the Service and the relay's RoleBinding follow the pods (a pod does not need them to be
-    created). One the API server refuses (here: a quota of no Services) stays on record (Created=False) and
-    is tried again, after the pods exist, until it gets through."""
-    kube.kubectl("create", "quota", "no-services", "-n", namespace, "--hard=services=0")
-    # Quota admission refuses every Service until the quota controller has filled in the quota's status.
-    until(lambda: kube.get("resourcequota", "no-services", "-n", namespace).get("status", {}).get("hard"), 30,
-          "the quota's status")
-    name = apply(kube, namespace, pinned("noservice"))
-    first = [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)]
-    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
-                  "Created=False (Service refused)")
-    assert "exceeded quota: no-services" in condition(st, C.COND_CREATED)["message"], st
-    wait_event(kube, namespace, name, "Warning", R.POD_CREATION_FAILED, "exceeded quota")
-    assert kube.kubectl("get", "service", name, "-n", namespace, check=False).returncode != 0
-
-    kube.kubectl("delete", "quota", "no-services", "-n", namespace)
-    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created",
-                  timeout=90)  # the retry backoff is at most a minute
-    assert kube.get("service", name, "-n", namespace)["metadata"]["ownerReferences"] == [owner_ref(kube, namespace, name)]
-    assert st["attempt"] == 0 and st["restarts"] == 0 and st["launchedAttempt"] == 0
-    assert [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)] == first  # never restarted
+# Each child of a job `@job` but its claim (above) and pods, as someone else may have made it first.
+IN_THE_WAY: dict[str, dict[str, Any]] = {
+    "Service": {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "@job"},
+                "spec": {"ports": [{"port": 80}]}},
+    "ServiceAccount": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "@job-relay"}},
+    "ServiceAccount-trainer": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "@job-trainer"}},
+    "Role": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "@job-relay"},
+             "rules": []},
+    "RoleBinding": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "@job-relay"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "@ns"}]},
+    "NetworkPolicy": {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "@job"},
+                      "spec": {"podSelector": {}}},
+}
 
 
-def test_a_refused_prerequisite_of_the_first_gang_is_reported_and_no_pod_is_made(kube: Kube, namespace: str,
-                                                                                  operator: Any) -> None:
-    """A new job's first pass makes what its pods need (the relay's ServiceAccount and Role) in the round
+def put_in_the_way(kube: Kube, ns: str, key: str, job_name: str, controller: dict[str, Any]) -> dict[str, Any]:
+    obj = json.loads(json.dumps(IN_THE_WAY[key]).replace("@job", job_name).replace("@ns", ns))
+    obj["metadata"]["ownerReferences"] = [controller]
+    kube.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(obj))
+    return kube.get(obj["kind"].lower(), obj["metadata"]["name"], "-n", ns)
+
+
+@pytest.mark.parametrize("key", sorted(IN_THE_WAY))
+def test_a_child_in_the_way_is_adopted_only_when_the_job_controls_it(kube: Kube, namespace: str, operator: Any,
+                                                                      key: str) -> None:
+    """Decision: every child exists and is the job's before any pod is created. An object already there under a
+    child's name is used only when the job is its controller; one with another controller (or none) is left
+    alone, the job says so (Created=False, reason AlreadyExists, naming it) and creates no pod."""
+    kind = IN_THE_WAY[key]["kind"]
+    # Someone else's: controlled by another object of the namespace (a real one: the garbage collector
+    # deletes a dependent whose owner does not exist).
+    kube.kubectl("create", "configmap", "owner", "-n", namespace)
+    other = kube.get("configmap", "owner", "-n", namespace)["metadata"]
+    theirs = put_in_the_way(kube, namespace, key, "theirs", {"apiVersion": "v1", "kind": "ConfigMap",
+                                                             "name": other["name"], "uid": other["uid"],
+                                                             "controller": True})
+    name = apply(kube, namespace, pinned("theirs"))
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.ALREADY_EXISTS),
+                  "Created=False, AlreadyExists")
+    message = condition(st, C.COND_CREATED)["message"]
+    assert f"{kind} {theirs['metadata']['name']} exists and is not controlled by this job" in message, message
+    assert f"ConfigMap {other['name']}" in message, message
+    wait_event(kube, namespace, name, "Warning", R.ALREADY_EXISTS, f"{kind} {theirs['metadata']['name']} exists")
+    assert pods(kube, namespace, name) == [] and st["phase"] == C.PHASE_PENDING
+    left = kube.get(kind.lower(), theirs["metadata"]["name"], "-n", namespace)["metadata"]
+    assert left["resourceVersion"] == theirs["metadata"]["resourceVersion"]  # left alone
+
+    # The job's own (made by an earlier pass, say): adopted as it is.
+    name = apply(kube, namespace, pinned("ours", runPolicy={"suspend": True}))
+    wait_phase(kube, namespace, name, C.PHASE_SUSPENDED)
+    ours = put_in_the_way(kube, namespace, key, "ours", owner_ref(kube, namespace, name))
+    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":false}}}')
+    gang(kube, namespace, name, attempt=0)
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "True", R.PODS_CREATED), "Created")
+    assert kube.get(kind.lower(), ours["metadata"]["name"], "-n", namespace)["metadata"]["uid"] == ours["metadata"]["uid"]
+
+
+def test_a_refused_child_of_the_first_gang_is_reported_and_no_pod_is_made(kube: Kube, namespace: str,
+                                                                            operator: Any) -> None:
+    """A new job's first pass makes its children (the relay's ServiceAccount and Role among them) in the round
     trip that observes its pods. One the API server refuses (a quota of no ServiceAccounts) is reported
     (Created=False), no pod is created without it, and the gang comes once it gets through."""
     kube.kubectl("create", "quota", "no-accounts", "-n", namespace, "--hard=count/serviceaccounts=0")
-    until(lambda: kube.get("resourcequota", "no-accounts", "-n", namespace).get("status", {}).get("hard"), 30,
-          "the quota's status")
+    wait_for(lambda: kube.get("resourcequota", "no-accounts", "-n", namespace).get("status", {}).get("hard"), 30,
+             "the quota's status")
     name = apply(kube, namespace, pinned("noaccount"))
     st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_CREATED, "False", R.POD_CREATION_FAILED),
                   "Created=False (ServiceAccount refused)")
@@ -460,6 +571,45 @@ def test_a_spec_the_operator_rejects_fails_the_job(kube: Kube, namespace: str, o
     assert pods(kube, namespace, name) == []
 
 
+def test_an_invalid_edit_never_fails_a_running_job(kube: Kube, namespace: str, operator: Callable[[], Any]) -> None:
+    """Decision: an edit the API server admits but the operator refuses (a resume path outside the job's
+    own directory, which only the operator can tell: it knows the job's uid) leaves a job that had a valid
+    spec running on that spec (status.appliedSpec, which a restarted operator reads too), with
+    EditApplied=False naming the field and the generation it runs on; a later valid edit is applied and
+    turns the condition True."""
+    name = apply(kube, namespace, pinned("edited"))
+    old = gang(kube, namespace, name, attempt=0)
+    run(kube, namespace, "edited-node-0", "edited-node-1")
+    wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+
+    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"training": {"resume": "/output/someone-else/last.ckpt"}}}))
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_EDIT_APPLIED, "False", R.INVALID_EDIT),
+                  "EditApplied=False")
+    message = condition(st, C.COND_EDIT_APPLIED)["message"]
+    assert "spec.training.resume: must be a checkpoint in this job's own directory" in message, message
+    assert "runs on its spec of generation 1" in message, message
+    assert (st["phase"], st["restarts"], st["observedGeneration"], st["appliedGeneration"]) == (C.PHASE_RUNNING, 0,
+                                                                                                2, 1)
+    wait_event(kube, namespace, name, "Warning", R.INVALID_EDIT, "spec.training.resume")
+    assert [p["metadata"]["uid"] for p in gang(kube, namespace, name, attempt=0)] == [p["metadata"]["uid"]
+                                                                                      for p in old]
+
+    operator()  # a fresh operator finds the spec the job runs on in its status
+    exit_with(kube, namespace, "edited-node-1", 137)
+    new = gang(kube, namespace, name, attempt=1)
+    config = C.ANNOTATION_TRAINER_CONFIG
+    assert [p["metadata"]["annotations"][config] for p in new] == [p["metadata"]["annotations"][config] for p in old]
+    st = status(kube, namespace, name)
+    assert st["restarts"] == 1 and cond_is(st, C.COND_EDIT_APPLIED, "False", R.INVALID_EDIT)
+
+    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"training": {"resume": "last"}}}))
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_EDIT_APPLIED, "True", R.EDIT_APPLIED),
+                  "EditApplied=True")
+    assert st["appliedGeneration"] == st["observedGeneration"] == 3 and st["phase"] != C.PHASE_FAILED
+
+
 # -- the gang's life, driven by hand -------------------------------------------------------------------------
 def test_running_then_a_retryable_failure_restarts_the_whole_gang(kube: Kube, namespace: str, operator: Any) -> None:
     name = apply(kube, namespace, pinned("retry"))
@@ -480,7 +630,7 @@ def test_running_then_a_retryable_failure_restarts_the_whole_gang(kube: Kube, na
     for rank, pod in enumerate(new):
         env = env_of(pod)
         assert env["LTJ_ATTEMPT"] == "1" and env["RANK"] == str(rank)
-        assert env[C.RESUME_ENV] == "last"  # no checkpoint reported yet: the trainer resumes from the latest
+        assert env[C.ENV_RESUME] == "last"  # no checkpoint reported yet: the trainer resumes from the latest
     wait_event(kube, namespace, name, "Warning", R.SIGNALED, "restart 1 of at most 2 (attempt 1)")
 
     run(kube, namespace, "retry-node-0", "retry-node-1")
@@ -520,12 +670,12 @@ def test_non_retryable_exit_fails_the_job_with_the_failure_recorded(kube: Kube, 
     assert st["completionTime"] and st["restarts"] == 0
     assert cond_is(st, C.COND_RUNNING, "False", R.JOB_FINISHED)
     # cleanPodPolicy Running: the still-running rank goes, the failed one stays for its logs.
-    until(lambda: pod_names(kube, namespace, name) == ["fatal-node-1"], 30, "only the failed pod to remain",
-          lambda: dump(kube, namespace))
+    wait_for(lambda: pod_names(kube, namespace, name) == ["fatal-node-1"], 30, "only the failed pod to remain",
+             diagnose=lambda: dump(kube, namespace))
     wait_event(kube, namespace, name, "Warning", R.NON_RETRYABLE_EXIT_CODE, "fatal-node-1")
     wait_event(kube, namespace, name, "Normal", R.CLEANED_UP, "cleanPodPolicy Running")
     # Terminal is terminal: nothing recreates the deleted pod.
-    time.sleep(2)
+    reconciled_since_change(kube, namespace, name)
     assert pod_names(kube, namespace, name) == ["fatal-node-1"]
     assert status(kube, namespace, name)["phase"] == C.PHASE_FAILED
 
@@ -535,21 +685,25 @@ SUMMARY = {"best_checkpoint": "/output/checkpoints/digits_cnn_epoch=03-val_loss=
            "last_seq": 17}
 
 
-@pytest.mark.parametrize("policy,both_exit,remaining", [
-    ("All", True, []),
-    ("Running", False, ["{}-node-0"]),  # rank 1 still runs when rank 0 finishes: it is deleted
-    ("None", False, ["{}-node-0", "{}-node-1"]),
+@pytest.mark.parametrize("policy,rank1_exits,remaining", [
+    ("All", "before", []),
+    # Rank 1 exits 0 only after the job is recorded Succeeded (its pod's report came late): it keeps its pod
+    # and logs. (A rank still running FINISH_GRACE_SECONDS later is deleted: test_operator_status.)
+    ("Running", "after", ["{}-node-0", "{}-node-1"]),
+    ("None", "never", ["{}-node-0", "{}-node-1"]),
 ])
-def test_success_honours_clean_pod_policy(kube: Kube, namespace: str, operator: Any, policy: str, both_exit: bool,
+def test_success_honours_clean_pod_policy(kube: Kube, namespace: str, operator: Any, policy: str, rank1_exits: str,
                                           remaining: list[str]) -> None:
     name = apply(kube, namespace, pinned(f"done-{policy.lower()}", runPolicy={"cleanPodPolicy": policy}))
     gang(kube, namespace, name, attempt=0)
     run(kube, namespace, f"{name}-node-0", f"{name}-node-1")
     wait_phase(kube, namespace, name, C.PHASE_RUNNING)
-    if both_exit:
+    if rank1_exits == "before":
         exit_with(kube, namespace, f"{name}-node-1", 0)
     exit_with(kube, namespace, f"{name}-node-0", 0, json.dumps(SUMMARY))
     st = wait_phase(kube, namespace, name, C.PHASE_SUCCEEDED)
+    if rank1_exits == "after":
+        exit_with(kube, namespace, f"{name}-node-1", 0)
     succeeded = condition(st, C.COND_SUCCEEDED)
     assert succeeded["status"] == "True" and succeeded["reason"] == R.MAX_EPOCHS_REACHED
     assert "best val_loss 0.12" in succeeded["message"] and st["completionTime"]
@@ -559,11 +713,53 @@ def test_success_honours_clean_pod_policy(kube: Kube, namespace: str, operator: 
                             "testMetrics": {"test_acc": 0.97}}
     wait_event(kube, namespace, name, "Normal", R.MAX_EPOCHS_REACHED, "training finished")
     want = sorted(p.format(name) for p in remaining)
-    until(lambda: pod_names(kube, namespace, name) == want, 30, f"pods {want} to remain (cleanPodPolicy {policy})",
-          lambda: dump(kube, namespace))
-    time.sleep(2)  # and they stay
+    wait_for(lambda: pod_names(kube, namespace, name) == want, 30, f"pods {want} to remain (cleanPodPolicy {policy})",
+             diagnose=lambda: dump(kube, namespace))
+    reconciled_since_change(kube, namespace, name)  # and they stay
     assert pod_names(kube, namespace, name) == want
     assert status(kube, namespace, name)["phase"] == C.PHASE_SUCCEEDED
+
+
+def test_a_succeeded_job_given_more_epochs_trains_on_and_other_edits_are_refused_aloud(
+        kube: Kube, namespace: str, operator: Any) -> None:
+    name = apply(kube, namespace, pinned("more", runPolicy={"backoffLimit": 0}))
+    gang(kube, namespace, name, attempt=0)
+    run(kube, namespace, f"{name}-node-0", f"{name}-node-1")
+    wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+    exit_with(kube, namespace, f"{name}-node-1", 0)
+    exit_with(kube, namespace, f"{name}-node-0", 0, json.dumps(SUMMARY))
+    wait_phase(kube, namespace, name, C.PHASE_SUCCEEDED)
+    training = get_job(kube, namespace, name)["spec"]["training"]
+    max_epochs, seed = training["maxEpochs"], training["seed"]
+
+    # Another field: not applied, said once, no pod made or deleted.
+    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"training": {"seed": seed + 1}}}))
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_EDIT_APPLIED, "False", R.JOB_FINISHED),
+                  "EditApplied=False")
+    assert st["phase"] == C.PHASE_SUCCEEDED and st["appliedGeneration"] == 1
+    assert st["appliedSpec"]["training"]["seed"] == seed
+    ev = wait_event(kube, namespace, name, "Warning", R.EDIT_IGNORED, "spec.training.seed")
+    assert "create a new job" in ev["message"] and SUMMARY["best_checkpoint"] in ev["message"]
+    assert pod_names(kube, namespace, name) == [f"{name}-node-0", f"{name}-node-1"]
+
+    # Back to the spec on record with a higher maxEpochs: trains on, a new attempt that is no restart.
+    kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"training": {"seed": seed, "maxEpochs": max_epochs + 5}}}))
+    st = wait_job(kube, namespace, name, lambda s: s.get("attempt") == 1, "attempt 1")
+    assert st["restarts"] == 0 and st.get("completionTime") is None and st["appliedGeneration"] == 3
+    assert cond_is(st, C.COND_SUCCEEDED, "False", R.TRAINING_EXTENDED)
+    assert cond_is(st, C.COND_EDIT_APPLIED, "True", R.EDIT_APPLIED)
+    wait_event(kube, namespace, name, "Normal", R.TRAINING_EXTENDED,
+               f"maxEpochs raised from {max_epochs} to {max_epochs + 5}: training on from")
+    ranks = gang(kube, namespace, name, attempt=1)
+    assert env_of(ranks[0])[C.ENV_RESUME]  # resumes from the last checkpoint
+    run(kube, namespace, f"{name}-node-0", f"{name}-node-1")
+    st = wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+    exit_with(kube, namespace, f"{name}-node-1", 0)
+    exit_with(kube, namespace, f"{name}-node-0", 0, json.dumps({**SUMMARY, "epochs": max_epochs + 5}))
+    st = wait_phase(kube, namespace, name, C.PHASE_SUCCEEDED)
+    assert st["result"]["epochs"] == max_epochs + 5 and st["completionTime"] and st["restarts"] == 0
 
 
 def test_active_deadline_fails_the_job(kube: Kube, namespace: str, operator: Any) -> None:
@@ -576,8 +772,8 @@ def test_active_deadline_fails_the_job(kube: Kube, namespace: str, operator: Any
     finished = dt.datetime.fromisoformat(st["completionTime"].replace("Z", "+00:00"))
     assert finished - started >= dt.timedelta(seconds=3)
     # cleanPodPolicy Running covers pods that never ran: nothing is left waiting for a node.
-    until(lambda: pod_names(kube, namespace, name) == [], 30, "the pending pods to be deleted",
-          lambda: dump(kube, namespace))
+    wait_for(lambda: pod_names(kube, namespace, name) == [], 30, "the pending pods to be deleted",
+             diagnose=lambda: dump(kube, namespace))
     wait_event(kube, namespace, name, "Warning", R.DEADLINE_EXCEEDED, "activeDeadlineSeconds")
 
 
@@ -590,24 +786,41 @@ def test_suspend_deletes_the_pods_and_resume_starts_a_new_attempt(kube: Kube, na
 
     kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":true}}}')
     st = wait_phase(kube, namespace, name, C.PHASE_SUSPENDED)
-    until(lambda: pod_names(kube, namespace, name) == [], 30, "the suspended job's pods to be deleted")
+    wait_for(lambda: pod_names(kube, namespace, name) == [], 30, "the suspended job's pods to be deleted")
     assert cond_is(st, C.COND_SUSPENDED, "True", R.SUSPENDED) and cond_is(st, C.COND_RUNNING, "False")
     assert "startTime" not in st and st["restarts"] == 0  # the deadline clock restarts on resumption
     wait_event(kube, namespace, name, "Normal", R.SUSPENDED, "deleting 2 pod(s)")
-    time.sleep(2)  # suspended means suspended: no pod comes back
+    reconciled_since_change(kube, namespace, name)  # suspended means suspended: no pod comes back
     assert pod_names(kube, namespace, name) == [] and status(kube, namespace, name)["phase"] == C.PHASE_SUSPENDED
 
     kube.kubectl("patch", "ltj", name, "-n", namespace, "--type=merge", "-p",
                  '{"spec":{"runPolicy":{"suspend":false}}}')
     resumed = gang(kube, namespace, name, attempt=1)
     for pod in resumed:
-        assert env_of(pod)["LTJ_ATTEMPT"] == "1" and env_of(pod)[C.RESUME_ENV] == "last"
+        assert env_of(pod)["LTJ_ATTEMPT"] == "1" and env_of(pod)[C.ENV_RESUME] == "last"
     st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_SUSPENDED, "False", R.RESUMED), "resumed")
     assert st["attempt"] == 1 and st["restarts"] == 0 and st["startTime"]
     assert st["phase"] in (C.PHASE_PENDING, C.PHASE_RUNNING)
     wait_event(kube, namespace, name, "Normal", R.RESUMED, "the job resumed (attempt 1)")
     run(kube, namespace, "pause-node-0", "pause-node-1")
     wait_phase(kube, namespace, name, C.PHASE_RUNNING)
+
+
+def test_a_queued_job_on_a_cluster_without_kueue_waits_without_pods_and_says_why(kube: Kube, namespace: str,
+                                                                                  operator: Any) -> None:
+    manifest = pinned("queued")
+    manifest["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    name = apply(kube, namespace, manifest)
+    st = wait_job(kube, namespace, name, lambda s: cond_is(s, C.COND_QUOTA_RESERVED, "False", R.KUEUE_NOT_INSTALLED),
+                  "the job held for Kueue")
+    assert st["phase"] == C.PHASE_PENDING and pod_names(kube, namespace, name) == []
+    message = condition(st, C.COND_QUOTA_RESERVED)["message"]
+    assert f"{C.LABEL_KUEUE_QUEUE}=gpus" in message and "Kueue is not installed" in message
+    wait_event(kube, namespace, name, "Warning", R.KUEUE_NOT_INSTALLED, f"{C.LABEL_KUEUE_QUEUE}=gpus")
+
+    kube.kubectl("label", "ltj", name, "-n", namespace, f"{C.LABEL_KUEUE_QUEUE}-")
+    gang(kube, namespace, name, attempt=0)
+    wait_job(kube, namespace, name, lambda s: condition(s, C.COND_QUOTA_RESERVED) is None, "the hold's condition gone")
 
 
 # -- volumes ------------------------------------------------------------------------------------------------------
@@ -637,3 +850,27 @@ def test_multi_node_job_on_a_claim_without_read_write_many_is_warned(kube: Kube,
     gang(kube, namespace, "single", attempt=0, nodes=1)
     st = wait_job(kube, namespace, "single", lambda s: cond_is(s, C.COND_CREATED, "True"), "Created")
     assert condition(st, C.COND_VOLUME_NOT_SHARED) is None  # one node needs no shared volume
+
+
+def test_jobs_sharing_a_claim_and_subpath_get_directories_of_their_own(kube: Kube, namespace: str,
+                                                                        operator: Any) -> None:
+    """Decision (issue 19, point 6): a job's event log and checkpoints live in <output>/<name>-<uid>, so two
+    jobs on one claim (even one directory of it) never read or resume from each other's files."""
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "team"},
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "ltj-local",
+                      "resources": {"requests": {"storage": "1Gi"}}}}
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(claim))
+    dirs = {}
+    for name in ("first", "second"):
+        manifest = pinned(name, nodes=1)
+        manifest["spec"]["output"] = {"claimName": "team", "subPath": "runs"}
+        apply(kube, namespace, manifest)
+        [pod] = gang(kube, namespace, name, attempt=0, nodes=1)
+        uid = get_job(kube, namespace, name)["metadata"]["uid"]
+        config = yaml.safe_load(pod["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG])
+        [relay] = pod["spec"]["initContainers"]
+        events_file = next(e["value"] for e in relay["env"] if e["name"] == "LTJ_EVENTS_FILE")
+        assert config["default_root_dir"] == f"/output/{name}-{uid}"
+        assert events_file == f"/output/{name}-{uid}/events.jsonl"
+        dirs[name] = config["default_root_dir"]
+    assert dirs["first"] != dirs["second"]

@@ -3,9 +3,9 @@ The operator's permissions, derived from the API calls in operator/ltj_operator 
 (tests/integration/test_chart.py fails on any rule the code does not use).
 
 Rules on namespaced resources: a ClusterRole (all namespaces) or a Role per watched namespace.
-The lightningtrainingjobs and lightningtrainingjobs/status "get" rules are also what lets the
-operator create each job's relay Role without the `escalate` verb: RBAC only lets a user create a
-Role granting permissions the user holds.
+The lightningtrainingjobs/status "get" rule is also what lets the operator create each job's relay
+Role without the `escalate` verb: RBAC only lets a user create a Role granting permissions the user
+holds.
 */}}
 {{- define "ltj-operator.namespacedRules" -}}
 # The jobs: watched (kopf event handlers, no finalizers), read, deleted after ttlSecondsAfterFinished.
@@ -29,13 +29,27 @@ Role granting permissions the user holds.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["create", "get"]
-# The headless Service and the relay's ServiceAccount, Role and RoleBinding (create-if-absent).
+# The headless Service, the relay's ServiceAccount, Role and RoleBinding, and the ranks' token-less
+# ServiceAccount (create-if-absent; "get" reads the owner of an object already there, which the job
+# uses only if it controls it).
 - apiGroups: [""]
   resources: ["services", "serviceaccounts"]
+  verbs: ["create", "get"]
+# The relay's token Secret of a job whose pods run as an account the user names (the token controller
+# fills it; the operator never reads it). No more than the pods rule gives: whoever creates pods may
+# run them as any account and mount any Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
   verbs: ["create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create"]
+  verbs: ["create", "get"]
+{{- if .Values.networkPolicy.enabled }}
+# Each job's NetworkPolicy (create-if-absent, as above), only where the operator makes them.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "get"]
+{{- end }}
 # Kubernetes Events on job transitions (kopf posts core/v1 events).
 - apiGroups: [""]
   resources: ["events"]

@@ -49,6 +49,7 @@ KINDS = {
     **dict.fromkeys(("service", "services", "svc"), "Service"),
     **dict.fromkeys(("persistentvolumeclaim", "persistentvolumeclaims", "pvc"), "PersistentVolumeClaim"),
     **dict.fromkeys(("serviceaccount", "serviceaccounts", "sa"), "ServiceAccount"),
+    **dict.fromkeys(("secret", "secrets"), "Secret"),
     **dict.fromkeys(("role", "roles"), "Role"),
     **dict.fromkeys(("rolebinding", "rolebindings"), "RoleBinding"),
     **dict.fromkeys(("clusterrole", "clusterroles"), "ClusterRole"),
@@ -60,6 +61,7 @@ KINDS = {
     **dict.fromkeys(("node", "nodes", "no"), "Node"),
     **dict.fromkeys(("storageclass", "storageclasses", "sc"), "StorageClass"),
     **dict.fromkeys(("endpointslice", "endpointslices"), "EndpointSlice"),
+    **dict.fromkeys(("networkpolicy", "networkpolicies", "netpol"), "NetworkPolicy"),
     **dict.fromkeys((CRD["spec"]["names"]["plural"], CRD["spec"]["names"]["singular"],
                      *CRD["spec"]["names"]["shortNames"]), C.KIND),
 }
@@ -138,7 +140,10 @@ def parse(words: list[str]) -> Args:
 
 def per_job_objects() -> list[dict[str, Any]]:
     job = make_job(name=JOB, nodes=2)
-    return render_children(job) + render_pods(job, 0, OperatorConfig())
+    # A job naming its own ServiceAccount gets the relay's token Secret (and no trainer account).
+    named = make_job(name=JOB, nodes=2, podTemplate={"serviceAccountName": "dataset-reader"})
+    return (render_children(job, OperatorConfig()) + render_pods(job, 0, OperatorConfig())
+            + [c for c in render_children(named, OperatorConfig()) if c["kind"] == "Secret"])
 
 
 OPERATOR_OBJECTS = per_job_objects()
@@ -222,6 +227,8 @@ class Checker:
         namespace = args.get("-n", "--namespace")
         if verb in ("version", "api-resources", "cluster-info"):
             return
+        if verb == "ltj":
+            return  # the kubectl plugin: its commands are ltj_cli's, tested in tests/unit/cli
         if verb == "explain":
             return self.check_field(where, words, operands[0])
         if verb == "rollout":
@@ -232,7 +239,7 @@ class Checker:
                 if flag in args.options:
                     self.check_named(where, words, kind, args.options[flag], namespace)
             return
-        elif verb not in ("get", "describe", "delete", "logs", "wait", "apply", "label", "annotate"):
+        elif verb not in ("get", "describe", "delete", "logs", "wait", "apply", "label", "annotate", "port-forward"):
             return self.fail(where, words, f"teach this test about `kubectl {verb}`")
         path = args.get("-f", "--filename")
         if path is not None:

@@ -46,8 +46,20 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
     "stopped-no-rbac": {"replicaCount": 0, "rbac": {"create": False, "aggregatedRoles": {"create": False}},
                         "serviceAccount": {"create": False, "name": "existing-operator"},
                         "admissionPolicy": {"enabled": False}},
+    "high-availability": {"replicaCount": 3, "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20,
+                                                                "retryPeriodSeconds": 4}},
     "overrides": {"fullnameOverride": "ml-operator", "rbac": {"aggregatedRoles": {"create": True,
                                                                                   "namePrefix": "ml-jobs"}}},
+    "metrics-monitored": {"metrics": {"port": 9102, "service": {"annotations": {"prometheus.io/scrape": "true"}},
+                                      "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "10s",
+                                                         "labels": {"release": "kube-prometheus-stack"}},
+                                      "dashboard": {"enabled": True, "namespace": "monitoring",
+                                                    "annotations": {"grafana_folder": "Training"}}}},
+    "metrics-off": {"metrics": {"enabled": False}},
+    "network-policy-off": {"networkPolicy": {"enabled": False}},
+    "network-policy-scrapers": {"networkPolicy": {"metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]}},
     "admission-relaxed": {"admissionPolicy": {
         "validationActions": ["Warn", "Audit"], "safeVolumeSources": ["emptyDir", "nfs"],
         "namespaceSelector": {"matchExpressions": [{"key": "ltj.dev/admission", "operator": "NotIn",
@@ -103,19 +115,22 @@ def test_default_render(render):
     objects = render()
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
     assert kinds == sorted([
-        ("ServiceAccount", FULLNAME), ("Deployment", FULLNAME), ("ClusterRole", FULLNAME),
+        ("ServiceAccount", FULLNAME), ("Deployment", FULLNAME), ("Service", f"{FULLNAME}-metrics"),
+        ("NetworkPolicy", FULLNAME), ("ClusterRole", FULLNAME),
         ("ClusterRoleBinding", FULLNAME), ("ClusterRole", "ltj-edit"), ("ClusterRole", "ltj-view"),
+        ("Role", f"{FULLNAME}-leader-election"), ("RoleBinding", f"{FULLNAME}-leader-election"),
         *[(kind, f"{FULLNAME}-{policy}") for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
           for policy in ("jobs", "relay-status")],
     ])
     # Namespaced objects go to the release namespace.
     for obj in objects:
-        if obj["kind"] in ("ServiceAccount", "Deployment"):
+        if obj["kind"] in ("ServiceAccount", "Deployment", "Service", "NetworkPolicy"):
             assert obj["metadata"]["namespace"] == NAMESPACE
     deploy = one(objects, "Deployment")
     spec = deploy["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # The Lease keeps a rollout's new pod standing by until the old one gives the lease up.
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == FULLNAME
     assert "automountServiceAccountToken" not in pod  # the operator needs its token
@@ -133,11 +148,13 @@ def test_default_render(render):
     assert env["LTJ_WATCH_NAMESPACES"] == ""
     assert env["LTJ_LOG_LEVEL"] == "INFO"
     assert env["LTJ_DEFAULT_IMAGE_PULL_SECRETS"] == ""
+    assert env["LTJ_LEASE_NAMESPACE"] == NAMESPACE
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
-    # No metrics endpoint exists, so no monitors.
-    assert not find(objects, "PodMonitor") and not find(objects, "ServiceMonitor")
+    # Metrics are served and have a Service; a ServiceMonitor needs the Prometheus Operator's CRDs: opt-in.
+    assert env["LTJ_METRICS_PORT"] == "8081"
+    assert not find(objects, "PodMonitor") and not find(objects, "ServiceMonitor") and not find(objects, "ConfigMap")
 
 
 def test_kopf_command_line_parses_with_kopf(render):
@@ -176,7 +193,43 @@ def test_operator_accepts_the_environment_the_chart_sets(render, case):
     assert config.relay_image_pull_policy == values.get("relayImagePullPolicy", "IfNotPresent")
     assert config.operator_image == (values.get("relayImage") or container(objects)["image"])
     assert config.default_image_pull_secrets == tuple(s["name"] for s in values.get("defaultImagePullSecrets", ()))
-    assert config.peering_name == ""  # standalone: one replica, no peering objects, no peering RBAC
+    metrics = {"enabled": True, "port": 8081, **values.get("metrics", {})}
+    assert config.metrics_port == (metrics["port"] if metrics["enabled"] else 0)
+    assert config.network_policy is values.get("networkPolicy", {}).get("enabled", True)
+    # Leader election always, over a Lease in the release namespace (kopf's peering stays off).
+    election = {"leaseDurationSeconds": 15, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2,
+                **values.get("leaderElection", {})}
+    assert config.lease_namespace == NAMESPACE
+    assert (config.lease_duration_seconds, config.lease_renew_deadline_seconds, config.lease_retry_period_seconds) == (
+        election["leaseDurationSeconds"], election["renewDeadlineSeconds"], election["retryPeriodSeconds"])
+
+
+def test_replicas_elect_a_leader_with_a_lease_in_the_release_namespace(render):
+    from ltj_operator.leader import LEASE_NAME
+
+    objects = render(EDGE_CASES["high-availability"])
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+    role = one(objects, "Role", f"{FULLNAME}-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    # Only its own Lease may be read and renewed (a create cannot be limited to a name).
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [LEASE_NAME],
+         "verbs": ["get", "update"]}]
+    binding = one(objects, "RoleBinding", f"{FULLNAME}-leader-election")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize(("election", "words"), [
+    ({"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}, "renewDeadlineSeconds must be less than"),
+    ({"renewDeadlineSeconds": 2, "retryPeriodSeconds": 2}, "retryPeriodSeconds must be less than"),
+])
+def test_lease_timing_that_would_let_two_leaders_act_is_refused(helm, values_file, election, words):
+    proc = helm("template", "ltj", str(CHART), "-f", str(values_file({"leaderElection": election})), check=False)
+    assert proc.returncode != 0 and words in proc.stderr, proc.stderr
 
 
 def test_watch_namespaces_uses_roles_per_namespace(render):
@@ -200,7 +253,8 @@ def test_watch_namespaces_uses_roles_per_namespace(render):
         # The Role holds exactly the namespaced part of the cluster-wide rules.
         expected = [r for r in full_rules if "customresourcedefinitions" not in r["resources"]]
         assert role["rules"] == expected
-    assert not find(objects, "Role", namespace=NAMESPACE)  # none in the release namespace unless watched
+    # In the release namespace (unless watched) only the Lease's.
+    assert [r["metadata"]["name"] for r in find(objects, "Role", namespace=NAMESPACE)] == [f"{FULLNAME}-leader-election"]
 
 
 def test_custom_images_and_digest(render):
@@ -285,7 +339,7 @@ def test_probes_use_kopfs_health_endpoint(render):
         objects = render({"healthPort": port})
         c = container(objects)
         assert f"--liveness=http://0.0.0.0:{port}/healthz" in kopf_args(objects)
-        assert c["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
+        assert c["ports"][0] == {"name": "health", "containerPort": port, "protocol": "TCP"}
         for probe in ("livenessProbe", "readinessProbe"):
             assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
             assert c[probe]["periodSeconds"] >= 1
@@ -303,7 +357,8 @@ def test_log_level_maps_to_kopf_verbosity(render):
 def test_stopped_without_rbac(render):
     objects = render(EDGE_CASES["stopped-no-rbac"])
     assert one(objects, "Deployment")["spec"]["replicas"] == 0
-    assert {o["kind"] for o in objects} == {"Deployment"}
+    # The metrics Service and the operator pod's NetworkPolicy.
+    assert {o["kind"] for o in objects} == {"Deployment", "Service", "NetworkPolicy"}
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "existing-operator"
 
 
@@ -340,7 +395,8 @@ def test_names_follow_release_and_overrides(render):
     assert one(render(release="prod"), "Deployment")["metadata"]["name"] == "prod-ltj-operator"
     objects = render(EDGE_CASES["overrides"])
     assert {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterRole"} == {
-        "ml-operator", "ml-operator-jobs", "ml-operator-relay-status"}
+        "ml-operator", "ml-operator-metrics", "ml-operator-jobs", "ml-operator-relay-status",
+        "ml-operator-leader-election"}
 
 
 def test_admission_policies_follow_their_values(render):
@@ -375,3 +431,41 @@ def test_admission_policies_follow_their_values(render):
 
     off = render({"admissionPolicy": {"enabled": False}})
     assert not find(off, "ValidatingAdmissionPolicy") and not find(off, "ValidatingAdmissionPolicyBinding")
+
+
+NETWORKPOLICIES_RULE = ("networking.k8s.io", "networkpolicies", "create")
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+@pytest.mark.parametrize("case", ["default", "watch-namespaces", "network-policy-off", "metrics-off",
+                                  "network-policy-scrapers"])
+def test_network_policies_follow_their_values(render, case):
+    """networkPolicy.enabled turns on the operator's per-job policies (its env and the RBAC to create them)
+    and the operator pod's own policy, which admits only the metrics scrape."""
+    values = EDGE_CASES[case]
+    objects = render(values)
+    enabled = values.get("networkPolicy", {}).get("enabled", True)
+    assert env_of(objects)["LTJ_NETWORK_POLICY"] == str(enabled).lower()
+    roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role") and o["metadata"]["name"] == FULLNAME]
+    assert [NETWORKPOLICIES_RULE in _grants(r["rules"]) for r in roles if "pods" in str(r["rules"])] == (
+        [enabled] * len(values.get("watchNamespaces", [None])))
+    policies = find(objects, "NetworkPolicy")
+    if not enabled:
+        assert policies == []
+        return
+    (policy,) = policies
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    spec = policy["spec"]
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress"]
+    if not values.get("metrics", {}).get("enabled", True):
+        assert spec["ingress"] == []  # nothing connects to the operator
+        return
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert "metrics" in [p["name"] for p in container(objects)["ports"]]
+    assert rule.get("from", []) == values.get("networkPolicy", {}).get("metricsFrom", [])

@@ -21,7 +21,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str, str]] = [
     ({"logLevel": "TRACE"}, "/logLevel", "value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'"),
     ({"logLevel": 10}, "/logLevel", "got number, want string"),
     ({"logFormat": "xml"}, "/logFormat", "value must be one of 'plain', 'full', 'json'"),
-    ({"replicaCount": 2}, "/replicaCount", "value must be one of 0, 1"),
+    ({"replicaCount": -1}, "/replicaCount", "minimum: got -1, want 0"),
+    ({"leaderElection": {"leaseDurationSeconds": 0}}, "/leaderElection/leaseDurationSeconds", "minimum: got 0, want 1"),
+    ({"leaderElection": {"renewDeadline": 5}}, "/leaderElection", "additional properties 'renewDeadline' not allowed"),
     ({"replicaCount": "1"}, "/replicaCount", "got string, want integer"),
     ({"watchNamespaces": "team-a"}, "/watchNamespaces", "got string, want array"),
     ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0", "does not match pattern"),
@@ -55,6 +57,14 @@ BAD_VALUES: list[tuple[dict[str, Any], str, str]] = [
     ({"stallDetection": {"factor": 1, "minSeconds": 0}}, "/stallDetection/factor", "exclusiveMinimum"),
     ({"healthPort": 80}, "/healthPort", "minimum: got 80, want 1,024"),
     ({"healthPort": "8080"}, "/healthPort", "got string, want integer"),
+    ({"metrics": {"port": 80}}, "/metrics/port", "minimum: got 80, want 1,024"),
+    ({"metrics": {"enabled": "yes"}}, "/metrics/enabled", "got string, want boolean"),
+    ({"metrics": {"serviceMonitor": {"interval": "30"}}}, "/metrics/serviceMonitor/interval", "does not match pattern"),
+    ({"metrics": {"serviceMonitor": {"labels": {"release": 1}}}}, "/metrics/serviceMonitor/labels/release",
+     "got number, want string"),
+    ({"metrics": {"servicemonitor": {"enabled": True}}}, "/metrics",
+     "additional properties 'servicemonitor' not allowed"),
+    ({"metrics": {"dashboard": {"namespace": "Monitoring"}}}, "/metrics/dashboard/namespace", "anyOf"),
     ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory", "does not match pattern"),
     ({"resources": {"limit": {"memory": "1Gi"}}}, "/resources", "additional properties 'limit' not allowed"),
     ({"securityContext": {"allowPrivilegeEscalation": True, "capabilities": {"drop": ["ALL"]}}},
@@ -127,7 +137,7 @@ def test_schema_accepts_registry_ports_and_env_sources(render):
 
 
 def test_lint_fails_on_bad_values(helm, values_file):
-    path = values_file({"logLevel": "TRACE", "replicaCount": 3})
+    path = values_file({"logLevel": "TRACE", "replicaCount": -3})
     proc = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "-f", str(path), check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

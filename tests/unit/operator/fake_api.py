@@ -1,9 +1,9 @@
 """An in-memory API server behind Kube's transport, for reconcile's unit tests.
 
 Everything above `Kube.request` is the real thing (the cache, create-if-absent, claim ownership, uid
-preconditions); below it: objects by path, 409 on a create of an existing name, JSON merge patches
-of the status subresource, deletes with uid preconditions, label-selected lists, and refusals by
-resource. Each request is recorded as "VERB resource" (LIST for a collection GET) with the round
+preconditions); below it: objects by path, 409 on a create of an existing name, status patches (JSON
+merge patches and the operator's fenced JSON patches), PUTs conditional on the resourceVersion,
+deletes with uid preconditions, label-selected lists, metadata-only reads, and refusals by resource. Each request is recorded as "VERB resource" (LIST for a collection GET) with the round
 trip it went in: one Kube.all, or the request alone.
 """
 
@@ -14,7 +14,7 @@ import itertools
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
-from ltj_operator.kube import ApiError, Kube, ObjectCache, _item
+from ltj_operator.kube import PARTIAL_METADATA, ApiError, Kube, ObjectCache, _item
 from unit.operator.operator_helpers import merge
 
 
@@ -23,6 +23,7 @@ class FakeApi(Kube):
         super().__init__(api_client=None, cache=cache, fanout=8)
         self.objects: dict[str, dict[str, Any]] = {}  # item path -> object
         self.refuse: dict[str, int] = {}  # resource -> HTTP status of the refusal its creates get
+        self.served: set[str] = set()  # group/versions that discovery finds beside the ones the operator lists
         self.requests: list[tuple[int, str]] = []  # (round trip, "VERB resource")
         self._lock = threading.Lock()
         self._trips = itertools.count()
@@ -67,8 +68,13 @@ class FakeApi(Kube):
 
     # -- the transport --
     def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None,
-                content_type: str = "application/json") -> Any:
+                content_type: str = "application/json", accept: str = "application/json") -> Any:
         parts = path.split("/")
+        if "namespaces" not in parts:  # discovery of an API group/version: /apis/<group>/<version>
+            self.requests.append((next(self._trips), f"DISCOVER {'/'.join(parts[2:])}"))
+            if "/".join(parts[2:]) not in self.served:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return {"kind": "APIResourceList", "groupVersion": "/".join(parts[2:]), "resources": []}
         at = parts.index("namespaces")
         resource, rest = parts[at + 2], parts[at + 3:]
         verb = "LIST" if method == "GET" and not rest else method
@@ -85,9 +91,20 @@ class FakeApi(Kube):
             if current is None:
                 raise ApiError(404, "NotFound", f"{resource} {rest[0]} not found")
             if method == "GET":
+                if accept == PARTIAL_METADATA:
+                    return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                            "metadata": copy.deepcopy(current["metadata"])}
                 return copy.deepcopy(current)
             if method == "PATCH":
+                if content_type == "application/json-patch+json":
+                    body = _json_patch(current, body)
                 self.objects[item] = merge(current, {**body, "metadata": {"resourceVersion": str(next(self._versions))}})
+                return copy.deepcopy(self.objects[item])
+            if method == "PUT":
+                if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                    raise ApiError(409, "Conflict", f"the object has been modified: {resource} {rest[0]}")
+                self.objects[item] = merge(copy.deepcopy(body),
+                                           {"metadata": {"resourceVersion": str(next(self._versions))}})
                 return copy.deepcopy(self.objects[item])
             uid = ((body or {}).get("preconditions") or {}).get("uid")
             if uid and uid != current["metadata"]["uid"]:
@@ -110,3 +127,19 @@ class FakeApi(Kube):
                                                       "uid": f"uid-{resource}-{next(self._versions)}"}})
         self.objects[item] = created
         return copy.deepcopy(created)
+
+
+def _json_patch(current: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The operator's JSON patches of one level below the root (`test`, then `add`), as the merge patch
+    they amount to; a failed `test` is refused as the API server does (a bare 422). An
+    added null is removed, as the API server prunes a null of a non-nullable field."""
+    patch: dict[str, Any] = {}
+    for op in ops:
+        _, top, key = op["path"].split("/")
+        if op["op"] == "test":
+            if (current.get(top) or {}).get(key) != op["value"]:
+                raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request")
+        else:
+            assert op["op"] == "add", op
+            patch.setdefault(top, {})[key] = op["value"]
+    return patch

@@ -25,6 +25,8 @@ SAMPLES = sorted((ROOT / "crds" / "samples").glob("*.yaml"))
 PRESERVE_UNKNOWN_ALLOWED = {
     "spec.model.args", "spec.data.args", "spec.podTemplate.affinity", "spec.podTemplate.env[].valueFrom",
     "spec.podTemplate.volumes[]",
+    # A copy of a spec the API server admitted and the operator parsed (it reads it with the same parser).
+    "status.appliedSpec",
 }
 
 

@@ -63,10 +63,9 @@ def test_deleted_pods_are_seen_deleting_until_the_cache_shows_them_so_or_gone() 
 def test_a_job_awaits_its_pods_while_none_is_seen_or_expected() -> None:
     cache, expectations, _ = setup()
     cache.put_job(job_body(name="other"))
-    assert expectations.awaits_pods(NS, J) and expectations.others_await_pods(NS, J)
+    assert expectations.awaits_pods(NS, J) and expectations.awaits_pods(NS, "other")
     expectations.created(NS, "other", [observe_pod(pod("other", 0))])
-    assert not expectations.awaits_pods(NS, "other") and not expectations.others_await_pods(NS, J)
-    assert expectations.others_await_pods(NS, "other")  # J still waits
+    assert not expectations.awaits_pods(NS, "other") and expectations.awaits_pods(NS, J)  # J still waits
     cache.put_pod(pod(J, 0))
     assert not expectations.awaits_pods(NS, J)
     cache.forget_pod(pod(J, 0))
@@ -76,18 +75,15 @@ def test_a_job_awaits_its_pods_while_none_is_seen_or_expected() -> None:
     assert not expectations.awaits_pods(NS, "unknown")
 
 
-def test_companions_and_writes_are_remembered_per_job_until_it_finishes_or_goes() -> None:
+def test_writes_are_remembered_per_job_until_it_finishes_or_goes() -> None:
     cache, expectations, clock = setup()
-    assert expectations.since_write(NS, J) is None and not expectations.companions_made(NS, J, "uid-1")
-    expectations.made_companions(NS, J, "uid-1")
+    assert expectations.since_write(NS, J) is None
     expectations.wrote(NS, J)
     clock.now += 0.25
     assert expectations.since_write(NS, J) == 0.25
-    assert expectations.companions_made(NS, J, "uid-1")
-    assert not expectations.companions_made(NS, J, "uid-2")  # a new job of the same name has none yet
     expectations.deleted(NS, J, ["u"])
     expectations.finished(NS, J)
-    assert expectations.since_write(NS, J) is None and not expectations.companions_made(NS, J, "uid-1")
+    assert expectations.since_write(NS, J) is None
     assert len(expectations) == 1  # the deletion is still expected
     expectations.forget(NS, J)
     assert len(expectations) == 0

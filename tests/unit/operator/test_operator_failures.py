@@ -9,7 +9,7 @@ import pytest
 
 from ltj_operator import constants as C
 from ltj_operator.failures import classify, root_cause, vanished
-from ltj_operator.podview import observe_pod, parse_summary
+from ltj_operator.podview import observe_pod
 from unit.operator.operator_helpers import pod, running, terminated, unschedulable
 
 pytestmark = pytest.mark.unit
@@ -158,13 +158,3 @@ def test_observe_pod_reads_labels_owner_and_scheduler_message() -> None:
     assert observe_pod(running("j", 0)).trainer_running
     garbage = observe_pod({"metadata": {"name": "x", "labels": {C.LABEL_NODE_RANK: "nope"}}})
     assert garbage.rank is None and garbage.attempt is None and garbage.phase == "Pending"
-
-
-def test_termination_summary_parsing() -> None:
-    summary = parse_summary('{"best_checkpoint": "/output/checkpoints/a.ckpt", "best_score": 0.1, '
-                            '"early_stopped": true, "epochs": 4, "last_seq": 9}')
-    assert summary is not None and summary["early_stopped"] is True
-    assert parse_summary("Traceback (most recent call last): ...") is None
-    assert parse_summary('{"unrelated": 1}') is None
-    assert parse_summary("{not json") is None
-    assert parse_summary(None) is None

@@ -58,12 +58,29 @@ def test_settings_for_a_single_replica() -> None:
     assert settings.persistence.diffbase_storage.fetch(body=kopf.Body({})) is None
 
 
-def test_settings_with_peering() -> None:
+def test_settings_with_leader_election() -> None:
+    """Replicas elect their leader with our Lease; kopf's peering (which freezes equal priorities) stays off."""
     settings = kopf.OperatorSettings()
-    handlers.configure_settings(settings, OperatorConfig(peering_name="ltj", watch_namespaces=("a",), workers=8))
-    assert settings.peering.standalone is False and settings.peering.name == "ltj"
-    assert settings.peering.clusterwide is False and settings.peering.mandatory is True
+    handlers.configure_settings(settings, OperatorConfig(lease_namespace="ltj", watch_namespaces=("a",), workers=8))
+    assert settings.peering.standalone is True
     assert settings.execution.max_workers == 8
+
+
+def test_leader_election_follows_the_configuration() -> None:
+    assert handlers.elector(OperatorConfig(), kube=None) is None  # type: ignore[arg-type]
+    first = handlers.elector(OperatorConfig(lease_namespace="ltj-system", lease_duration_seconds=6,
+                                            lease_renew_deadline_seconds=4, lease_retry_period_seconds=1),
+                             kube=SimpleNamespace(api=None))  # type: ignore[arg-type]
+    second = handlers.elector(OperatorConfig(lease_namespace="ltj-system"), kube=SimpleNamespace(api=None))  # type: ignore[arg-type]
+    assert first is not None and second is not None
+    try:
+        assert first.namespace == "ltj-system" and first.identity != second.identity  # unique per process
+        assert (first.timing.duration, first.timing.renew_deadline, first.timing.retry_period) == (6, 4, 1)
+        assert first.kube.timeout == 4  # a hung renewal cannot outlast the renew deadline
+        assert not first.leading()  # a candidate acts only once it holds the lease
+    finally:
+        first.kube.close()
+        second.kube.close()
 
 
 def test_namespace_filter() -> None:
@@ -137,13 +154,14 @@ class _Queue:
 
 def test_job_events_poke_the_job_unless_they_echo_the_version_already_cached() -> None:
     cache = ObjectCache(max_age=50)
-    memo = SimpleNamespace(cache=cache, expectations=Expectations(cache), queue=_Queue())
+    memo = SimpleNamespace(cache=cache, expectations=Expectations(cache), queue=_Queue(), jobs=set())
     body = {"metadata": {"name": "j", "namespace": "ns", "resourceVersion": "4"}}
 
     def deliver(type_: str, obj: dict) -> None:
         asyncio.run(handlers.job_event(namespace="ns", name="j", event={"type": type_, "object": obj}, memo=memo))
 
     deliver("ADDED", body)
+    assert memo.jobs == {("ns", "j")}  # what a new leader reconciles first
     memo.cache.put_job({**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # our status write
     memo.expectations.wrote("ns", "j")
     deliver("MODIFIED", {**body, "metadata": {**body["metadata"], "resourceVersion": "5"}})  # its echo
@@ -151,3 +169,4 @@ def test_job_events_poke_the_job_unless_they_echo_the_version_already_cached() -
     deliver("DELETED", {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}})
     assert memo.queue.poked == [("ns", "j")] * 3
     assert memo.cache.job("ns", "j") is None and memo.expectations.since_write("ns", "j") is None
+    assert memo.jobs == set()

@@ -17,7 +17,7 @@ from ltj_operator.expectations import Expectations
 from ltj_operator.kube import ApiError, ObjectCache
 from ltj_operator.podview import observe_pod
 from ltj_operator.reconcile import Outcome, reconcile
-from ltj_operator.spec import parse_job
+from ltj_operator.spec import MAX_ARGS_BYTES, parse_job
 from ltj_operator.status import Observed, Outcomes, decide
 from unit.operator.fake_api import FakeApi
 from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, running, terminated
@@ -29,8 +29,11 @@ CRD = Path(__file__).resolve().parents[3] / "crds" / "ltj.dev_lightningtrainingj
 NS, J = "team-a", "mnist"
 CONFIG = OperatorConfig()
 WRITE = "PATCH lightningtrainingjobs/status"
-PREREQUISITES = ["POST persistentvolumeclaims", "POST roles", "POST serviceaccounts"]
-COMPANIONS = ["POST rolebindings", "POST services"]
+# The job's children but its pods (the relay's and the trainer's ServiceAccounts among them).
+CHILDREN = ["POST networkpolicies", "POST persistentvolumeclaims", "POST rolebindings", "POST roles",
+            "POST services", "POST serviceaccounts", "POST serviceaccounts"]
+# The same where they exist: each create's 409, then the owner of the object in the way read.
+IN_PLACE = CHILDREN + [r.replace("POST", "GET") for r in CHILDREN]
 PODS = ["POST pods", "POST pods"]
 REFUSAL = str(ApiError(403, "Forbidden", "pods is forbidden: exceeded quota: q"))
 
@@ -39,25 +42,30 @@ def trip(*requests: str | list[str]) -> list[str]:
     return sorted(r for group in requests for r in ([group] if isinstance(group, str) else group))
 
 
-def recorded(status: dict[str, Any] | None, pods: list[dict[str, Any]], **outcomes: Any) -> dict[str, Any]:
-    """The status a pass at time 0 recorded from these pods."""
-    return dict(decide(parse_job(job_body(name=J, nodes=2)), status, Observed(pods=tuple(map(observe_pod, pods))),
-                       at(0), outcomes=Outcomes(**outcomes)).status)
+def recorded(status: dict[str, Any] | None, pods: list[dict[str, Any]], spec: dict[str, Any] | None = None,
+             **outcomes: Any) -> dict[str, Any]:
+    """The status a pass at time 0 recorded from these pods (of a job of this spec: 2 nodes by default)."""
+    body = job_body(name=J, **(spec or {"nodes": 2}))
+    return dict(decide(parse_job(body), status, Observed(pods=tuple(map(observe_pod, pods))), at(0),
+                       spec=body["spec"], outcomes=Outcomes(**outcomes)).status)
 
 
+TTL = {"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 60}}
 RECORDED = recorded(None, [])  # the record of a gang being created (after a refusal, say), not launched yet
 LAUNCHED = recorded(None, [pod(J, 0), pod(J, 1)])
 RUNNING = recorded(None, [running(J, 0), running(J, 1)])
 RESTARTING = recorded(RUNNING, [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")])
-SUCCEEDED = recorded(RUNNING, [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)])
 REFUSED = recorded(None, [], refusal=REFUSAL)  # the first record of a gang the API server refused
-SERVICE_REFUSED = recorded(None, [pod(J, 0), pod(J, 1)], refusal=REFUSAL)  # of a launched gang
-SUSPENDED = dict(decide(parse_job(job_body(name=J, nodes=2, runPolicy={"suspend": True})), RUNNING, Observed(),
-                        at(0)).status)
+SUSPENDED = recorded(RUNNING, [], spec={"nodes": 2, "runPolicy": {"suspend": True}})
 # What the API server shows of a job before its first status write.
 CRD_DEFAULT_STATUS = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
     "properties"]["status"]["default"]
 FOREIGN_CLAIM = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": f"{J}-output", "namespace": NS}}
+FOREIGN_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {
+    "name": J, "namespace": NS, "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND, "name": "other",
+                                                     "uid": "someone-else", "controller": True}]}}
+FOREIGN_BINDING = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": f"{J}-relay", "namespace": NS}}
 
 
 @dataclass
@@ -69,13 +77,12 @@ class Case:
     written: dict[str, Any] | None = None  # status fields the pass's one write set (None: no write)
     created: tuple[str, str] | None = None  # the Created condition after the pass
     spec: dict[str, Any] = field(default_factory=lambda: {"nodes": 2})
+    generation: int = 1  # the job's metadata.generation
     listed: bool = True  # the cache holds the job's pods from a list; else the pass lists them
-    have: tuple[str, ...] = ()  # children that exist: "prerequisites", "companions"
+    have: bool = False  # the job's children (but its pods) exist, controlled by the job
     objects: list[dict[str, Any]] = field(default_factory=list)  # in the API server, unseen by the cache
     refuse: dict[str, int] = field(default_factory=dict)  # resource -> HTTP status of a refused create
     since_write: float | None = None  # the controller's last status write (or first gang created), seconds ago
-    companions_made: bool = False
-    others_await: bool = False  # another new job awaits its pods (a burst)
     now: float = 60
     requeue: float | None = None  # when to look again, where it matters
     error: int | None = None  # the refusal's HTTP status: the pass is retried with backoff
@@ -87,74 +94,81 @@ class Case:
 
 CASES = [
     # --- a new job ---
-    Case("first pass: prerequisites with the pod list, the gang with its companions, no status yet", None, [],
-         [trip("LIST pods", PREREQUISITES), trip(PODS, COMPANIONS)], listed=False, events=(R.CREATING_PODS,),
-         pods_after=2),
-    Case("first pass in a burst: the companions wait for the gang's launch", None, [],
-         [trip("LIST pods", PREREQUISITES), trip(PODS)], listed=False, others_await=True, pods_after=2),
-    Case("the first record waits within the hold of the gang's creation; the companions are made meanwhile",
-         None, [pod(J, 0), pod(J, 1)], [trip(COMPANIONS)], have=("prerequisites",), since_write=0.25,
-         requeue=0.75),
-    Case("the first record, launched, with the companions in its round trip", None, [pod(J, 0), pod(J, 1)],
-         [trip(WRITE, COMPANIONS)], written={"phase": C.PHASE_PENDING, "launchedAttempt": 0, "attempt": 0},
-         created=("True", R.PODS_CREATED), have=("prerequisites",), since_write=2.0),
+    Case("first pass: the children with the pod list, then the gang, no status yet", None, [],
+         [trip("LIST pods", CHILDREN), trip(PODS)], listed=False, events=(R.CREATING_PODS,), pods_after=2),
+    Case("the first record waits within the hold of the gang's creation", None, [pod(J, 0), pod(J, 1)], [],
+         have=True, since_write=0.25, requeue=0.75),
+    Case("the first record, launched", None, [pod(J, 0), pod(J, 1)], [trip(WRITE)],
+         written={"phase": C.PHASE_PENDING, "launchedAttempt": 0, "attempt": 0}, created=("True", R.PODS_CREATED),
+         have=True, since_write=2.0),
     Case("the whole gang running within the hold: one write of Running", LAUNCHED, [running(J, 0), running(J, 1)],
          [trip(WRITE)], written={"phase": C.PHASE_RUNNING, "readyNodes": 2}, since_write=0.25,
-         companions_made=True, events=(R.ALL_PODS_RUNNING,)),
+         events=(R.ALL_PODS_RUNNING,)),
     Case("progress within the hold is not written", LAUNCHED, [running(J, 0), pod(J, 1)], [], since_write=0.25,
-         companions_made=True, requeue=0.75),
-    Case("nothing changed: no request at all", RUNNING, [running(J, 0), running(J, 1)], [], companions_made=True),
-    Case("a pod name taken by a pod the job does not own", None, [], [trip(PREREQUISITES), trip(PODS, COMPANIONS),
-                                                                      trip("GET pods")],
+         requeue=0.75),
+    Case("nothing changed: no request at all", RUNNING, [running(J, 0), running(J, 1)], []),
+    Case("a pod name taken by a pod the job does not own", None, [], [trip(CHILDREN), trip(PODS), trip("GET pods")],
          objects=[pod(J, 1, owner="someone-else")], events=(R.POD_NAME_CONFLICT,)),
     # --- refusals: recorded in the pass that meets them before its write ---
     Case("refused pods: the first record says so", None, [],
-         [trip("LIST pods", PREREQUISITES), trip(PODS, COMPANIONS), trip(WRITE)], listed=False,
+         [trip("LIST pods", CHILDREN), trip(PODS), trip(WRITE)], listed=False,
          written={"phase": C.PHASE_PENDING, "attempt": 0}, created=("False", R.POD_CREATION_FAILED),
          refuse={"pods": 403}, error=403, events=(R.POD_CREATION_FAILED,), pods_after=0),
-    Case("a refused prerequisite: no pod, the first record says so", None, [],
-         [trip("LIST pods", PREREQUISITES), trip(WRITE)], listed=False, created=("False", R.POD_CREATION_FAILED),
+    Case("a refused child: no pod, the first record says so", None, [],
+         [trip("LIST pods", CHILDREN), trip(WRITE)], listed=False, created=("False", R.POD_CREATION_FAILED),
          written={"phase": C.PHASE_PENDING}, refuse={"serviceaccounts": 403}, error=403, pods_after=0),
-    Case("a claim the job does not control: no pod", None, [],
-         [trip("LIST pods", PREREQUISITES, "GET persistentvolumeclaims"), trip(WRITE)], listed=False,
-         objects=[FOREIGN_CLAIM], written={"phase": C.PHASE_PENDING}, created=("False", R.POD_CREATION_FAILED),
-         error=409, pods_after=0),
+    Case("a refused NetworkPolicy: no pod listens unguarded, the first record says so", None, [],
+         [trip("LIST pods", CHILDREN), trip(WRITE)], listed=False, created=("False", R.POD_CREATION_FAILED),
+         written={"phase": C.PHASE_PENDING}, refuse={"networkpolicies": 403}, error=403, pods_after=0),
+    Case("a refused Service: no pod runs before it", None, [],
+         [trip("LIST pods", CHILDREN), trip(WRITE)], listed=False, created=("False", R.POD_CREATION_FAILED),
+         written={"phase": C.PHASE_PENDING}, refuse={"services": 403}, error=403, pods_after=0),
+    Case("a claim without a controller in the way: no pod, AlreadyExists", None, [],
+         [trip("LIST pods", CHILDREN, "GET persistentvolumeclaims"), trip(WRITE)], listed=False,
+         objects=[FOREIGN_CLAIM], written={"phase": C.PHASE_PENDING}, created=("False", R.ALREADY_EXISTS),
+         error=409, events=(R.ALREADY_EXISTS,), pods_after=0),
+    Case("a Service another job controls in the way: no pod, AlreadyExists", None, [],
+         [trip("LIST pods", CHILDREN, "GET services"), trip(WRITE)], listed=False,
+         objects=[FOREIGN_SERVICE], written={"phase": C.PHASE_PENDING}, created=("False", R.ALREADY_EXISTS),
+         error=409, events=(R.ALREADY_EXISTS,), pods_after=0),
+    Case("a RoleBinding in the way: no pod, AlreadyExists", None, [],
+         [trip("LIST pods", CHILDREN, "GET rolebindings"), trip(WRITE)], listed=False,
+         objects=[FOREIGN_BINDING], written={"phase": C.PHASE_PENDING}, created=("False", R.ALREADY_EXISTS),
+         error=409, events=(R.ALREADY_EXISTS,), pods_after=0),
     Case("a retry still refused: creates first, nothing new to write or to post", REFUSED, [],
-         [trip(PREREQUISITES, "GET persistentvolumeclaims"), trip(PODS)], created=("False", R.POD_CREATION_FAILED),
-         have=("prerequisites",), refuse={"pods": 403}, error=403, unposted=(R.POD_CREATION_FAILED,), pods_after=0),
-    Case("a retry that gets through: the pods, recorded once they are seen", REFUSED, [],
-         [trip(PREREQUISITES, "GET persistentvolumeclaims"), trip(PODS)], created=("False", R.POD_CREATION_FAILED),
-         have=("prerequisites",), pods_after=2),
-    Case("the launch recorded while the Service is refused: the next pass, at once, records the refusal",
-         RECORDED, [pod(J, 0), pod(J, 1)], [trip(WRITE, COMPANIONS)], written={"launchedAttempt": 0},
-         created=("True", R.PODS_CREATED), have=("prerequisites",), refuse={"services": 403}, requeue=0),
-    Case("a refused Service of a launched gang", LAUNCHED, [pod(J, 0), pod(J, 1)], [trip(COMPANIONS), trip(WRITE)],
-         written={}, created=("False", R.POD_CREATION_FAILED), refuse={"services": 403}, error=403),
-    Case("the Service made after a refusal: Created again", SERVICE_REFUSED, [pod(J, 0), pod(J, 1)],
-         [trip(COMPANIONS), trip(WRITE)], written={}, created=("True", R.PODS_CREATED)),
+         [trip(IN_PLACE), trip(PODS)], created=("False", R.POD_CREATION_FAILED),
+         have=True, refuse={"pods": 403}, error=403, unposted=(R.POD_CREATION_FAILED,), pods_after=0),
+    Case("a retry that gets through: the job's own children adopted, the pods, recorded once they are seen",
+         REFUSED, [], [trip(IN_PLACE), trip(PODS)], created=("False", R.POD_CREATION_FAILED), have=True,
+         pods_after=2),
     # --- what the record must precede ---
     Case("a restart: the new attempt recorded before the old pods go", RUNNING,
          [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")], [trip(WRITE), trip("DELETE pods",
                                                                                                  "DELETE pods")],
-         written={"phase": C.PHASE_RESTARTING, "restarts": 1, "attempt": 1}, companions_made=True, requeue=5,
+         written={"phase": C.PHASE_RESTARTING, "restarts": 1, "attempt": 1}, requeue=5,
          pods_after=0),
-    Case("the restarted gang: its record with the prerequisites, then its pods", RESTARTING, [],
-         [trip(WRITE, PREREQUISITES), trip(PODS)], written={"phase": C.PHASE_RESTARTING, "readyNodes": 0},
-         companions_made=True, pods_after=2),
+    Case("the restarted gang: its record with its other children, then its pods", RESTARTING, [],
+         [trip(WRITE, CHILDREN), trip(PODS)], written={"phase": C.PHASE_RESTARTING, "readyNodes": 0},
+         pods_after=2),
     Case("the restarted gang refused: the next pass, at once, records the refusal", RESTARTING, [],
-         [trip(WRITE, PREREQUISITES), trip(PODS)], written={"phase": C.PHASE_RESTARTING}, companions_made=True,
+         [trip(WRITE, CHILDREN), trip(PODS)], written={"phase": C.PHASE_RESTARTING},
          refuse={"pods": 403}, requeue=0, pods_after=0),
-    Case("resumption: the new attempt recorded, with the prerequisites, then its pods", SUSPENDED, [],
-         [trip(WRITE, PREREQUISITES), trip(PODS)], written={"phase": C.PHASE_PENDING, "attempt": 1},
-         companions_made=True, events=(R.RESUMED,), pods_after=2),
+    Case("resumption: the new attempt recorded, with its other children, then its pods", SUSPENDED, [],
+         [trip(WRITE, CHILDREN), trip(PODS)], written={"phase": C.PHASE_PENDING, "attempt": 1},
+         events=(R.RESUMED,), pods_after=2),
     Case("suspension: recorded, then the pods deleted", RUNNING, [running(J, 0), running(J, 1)],
          [trip(WRITE), trip("DELETE pods", "DELETE pods")], written={"phase": C.PHASE_SUSPENDED},
-         spec={"nodes": 2, "runPolicy": {"suspend": True}}, companions_made=True, pods_after=0),
+         spec={"nodes": 2, "runPolicy": {"suspend": True}}, pods_after=0),
+    Case("an invalid edit of a running job: recorded, the gang untouched", RUNNING, [running(J, 0), running(J, 1)],
+         [trip(WRITE)], written={"phase": C.PHASE_RUNNING, "observedGeneration": 2, "appliedGeneration": 1},
+         spec={"nodes": 2, "model": {"args": {"notes": "x" * MAX_ARGS_BYTES}}}, generation=2,
+         events=(R.INVALID_EDIT,), pods_after=2),
     Case("an invalid spec: Failed recorded, then the pods deleted", None, [pod(J, 1)], [trip(WRITE), trip("DELETE pods")],
          written={"phase": C.PHASE_FAILED}, spec={"nodes": 0}, pods_after=0, events=(R.INVALID_SPEC,)),
-    Case("the TTL of a finished job: it is deleted", SUCCEEDED, [],
+    Case("the TTL of a finished job: it is deleted", recorded(RUNNING, [terminated(J, 0, exit_code=0),
+                                                                     terminated(J, 1, exit_code=0)], spec=TTL), [],
          [trip("GET lightningtrainingjobs"), trip("LIST pods"), trip("DELETE lightningtrainingjobs")],
-         spec={"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 60}}, now=61, events=(R.TTL_EXPIRED,),
+         spec=TTL, now=61, events=(R.TTL_EXPIRED,),
          gone=True),
 ]
 
@@ -163,13 +177,13 @@ class World:
     """One job in the fake API server, the cache as the watch filled it, the controller's memory."""
 
     def __init__(self, status: dict[str, Any] | None = None, pods: Sequence[dict[str, Any]] = (), *,
-                 spec: dict[str, Any] | None = None, listed: bool = True):
+                 spec: dict[str, Any] | None = None, generation: int = 1, listed: bool = True):
         self.clock = Clock()
         self.cache = ObjectCache(max_age=50, clock=self.clock)
         self.api = FakeApi(self.cache)
         self.expectations = Expectations(self.cache)
         self.written = 0  # status writes of all passes so far
-        body = job_body(name=J, **(spec or {"nodes": 2}))
+        body = job_body(name=J, generation=generation, **(spec or {"nodes": 2}))
         if status is not None:
             body["status"] = status
         self.api.put(body)
@@ -200,10 +214,10 @@ class World:
     def status(self) -> dict[str, Any]:
         return (self.api.get_object(C.API_VERSION, C.KIND, NS, J) or {}).get("status") or {}
 
-    def reconcile(self, now: float = 60) -> Outcome:
+    def reconcile(self, now: float = 60, config: OperatorConfig = CONFIG) -> Outcome:
         """One pass; its requests replace the previous pass's."""
         self.api.requests.clear()
-        outcome = reconcile(self.api, CONFIG, self.expectations, NS, J, now=lambda: at(now))
+        outcome = reconcile(self.api, config, self.expectations, NS, J, now=lambda: at(now))
         self.written += self.writes()
         return outcome
 
@@ -212,22 +226,16 @@ class World:
 
 
 def world_of(case: Case) -> World:
-    world = World(case.status, case.pods, spec=case.spec, listed=case.listed)
-    job = parse_job(job_body(name=J, **case.spec)) if case.spec.get("nodes") else None
-    for group, manifests in (("prerequisites", render.render_prerequisites), ("companions", render.render_companions)):
-        if group in case.have and job is not None:
-            for manifest in manifests(job):
-                world.api.put(manifest)
+    world = World(case.status, case.pods, spec=case.spec, generation=case.generation, listed=case.listed)
+    if case.have:
+        for manifest in render.render_children(parse_job(job_body(name=J, **case.spec)), CONFIG):
+            world.api.put(manifest)
     for obj in case.objects:
         world.put(obj)
     world.api.refuse = dict(case.refuse)
     if case.since_write is not None:
         world.expectations.wrote(NS, J)
         world.clock.now += case.since_write
-    if case.companions_made:
-        world.expectations.made_companions(NS, J, UID)
-    if case.others_await:
-        world.cache.put_job(job_body(name="other"))
     return world
 
 
@@ -342,7 +350,6 @@ def test_pods_created_but_not_yet_seen_are_neither_created_again_nor_forgotten()
 
 def test_deleted_pods_are_not_deleted_again_before_the_watch_shows_them_gone() -> None:
     world = World(RUNNING, [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")])
-    world.expectations.made_companions(NS, J, UID)
     try:
         world.reconcile()
         world.put(pod(J, 0, deleting=True, phase="Running"))  # graceful deletion: it shuts down
@@ -355,25 +362,142 @@ def test_deleted_pods_are_not_deleted_again_before_the_watch_shows_them_gone() -
         world.api.close()
 
 
-def test_a_refused_service_is_recorded_retried_and_taken_back() -> None:
-    world = World(RECORDED, [pod(J, 0), pod(J, 1)])
-    world.api.refuse = {"services": 403}
+def test_a_child_in_the_way_is_recorded_retried_and_the_gang_made_once_it_is_gone() -> None:
+    world = World(listed=False)
+    world.put(FOREIGN_SERVICE)
     try:
-        assert world.reconcile().requeue_after == 0  # the launch recorded; the refusal next, at once
-        world.watch()
         refused = world.reconcile()
-        assert isinstance(refused.error, ApiError) and world.writes() == 1
+        assert isinstance(refused.error, ApiError) and world.writes() == 1 and world.pods() == []
         created = next(c for c in world.status()["conditions"] if c["type"] == C.COND_CREATED)
-        assert (created["status"], created["reason"]) == ("False", R.POD_CREATION_FAILED)
+        assert (created["status"], created["reason"]) == ("False", R.ALREADY_EXISTS)
+        assert f"Service {J} exists and is not controlled by this job" in created["message"]
+        assert world.api.get_object("v1", "Service", NS, J)["metadata"]["ownerReferences"][0]["uid"] == "someone-else"
         world.watch()
-        world.reconcile()  # still refused: the same record, not written again
-        assert world.writes() == 0
-        world.api.refuse = {}
+        world.reconcile()  # still in the way: the same record, not written again, no pod
+        assert world.writes() == 0 and world.pods() == []
+        del world.api.objects[next(p for p, o in world.api.objects.items() if o["kind"] == "Service")]
         world.reconcile()
-        created = next(c for c in world.status()["conditions"] if c["type"] == C.COND_CREATED)
-        assert (created["status"], created["reason"]) == ("True", R.PODS_CREATED) and world.writes() == 1
+        assert len(world.pods()) == 2
+        assert world.api.get_object("v1", "Service", NS, J)["metadata"]["ownerReferences"][0]["uid"] == UID
+    finally:
+        world.api.close()
+
+
+def test_a_stale_read_never_moves_restarts_back_and_deletes_nothing() -> None:
+    """Fencing: the cache still shows attempt 0 while another writer (a deposed leader's successor) has
+    recorded two restarts. This pass decides restart 1 from its stale read: its write is refused (nothing
+    written, no pod deleted, no restart event); the job read again is what the next pass decides from."""
+    world = World(RUNNING, [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")])
+    moved = world.api.get_object(C.API_VERSION, C.KIND, NS, J)
+    moved["status"] = {**RESTARTING, "restarts": 2, "attempt": 2}
+    world.api.put(moved)  # not watched yet: the cache holds the older status
+    try:
+        outcome = world.reconcile()
+        assert world.api.trips() == [["GET lightningtrainingjobs", WRITE]]  # the refused write, then the read
+        assert outcome.error is None and outcome.requeue_after == 0.0
+        assert R.SIGNALED not in {e.reason for e in outcome.events} and R.OOM_KILLED not in {e.reason for e in outcome.events}
+        assert world.status() == moved["status"] and len(world.pods()) == 2
+
+        world.reconcile()  # attempt 2 is on record: the pods of attempt 0 go
+        assert ["DELETE pods", "DELETE pods"] in world.api.trips()
+        assert (world.status()["restarts"], world.status()["attempt"]) == (2, 2)
+    finally:
+        world.api.close()
+
+
+def test_a_platform_without_per_job_policies_gets_none() -> None:
+    """With the operator's NetworkPolicy turned off (the chart's networkPolicy.enabled: false) a new job's
+    first pass makes its other children and pods, and no policy."""
+    world = World(listed=False)
+    try:
+        world.reconcile(config=OperatorConfig(network_policy=False))
+        assert world.api.trips() == [trip("LIST pods", [r for r in CHILDREN if "networkpolicies" not in r]),
+                                     trip(PODS)]
+        assert not world.api.of_kind("NetworkPolicy") and len(world.pods()) == 2
+    finally:
+        world.api.close()
+
+
+def test_the_policy_exists_before_the_pods_and_is_owned_by_the_job() -> None:
+    world = World(listed=False)
+    try:
+        world.reconcile()
+        (policy,) = world.api.of_kind("NetworkPolicy")
+        assert policy == {**render.render_network_policy(parse_job(job_body(name=J, nodes=2))),
+                          "metadata": policy["metadata"]}
+        assert policy["metadata"]["ownerReferences"][0]["uid"] == UID
+        # Its round trip precedes the pods'.
+        assert "POST networkpolicies" in world.api.trips()[0] and "POST pods" in world.api.trips()[1]
+    finally:
+        world.api.close()
+
+
+class TokenControllerApi(FakeApi):
+    """The fake API server with the token controller's rule (a token Secret whose ServiceAccount does not
+    exist is deleted), running a round trip's calls one by one, the last first: the worst order they can
+    come in."""
+
+    def all(self, calls: Sequence[Any]) -> list[Any]:
+        return list(reversed([super(TokenControllerApi, self).all([call])[0] for call in reversed(calls)]))
+
+    def _create(self, path: str, resource: str, manifest: Any) -> dict[str, Any]:
+        created = super()._create(path, resource, manifest)
+        if manifest.get("type") == C.SERVICE_ACCOUNT_TOKEN_TYPE:
+            account = manifest["metadata"]["annotations"][C.ANNOTATION_SERVICE_ACCOUNT_NAME]
+            if self.get_object("v1", "ServiceAccount", NS, account) is None:
+                del self.objects[f"{path}/{manifest['metadata']['name']}"]
+        return created
+
+
+def test_a_named_accounts_gang_gets_the_relays_token_secret_after_the_relays_account() -> None:
+    world = World(spec={"nodes": 2, "podTemplate": {"serviceAccountName": "reader"}}, listed=False)
+    api = TokenControllerApi(world.cache)
+    api.objects = world.api.objects
+    world.api.close()
+    world.api = api
+    try:
+        world.reconcile()
+        assert {s["metadata"]["name"] for s in api.of_kind("ServiceAccount")} == {f"{J}-relay"}
+        (secret,) = api.of_kind("Secret")
+        assert secret["metadata"]["name"] == f"{J}-relay-token"
+        assert {p["spec"]["serviceAccountName"] for p in world.pods()} == {"reader"}
+        # The relay's account refused: no token Secret either, and no pod.
+        again = World(spec={"nodes": 2, "podTemplate": {"serviceAccountName": "reader"}}, listed=False)
+        again.api.refuse = {"serviceaccounts": 403}
+        try:
+            assert isinstance(again.reconcile().error, ApiError)
+            assert again.api.of_kind("Secret") == [] and again.pods() == []
+            assert "POST secrets" not in [r for _, r in again.api.requests]
+        finally:
+            again.api.close()
+    finally:
+        api.close()
+
+
+def test_a_queued_job_on_a_cluster_without_kueue_is_held_on_one_cached_discovery_answer() -> None:
+    world = World()
+    body = world.api.get_object(C.API_VERSION, C.KIND, NS, J)
+    body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    world.api.put(body)
+    world.watch()
+    discover = f"DISCOVER {C.KUEUE_API}"
+    try:
+        held = world.reconcile()
+        assert discover in [r for _, r in world.api.requests]
+        assert world.pods() == [] and world.writes() == 1
+        reserved = next(c for c in world.status()["conditions"] if c["type"] == C.COND_QUOTA_RESERVED)
+        assert (reserved["status"], reserved["reason"]) == ("False", R.KUEUE_NOT_INSTALLED)
+        assert R.KUEUE_NOT_INSTALLED in {e.reason for e in held.events if e.type == "Warning"}
+        world.watch()
+        world.clock.now += 10
+        again = world.reconcile()
+        assert discover not in [r for _, r in world.api.requests] and world.pods() == []
+        assert again.requeue_after is not None
+        # Kueue installed: seen once the cached answer is older than the cache's max age.
+        world.api.served.add(C.KUEUE_API)
+        world.clock.now += 50
         world.watch()
         world.reconcile()
-        assert world.api.trips() == []  # made: not tried again
+        assert discover in [r for _, r in world.api.requests] and len(world.pods()) == 2
     finally:
         world.api.close()

@@ -1,7 +1,8 @@
-"""render.py: the children's manifests (Contract 2) as pure functions of the parsed job."""
+"""render.py: the children's manifests as pure functions of the parsed job."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,9 +10,10 @@ import yaml
 
 from ltj_operator import constants as C
 from ltj_operator.config import OperatorConfig
-from ltj_operator.render import (render_children, render_companions, render_pod, render_pods, render_prerequisites,
-                                 render_pvc, render_relay_role, render_relay_role_binding, render_relay_service_account,
-                                 render_service, trainer_config, trainer_config_text)
+from ltj_operator.render import (render_children, render_network_policy, render_pod, render_pods,
+                                 render_pvc, render_relay_role, render_relay_role_binding,
+                                 render_relay_service_account, render_relay_token_secret, render_service,
+                                 render_trainer_service_account, selector, trainer_config, trainer_config_text)
 from unit.operator.operator_helpers import UID, make_job
 
 pytestmark = pytest.mark.unit
@@ -95,11 +97,13 @@ def test_restart_attempt_resumes_from_the_given_checkpoint_overriding_user_resum
 
 def test_standard_labels_and_owner_reference_on_every_child() -> None:
     job = make_job(name="lbl", nodes=2, podTemplate={"metadata": {"labels": {"team": "vision", C.LABEL_NAME: "x"}}})
-    children = render_children(job) + render_pods(job, 0, CONFIG)
+    children = render_children(job, CONFIG) + render_pods(job, 0, CONFIG)
     kinds = sorted(c["kind"] for c in children)
-    assert kinds == ["PersistentVolumeClaim", "Pod", "Pod", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == ["NetworkPolicy", "PersistentVolumeClaim", "Pod", "Pod", "Role", "RoleBinding", "Service",
+                     "ServiceAccount", "ServiceAccount"]
     components = {"Pod": "trainer", "Service": "service", "PersistentVolumeClaim": "output",
-                  "ServiceAccount": "relay", "Role": "relay", "RoleBinding": "relay"}
+                  "ServiceAccount": "relay", "Role": "relay", "RoleBinding": "relay", "NetworkPolicy": "network-policy",
+                  "lbl-trainer": "trainer"}
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == "team-a"
@@ -107,15 +111,15 @@ def test_standard_labels_and_owner_reference_on_every_child() -> None:
         assert labels[C.LABEL_NAME] == "ltj"  # ours win over the template's
         assert labels[C.LABEL_INSTANCE] == "lbl" and labels[C.LABEL_JOB_NAME] == "lbl"
         assert labels[C.LABEL_MANAGED_BY] == "ltj-operator"
-        assert labels[C.LABEL_COMPONENT] == components[child["kind"]]
+        assert labels[C.LABEL_COMPONENT] == components.get(meta["name"], components[child["kind"]])
         assert meta["ownerReferences"] == [{"apiVersion": "ltj.dev/v1alpha1", "kind": "LightningTrainingJob",
                                             "name": "lbl", "uid": UID, "controller": True,
                                             "blockOwnerDeletion": True}]
     pods = [c for c in children if c["kind"] == "Pod"]
     assert all(p["metadata"]["labels"]["team"] == "vision" for p in pods)
-    # What a pod (or the relay's binding) needs comes first; the rest follows the pods.
-    assert sorted(c["kind"] for c in render_prerequisites(job)) == ["PersistentVolumeClaim", "Role", "ServiceAccount"]
-    assert sorted(c["kind"] for c in render_companions(job)) == ["RoleBinding", "Service"]
+    # A child follows what it needs: the relay's binding its Role (the reconciler chains them in this order).
+    order = [(c["kind"], c["metadata"]["name"]) for c in render_children(job, CONFIG)]
+    assert order.index(("Role", "lbl-relay")) < order.index(("RoleBinding", "lbl-relay"))
 
 
 def test_restricted_security_everywhere() -> None:
@@ -138,6 +142,12 @@ def test_restricted_security_everywhere() -> None:
         assert mounts["/dev/shm"]["name"] == C.VOLUME_SHM
         assert mounts["/etc/ltj"] == {"name": C.VOLUME_CONFIG, "mountPath": "/etc/ltj", "readOnly": True}
         assert C.SA_TOKEN_DIR not in mounts  # the trainer never sees a token
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+        # What the trainer writes outside its volumes goes to scratch emptyDirs: /tmp and its HOME.
+        assert {mounts[p]["name"] for p in ("/tmp", "/home/ltj")} == {C.VOLUME_TMP, C.VOLUME_HOME}
+        assert [v for v in spec["volumes"] if v["name"] in (C.VOLUME_TMP, C.VOLUME_HOME)] == [
+            {"name": C.VOLUME_TMP, "emptyDir": {}}, {"name": C.VOLUME_HOME, "emptyDir": {}}]
         assert trainer(pod)["terminationMessagePath"] == "/dev/termination-log"
         assert trainer(pod)["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
@@ -148,7 +158,7 @@ def test_relay_sidecar_only_in_rank_zero() -> None:
     assert "initContainers" in pods[0]["spec"]
     for pod in pods[1:]:
         assert "initContainers" not in pod["spec"]
-        assert "serviceAccountName" not in pod["spec"]
+        assert pod["spec"]["serviceAccountName"] == "rel-trainer"  # token-less, never the namespace's default
         assert all(v["name"] != C.VOLUME_RELAY_TOKEN for v in pod["spec"]["volumes"])
     spec = pods[0]["spec"]
     assert spec["serviceAccountName"] == "rel-relay"
@@ -156,7 +166,7 @@ def test_relay_sidecar_only_in_rank_zero() -> None:
     assert relay["name"] == "relay" and relay["restartPolicy"] == "Always"
     assert relay["image"] == "reg.example/ltj-operator:9" and relay["command"] == ["ltj-relay"]
     env = env_of(relay)
-    assert env["LTJ_JOB_NAME"] == "rel" and env["LTJ_EVENTS_FILE"] == "/output/events.jsonl"
+    assert env["LTJ_JOB_NAME"] == "rel" and env["LTJ_EVENTS_FILE"] == f"/output/rel-{UID}/events.jsonl"
     assert env["LTJ_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     mounts = {m["mountPath"]: m for m in relay["volumeMounts"]}
     assert mounts["/output"]["readOnly"] is True and mounts["/output"]["subPath"] == "rel"
@@ -171,7 +181,7 @@ def test_relay_sidecar_only_in_rank_zero() -> None:
 def test_output_volume_existing_claim_with_sub_path() -> None:
     job = make_job(name="out", output={"volumeClaimTemplate": None, "claimName": "shared", "subPath": "runs/out"})
     assert render_pvc(job) is None
-    assert all(c["kind"] != "PersistentVolumeClaim" for c in render_children(job))
+    assert all(c["kind"] != "PersistentVolumeClaim" for c in render_children(job, CONFIG))
     pod = render_pod(job, 0, 0, CONFIG)
     (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == C.VOLUME_OUTPUT]
     assert vol == {"name": C.VOLUME_OUTPUT, "persistentVolumeClaim": {"claimName": "shared"}}
@@ -207,10 +217,10 @@ def test_relay_rbac_is_limited_to_this_job() -> None:
     sa = render_relay_service_account(job)
     assert sa["metadata"]["name"] == "rb-relay" and sa["automountServiceAccountToken"] is False
     role = render_relay_role(job)
+    # The relay reads and patches the status subresource (relay/kube.py), never the job itself.
     assert role["rules"] == [
         {"apiGroups": ["ltj.dev"], "resources": ["lightningtrainingjobs/status"], "verbs": ["get", "patch"],
          "resourceNames": ["rb"]},
-        {"apiGroups": ["ltj.dev"], "resources": ["lightningtrainingjobs"], "verbs": ["get"], "resourceNames": ["rb"]},
     ]
     binding = render_relay_role_binding(job)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rb-relay"}
@@ -245,6 +255,26 @@ def test_pod_template_settings_are_passed_through() -> None:
     assert trainer(pod)["imagePullPolicy"] == "Always"
 
 
+def test_ranks_prefer_different_nodes_and_the_templates_anti_affinity_wins() -> None:
+    spread = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector("mnist")}}}]}
+    # Preferred, never required: a cluster of one node (the local one) still runs a 2-node job.
+    pods = render_pods(make_job(nodes=2), 0, CONFIG)
+    assert [p["spec"]["affinity"] for p in pods] == [{"podAntiAffinity": spread}] * 2
+    assert all(selector("mnist").items() <= p["metadata"]["labels"].items() for p in pods)  # it selects the gang
+    assert "affinity" not in render_pod(make_job(nodes=1), 0, 0, CONFIG)["spec"]  # one pod: nothing to spread
+    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}
+    pod = render_pod(make_job(nodes=2, podTemplate={"affinity": {"nodeAffinity": node}}), 1, 0, CONFIG)
+    assert pod["spec"]["affinity"] == {"nodeAffinity": node, "podAntiAffinity": spread}
+    # The template's own podAntiAffinity replaces ours; an empty one turns it off.
+    required = {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "topology.kubernetes.io/zone", "labelSelector": {"matchLabels": {"team": "a"}}}]}
+    for theirs in (required, {}):
+        pod = render_pod(make_job(nodes=2, podTemplate={"affinity": {"podAntiAffinity": theirs}}), 0, 0, CONFIG)
+        assert pod["spec"]["affinity"] == {"podAntiAffinity": theirs}
+
+
 def test_default_pull_secrets_reach_every_pod_after_the_jobs_own() -> None:
     config = OperatorConfig(default_image_pull_secrets=("regcred", "mirror"))
     job = make_job(nodes=2, podTemplate={"imagePullSecrets": [{"name": "team-cred"}, {"name": "regcred"}]})
@@ -259,10 +289,10 @@ def test_default_pull_secrets_reach_every_pod_after_the_jobs_own() -> None:
 def test_rendering_is_deterministic_and_leaves_the_job_untouched() -> None:
     job = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
     before = make_job(nodes=2, model={"name": "m", "args": {"layers": [1, 2]}})
-    first = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
+    first = render_children(job, CONFIG) + render_pods(job, 1, CONFIG, resume_from="/x")
     first[-1]["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] = "mutated"  # a caller's edit must not leak
     first[0]["metadata"]["labels"]["x"] = "mutated"
-    second = render_children(job) + render_pods(job, 1, CONFIG, resume_from="/x")
+    second = render_children(job, CONFIG) + render_pods(job, 1, CONFIG, resume_from="/x")
     assert second[-1]["metadata"]["annotations"][C.ANNOTATION_TRAINER_CONFIG] != "mutated"
     assert "x" not in second[0]["metadata"]["labels"]
     assert render_pods(job, 1, CONFIG, resume_from="/x") == second[-2:]
@@ -291,11 +321,13 @@ def test_trainer_config_round_trips_through_the_trainer_parser() -> None:
     assert (parsed.devices, parsed.num_nodes, parsed.accelerator, parsed.precision) == (2, 2, "gpu", "bf16")
     assert (parsed.early_stop_metric, parsed.mode, parsed.early_stop_patience) == ("val_acc", "max", 5)
     assert (parsed.val_check_interval, parsed.save_top_k, parsed.resume) == (0.5, 2, "none")
-    assert parsed.default_root_dir == "/output" and parsed.termination_log == "/dev/termination-log"
+    assert parsed.default_root_dir == f"/output/mnist-{UID}" and parsed.termination_log == "/dev/termination-log"
+    assert parsed.events_path == env_of(render_pod(job, 0, 0, CONFIG)["spec"]["initContainers"][0])["LTJ_EVENTS_FILE"]
     # The pod's env is what the trainer sees on top of the file: a restart's LTJ_RESUME wins.
-    env = env_of(trainer(render_pod(job, 1, 1, CONFIG, resume_from="/output/checkpoints/last.ckpt")))
+    last = f"/output/mnist-{UID}/checkpoints/last.ckpt"
+    env = env_of(trainer(render_pod(job, 1, 1, CONFIG, resume_from=last)))
     overridden = trainer_config_mod.parse(raw, {k: v for k, v in env.items() if isinstance(v, str)})
-    assert overridden.resume == "/output/checkpoints/last.ckpt"
+    assert overridden.resume == last
 
 
 def test_every_pod_carries_the_trainer_config_it_mounts_at_the_trainers_path() -> None:
@@ -326,3 +358,108 @@ def test_grace_period_defaults_above_torchruns_30s_and_user_value_wins() -> None
     assert render_pod(make_job(name="g"), 0, 0, CONFIG)["spec"]["terminationGracePeriodSeconds"] == 60
     job = make_job(name="g", podTemplate={"terminationGracePeriodSeconds": 120})
     assert render_pod(job, 0, 0, CONFIG)["spec"]["terminationGracePeriodSeconds"] == 120
+
+
+def test_scratch_follows_the_trainer_images_home() -> None:
+    """HOME_DIR is where the trainer image says HOME is, and its working directory: caches under ~ and
+    files a script writes where it runs land on the scratch volume; so does matplotlib's config dir."""
+    from dockerfiles import instructions
+
+    dockerfile = instructions(Path(__file__).resolve().parents[3] / "trainer_image" / "Dockerfile")
+    env = " ".join(arg for ins, arg in dockerfile if ins == "ENV").split()
+    assert f"HOME={C.HOME_DIR}" in env
+    assert [arg for ins, arg in dockerfile if ins == "WORKDIR"][-1] == C.HOME_DIR
+    assert any(word.startswith(f"MPLCONFIGDIR={C.TMP_DIR}/") for word in env)
+
+
+def test_a_job_mounting_its_own_scratch_replaces_ours() -> None:
+    job = make_job(podTemplate={"volumes": [{"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+                                "volumeMounts": [{"name": "fast", "mountPath": "/tmp/"}]})
+    pod = render_pod(job, 0, 0, CONFIG)
+    volumes = [v["name"] for v in pod["spec"]["volumes"]]
+    assert C.VOLUME_TMP not in volumes and C.VOLUME_HOME in volumes and "fast" in volumes
+    mounts = [(m["name"], m["mountPath"]) for m in trainer(pod)["volumeMounts"]]
+    assert ("fast", "/tmp/") in mounts and (C.VOLUME_HOME, C.HOME_DIR) in mounts
+    assert [path for _, path in mounts].count("/tmp/") == 1 and "/tmp" not in [path for _, path in mounts]
+
+
+def test_relay_is_limited_in_cpu_and_memory() -> None:
+    (relay,) = render_pod(make_job(), 0, 0, CONFIG)["spec"]["initContainers"]
+    assert relay["resources"] == {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}
+
+
+def test_network_policy_admits_only_the_jobs_own_pods() -> None:
+    job = make_job(name="np", nodes=3)
+    policy = render_network_policy(job)
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["metadata"]["name"] == "np"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]  # egress is the platform's to limit
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]
+    assert list(peer) == ["podSelector"]  # no namespaceSelector: this namespace only
+    # No port list: the rendezvous port and NCCL's or Gloo's ephemeral ports are all the gang's.
+    assert "ports" not in rule
+    pods = render_pods(job, 0, CONFIG)
+    other = render_pods(make_job(name="other", nodes=1), 0, CONFIG)
+
+    def selected(selector: dict[str, Any]) -> set[str]:
+        return {p["metadata"]["name"] for p in pods + other
+                if selector["matchLabels"].items() <= p["metadata"]["labels"].items()}
+
+    assert selected(spec["podSelector"]) == selected(peer["podSelector"]) == {"np-node-0", "np-node-1", "np-node-2"}
+    ports = {p["containerPort"] for pod in pods for p in trainer(pod)["ports"]}
+    assert ports == {C.DIST_PORT}  # the port the policy guards is the rendezvous the pods expose
+
+
+def test_network_policy_is_left_out_when_the_operator_is_configured_so() -> None:
+    off = OperatorConfig(network_policy=False)
+    job = make_job(name="np")
+    assert "NetworkPolicy" not in [c["kind"] for c in render_children(job, off)]
+    assert render_children(job, off) == [c for c in render_children(job, CONFIG) if c["kind"] != "NetworkPolicy"]
+
+
+def test_ranks_without_a_relay_run_as_the_jobs_token_less_trainer_account() -> None:
+    job = make_job(name="acct", nodes=3)
+    account = render_trainer_service_account(job)
+    assert account is not None and account["metadata"]["name"] == "acct-trainer"
+    assert account["automountServiceAccountToken"] is False
+    assert account in render_children(job, CONFIG)  # admission refuses a pod whose account is missing
+    assert render_relay_token_secret(job) is None  # rank 0 projects the relay's own token
+    assert [p["spec"]["serviceAccountName"] for p in render_pods(job, 0, CONFIG)] == [
+        "acct-relay", "acct-trainer", "acct-trainer"]
+    assert all(p["spec"]["automountServiceAccountToken"] is False for p in render_pods(job, 0, CONFIG))
+
+
+def test_a_named_account_runs_every_rank_and_the_relay_keeps_its_own_token() -> None:
+    job = make_job(name="wi", nodes=2, podTemplate={"serviceAccountName": "dataset-reader"})
+    pods = render_pods(job, 0, CONFIG)
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["serviceAccountName"] == "dataset-reader"
+        # The account's own automount setting decides whether its token is mounted (cloud SDKs read it there).
+        assert "automountServiceAccountToken" not in spec
+        assert all(m["mountPath"] != C.SA_TOKEN_DIR for m in trainer(pod)["volumeMounts"])
+        sources = [s for v in spec["volumes"] for s in v.get("projected", {}).get("sources", [])]
+        assert not any("serviceAccountToken" in s for s in sources)  # it would be the user's account's
+    assert render_trainer_service_account(job) is None
+    # The relay's token: a token Secret of its account, made right after that account, owned by the job.
+    secret = render_relay_token_secret(job)
+    assert secret is not None
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["name"] == "wi-relay-token"
+    assert secret["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "wi-relay"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID and "data" not in secret
+    children = render_children(job, CONFIG)
+    names = [(c["kind"], c["metadata"]["name"]) for c in children]
+    at = names.index(("ServiceAccount", "wi-relay"))
+    assert children[at + 1] == secret
+    assert ("ServiceAccount", "wi-trainer") not in names
+    # Only rank 0's relay container mounts it, at the path the relay reads its in-cluster credentials from.
+    spec = pods[0]["spec"]
+    (relay,) = spec["initContainers"]
+    assert {"name": C.VOLUME_RELAY_TOKEN, "mountPath": C.SA_TOKEN_DIR, "readOnly": True} in relay["volumeMounts"]
+    (token,) = [v for v in spec["volumes"] if v["name"] == C.VOLUME_RELAY_TOKEN]
+    sources = token["projected"]["sources"]
+    assert sources[0] == {"secret": {"name": "wi-relay-token", "items": [{"key": "token", "path": "token"}]}}
+    assert {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in sources
+    assert all(v["name"] != C.VOLUME_RELAY_TOKEN for v in pods[1]["spec"]["volumes"])

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from ltj_operator import constants as C
-from ltj_operator.spec import (JobSpec, SpecError, TrainingSpec, parse_job, parse_or_error, parse_spec, thaw)
-from unit.operator.operator_helpers import job_body, make_job
+from ltj_operator.spec import (JobSpec, SpecError, TrainingSpec, applied_job, parse_job, parse_or_error, parse_spec,
+                               thaw)
+from unit.operator.operator_helpers import UID, job_body, make_job
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +51,7 @@ def test_full_spec_is_typed_and_frozen() -> None:
         model={"name": "resnet", "args": {"depth": 50, "layers": [1, 2]}},
         data={"name": "parquet", "args": {"path": "/d"}, "batchSize": 32, "numWorkers": 4},
         training={"maxEpochs": 7, "precision": "bf16", "valCheckInterval": 200, "seed": 7, "testAfterFit": False,
-                  "resume": "/output/checkpoints/x.ckpt", "monitor": {"metric": "val_acc", "mode": "max"},
+                  "resume": f"/output/mnist-{UID}/checkpoints/x.ckpt", "monitor": {"metric": "val_acc", "mode": "max"},
                   "earlyStopping": {"enabled": False, "patience": 0, "minDelta": 0.5},
                   "checkpoint": {"saveTopK": -1}},
         resources={"requests": {"cpu": 4, "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
@@ -70,6 +71,14 @@ def test_full_spec_is_typed_and_frozen() -> None:
         s.nodes = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         s.model.args["depth"] = 1  # type: ignore[index]
+
+
+def test_a_named_service_account_is_kept() -> None:
+    assert make_job(podTemplate={"serviceAccountName": "dataset-reader"}).spec.pod_template.service_account_name == (
+        "dataset-reader")
+    assert make_job().spec.pod_template.service_account_name is None
+    # Another job's relay account is the policy's to judge (whoever may create pods may use it directly).
+    assert make_job(podTemplate={"serviceAccountName": "other-relay"}).spec.pod_template.service_account_name
 
 
 def test_fraction_val_check_interval_stays_a_float() -> None:
@@ -180,6 +189,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("affinity not object", {"podTemplate": {"affinity": "near"}}, "spec.podTemplate.affinity", "object"),
     ("priority class", {"podTemplate": {"priorityClassName": "High Priority"}},
      "spec.podTemplate.priorityClassName", "PriorityClass"),
+    ("service account syntax", {"podTemplate": {"serviceAccountName": "Dataset Reader"}},
+     "spec.podTemplate.serviceAccountName", "ServiceAccount name"),
+    ("service account of the relay", {"podTemplate": {"serviceAccountName": "mnist-relay"}},
+     "spec.podTemplate.serviceAccountName", "the operator makes for this job"),
+    ("service account of the trainer", {"podTemplate": {"serviceAccountName": "mnist-trainer"}},
+     "spec.podTemplate.serviceAccountName", "the operator makes for this job"),
     ("pull secret typo", {"podTemplate": {"imagePullSecrets": [{"nam": "x"}]}},
      "spec.podTemplate.imagePullSecrets[0].nam", "unknown field"),
     ("pull secret name", {"podTemplate": {"imagePullSecrets": [{"nam": "x"}]}},
@@ -306,3 +321,28 @@ def test_gpu_sample_is_four_by_eight() -> None:
     body = yaml.safe_load((SAMPLES / "gpu-resnet-4node.yaml").read_text())
     s = parse_job(body).spec
     assert (s.nodes, s.gpus_per_node, s.world_size) == (4, 8, 32)
+
+
+@pytest.mark.parametrize("path", ["/output/checkpoints/x.ckpt", "/output/other-job-uid/checkpoints/last.ckpt",
+                                  f"/output/mnist-{UID}/../other/last.ckpt", f"/output/mnist-{UID}"])
+def test_resume_path_is_confined_to_the_jobs_own_directory(path: str) -> None:
+    with pytest.raises(SpecError) as err:
+        make_job(training={"resume": path})
+    assert list(err.value.errors) == [f"spec.training.resume: must be a checkpoint in this job's own directory "
+                                f"/output/mnist-{UID}/ (a checkpoint is a pickle: loading another job's would run "
+                                f"its code), got {path!r}"]
+    assert make_job(training={"resume": f"/output/mnist-{UID}/checkpoints/epoch=3.ckpt"}).spec.training.resume == \
+        f"/output/mnist-{UID}/checkpoints/epoch=3.ckpt"
+
+
+def test_the_job_as_last_applied_comes_from_the_status_the_operator_wrote() -> None:
+    applied = job_body(nodes=2)
+    body = {**job_body(generation=3, nodes=2, training={"resume": "/output/someone-else/last.ckpt"}),
+            "status": {"appliedGeneration": 2, "appliedSpec": applied["spec"]}}
+    _, error = parse_or_error(body)
+    assert error is not None and error.startswith("spec.training.resume: must be a checkpoint in this job's own")
+    job = applied_job(body)
+    assert job is not None and job.meta.generation == 2 and job.meta.uid == UID and job.spec == make_job(nodes=2).spec
+    for status in ({}, {"appliedSpec": applied["spec"]}, {"appliedGeneration": True, "appliedSpec": applied["spec"]},
+                   {"appliedGeneration": 2, "appliedSpec": {**applied["spec"], "nodes": 0}}):
+        assert applied_job({**body, "status": status}) is None, status

@@ -12,9 +12,9 @@ import pytest
 
 from ltj_operator import constants as C
 from ltj_operator.podview import observe_pod
-from ltj_operator.spec import Job, parse_job
-from ltj_operator.status import (CreatePods, Decision, DeleteJob, DeletePods, Observed, Outcomes, StallPolicy,
-                                 decide, format_time, parse_time, transition)
+from ltj_operator.spec import Job, applied_job, parse_job
+from ltj_operator.status import (FINISH_GRACE_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, Observed, Outcomes,
+                                 StallPolicy, decide, format_time, parse_time, transition)
 from unit.operator.operator_helpers import (at, job_body, make_job, pod, running, terminated, ts, unschedulable)
 
 pytestmark = pytest.mark.unit
@@ -26,6 +26,9 @@ UNBOUND = ("0/2 nodes are available: pod has unbound immediate PersistentVolumeC
            "available: 2 Preemption is not helpful for scheduling.")
 QUOTA = "403 Forbidden: pods is forbidden: exceeded quota"
 REFUSED = f"the API server refused to create the job's objects: {QUOTA}"
+IN_THE_WAY = (f"409 AlreadyExists: Service {J} exists and is not controlled by this job (its controller: none); "
+              "delete it or rename the job")
+TAKEN = f"no pods are created while a child's name is taken: {IN_THE_WAY}"
 SUMMARY_ES = ('{"best_checkpoint": "/output/checkpoints/best.ckpt", "best_score": 0.2, "monitor": "val_loss", '
               '"epochs": 5, "early_stopped": true, "test_metrics": {"test_acc": 0.97}, "last_seq": 40}')
 
@@ -35,14 +38,23 @@ def cond(type_: str, status: str, reason: str, since: float = 0, message: str = 
             "lastTransitionTime": ts(since), "observedGeneration": 1}
 
 
+APPLIED = job_body(name=J, nodes=2)["spec"]  # the spec of generation 1, as the operator last found it valid
+
+
 def st(phase: str, *conds: dict[str, Any], **fields: Any) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "conditions": list(conds), "restarts": 0, "attempt": 0, "nodes": 2,
-                              "observedGeneration": 1}
+                              "observedGeneration": 1, "appliedGeneration": 1, "appliedSpec": APPLIED}
     status.update(fields)
     return status
 
 
 LAUNCHED = dict(launchedAttempt=0, startTime=ts(0))
+
+
+def labelled_only(obj: dict[str, Any]) -> dict[str, Any]:
+    """A pod with the job's labels and names but no controller (someone else's, made to look like ours)."""
+    del obj["metadata"]["ownerReferences"]
+    return obj
 RUNNING = st(C.PHASE_RUNNING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
              cond(C.COND_RUNNING, "True", R.ALL_PODS_RUNNING, since=5), readyNodes=2, **LAUNCHED)
 RESTARTING = st(C.PHASE_RESTARTING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
@@ -54,6 +66,10 @@ SUCCEEDED = st(C.PHASE_SUCCEEDED, cond(C.COND_SUCCEEDED, "True", R.MAX_EPOCHS_RE
                completionTime=ts(100), **LAUNCHED)
 FAILED = st(C.PHASE_FAILED, cond(C.COND_FAILED, "True", R.NON_RETRYABLE_EXIT_CODE, since=100),
             completionTime=ts(100), **LAUNCHED)
+# A succeeded job with its last checkpoint and result on record; MORE_EPOCHS raises maxEpochs above those it trained.
+TRAINED = {**SUCCEEDED, "resumeFrom": CKPT, "training": {"lastCheckpoint": CKPT},
+           "result": {"source": "training", "epochs": 10, "earlyStopped": False}}
+MORE_EPOCHS = {"nodes": 2, "training": {"maxEpochs": 15}}
 SUSPENDED = st(C.PHASE_SUSPENDED, cond(C.COND_SUSPENDED, "True", R.SUSPENDED, since=50), launchedAttempt=0)
 PENDING = st(C.PHASE_PENDING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
              cond(C.COND_RUNNING, "False", R.PODS_PENDING, message="0 of 2 pod(s) running"), readyNodes=0, **LAUNCHED)
@@ -80,6 +96,9 @@ class Case:
     outcomes: Outcomes = Outcomes()  # what the reconciler's creates came to, what it remembers
     held: bool = False  # the status is recorded by a later pass
     warnings: tuple[str, ...] | None = None  # the reasons of the Warning events to post, exactly (None: unchecked)
+    queue: str | None = None  # the job's kueue.x-k8s.io/queue-name label
+    generation: int = 1  # the resource's metadata.generation
+    kueue: bool | None = None  # Observed.kueue_installed
 
 
 CASES = [
@@ -133,6 +152,12 @@ CASES = [
     Case("foreign pod blocks its name", st(C.PHASE_PENDING, startTime=ts(0)),
          [pod(J, 0), pod(J, 1, owner="someone-else")], C.PHASE_PENDING,
          {C.COND_CREATED: ("False", R.POD_NAME_CONFLICT)}),
+    Case("a pod merely labelled as a rank of the job is not counted: its name is taken", None,
+         [labelled_only(running(J, 0))], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.POD_NAME_CONFLICT)},
+         creates=((1,), 0, None), extra={"readyNodes": 0, "launchedAttempt": None}),
+    Case("suspension deletes the job's pods, not one merely labelled as its", RUNNING,
+         [running(J, 0), labelled_only(running(J, 1))], C.PHASE_SUSPENDED, {C.COND_SUSPENDED: ("True", R.SUSPENDED)},
+         spec={"nodes": 2, "runPolicy": {"suspend": True}}, deletes=(f"{J}-node-0",)),
     # --- running and restarts ---
     Case("a rank that finished first does not make a running job pending", RUNNING,
          [running(J, 0), terminated(J, 1, exit_code=0)], C.PHASE_RUNNING, {C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)}),
@@ -192,11 +217,30 @@ CASES = [
     Case("failure with cleanPodPolicy All deletes every pod", RUNNING, [running(J, 0), terminated(J, 1, exit_code=1)],
          C.PHASE_FAILED, spec={"nodes": 2, "runPolicy": {"cleanPodPolicy": "All"}},
          deletes=("mnist-node-0", "mnist-node-1")),
-    Case("rank 0 exit 0 succeeds; Running policy deletes ranks still running", RUNNING,
+    # Rank 0 exits after the gang's last collective: a rank still seen running is exiting too, its report on
+    # the way; deleting it would lose its logs (cleanPodPolicy Running deletes only pods that still run).
+    Case("rank 0 exit 0 succeeds; ranks still seen running get time to finish", RUNNING,
          [terminated(J, 0, exit_code=0, reason="Completed"), running(J, 1)], C.PHASE_SUCCEEDED,
          {C.COND_SUCCEEDED: ("True", R.MAX_EPOCHS_REACHED), C.COND_RUNNING: ("False", R.JOB_FINISHED),
           C.COND_EARLY_STOPPED: ("False", R.MAX_EPOCHS_REACHED)},
-         deletes=("mnist-node-1",), extra={"completionTime": ts(60)}),
+         extra={"completionTime": ts(60)}, requeue=FINISH_GRACE_SECONDS),
+    Case("succeeded: a rank that exits within the grace is kept for its logs", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0, phase="Running")], C.PHASE_SUCCEEDED,
+         now=100 + FINISH_GRACE_SECONDS + 1),
+    Case("succeeded: Running policy waits out the grace for a rank still running", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), running(J, 1)], C.PHASE_SUCCEEDED, now=110,
+         requeue=FINISH_GRACE_SECONDS - 10),
+    Case("succeeded: a rank still running after the grace is hung and deleted", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), running(J, 1)], C.PHASE_SUCCEEDED, now=100 + FINISH_GRACE_SECONDS,
+         deletes=("mnist-node-1",)),
+    Case("succeeded: a pending rank after the grace is deleted too", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), pod(J, 1)], C.PHASE_SUCCEEDED, now=100 + FINISH_GRACE_SECONDS,
+         deletes=("mnist-node-1",)),
+    Case("failed: Running policy deletes the running ranks at once", FAILED,
+         [terminated(J, 0, exit_code=1), running(J, 1)], C.PHASE_FAILED, now=101, deletes=("mnist-node-1",)),
+    Case("succeeded with cleanPodPolicy None: a hung rank stays", SUCCEEDED,
+         [terminated(J, 0, exit_code=0), running(J, 1)], C.PHASE_SUCCEEDED, now=1000,
+         spec={"nodes": 2, "runPolicy": {"cleanPodPolicy": "None"}}),
     Case("success without early stopping configured says so", RUNNING,
          [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)], C.PHASE_SUCCEEDED,
          {C.COND_EARLY_STOPPED: ("False", R.EARLY_STOPPING_DISABLED)},
@@ -245,6 +289,70 @@ CASES = [
          now=100, delete_job=True),
     Case("invalid spec fails the job", None, [], C.PHASE_FAILED, {C.COND_FAILED: ("True", R.INVALID_SPEC)},
          spec={"nodes": 0}),
+    # --- edits: a valid spec is recorded as applied; an invalid edit never fails a job that has one ---
+    Case("a new job's valid spec is recorded as the one applied", None, [], C.PHASE_PENDING,
+         creates=((0, 1), 0, None), extra={"appliedGeneration": 1, "appliedSpec": APPLIED}),
+    Case("an invalid edit of a running job: it runs on, on the spec applied, and says so", RUNNING,
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_EDIT_APPLIED: ("False", R.INVALID_EDIT),
+                                                           C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)},
+         spec={"nodes": 0}, generation=2, warnings=(R.INVALID_EDIT,),
+         extra={"observedGeneration": 2, "appliedGeneration": 1, "appliedSpec": APPLIED, "readyNodes": 2}),
+    Case("an invalid edit of a job whose gang failed: restarted on the spec applied", {**RUNNING, **{
+        "conditions": RUNNING["conditions"] + [cond(C.COND_EDIT_APPLIED, "False", R.INVALID_EDIT)]}},
+         [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")], C.PHASE_RESTARTING,
+         {C.COND_EDIT_APPLIED: ("False", R.INVALID_EDIT)}, spec={"nodes": 0}, generation=2, restarts=1, attempt=1,
+         deletes=("mnist-node-0", "mnist-node-1"), failure=("mnist-node-1", 1, R.OOM_KILLED), requeue=5,
+         extra={"appliedGeneration": 1}),
+    Case("a valid edit after a refused one is applied: EditApplied", {**RUNNING, **{
+        "conditions": RUNNING["conditions"] + [cond(C.COND_EDIT_APPLIED, "False", R.INVALID_EDIT)]}},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_EDIT_APPLIED: ("True", R.EDIT_APPLIED)},
+         spec={"nodes": 2, "training": {"maxEpochs": 7}}, generation=3,
+         extra={"observedGeneration": 3, "appliedGeneration": 3}),
+    # --- edits of a finished job: a higher maxEpochs trains a succeeded one on; any other edit is not applied ---
+    Case("a higher maxEpochs trains a succeeded job on: a new attempt, no restart, once the old pods are gone",
+         TRAINED, [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)], C.PHASE_PENDING,
+         {C.COND_SUCCEEDED: ("False", R.TRAINING_EXTENDED), C.COND_RUNNING: ("False", R.PODS_PENDING)},
+         spec=MORE_EPOCHS, generation=2, attempt=1, deletes=("mnist-node-0", "mnist-node-1"), requeue=5, warnings=(),
+         extra={"completionTime": None, "startTime": None, "result": None, "appliedGeneration": 2,
+                "appliedSpec": job_body(name=J, **MORE_EPOCHS)["spec"]}),
+    Case("trained on: the new gang resumes from the last checkpoint, whatever backoffLimit says", {**TRAINED,
+         "restarts": 2, "appliedSpec": job_body(name=J, nodes=2, runPolicy={"backoffLimit": 2})["spec"]}, [], C.PHASE_PENDING, {C.COND_SUCCEEDED: ("False", R.TRAINING_EXTENDED)},
+         spec={**MORE_EPOCHS, "runPolicy": {"backoffLimit": 2}}, generation=2, attempt=1, restarts=2,
+         creates=((0, 1), 1, CKPT), extra={"startTime": ts(60)}),
+    Case("an edit of another field is not applied: the job keeps its spec and says so",
+         TRAINED, [], C.PHASE_SUCCEEDED, {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED),
+                                          C.COND_SUCCEEDED: ("True", R.MAX_EPOCHS_REACHED)},
+         spec={"nodes": 2, "image": "ltj-trainer:0.2.0"}, generation=2, warnings=(R.EDIT_IGNORED,),
+         extra={"observedGeneration": 2, "appliedGeneration": 1, "appliedSpec": APPLIED, "completionTime": ts(100)}),
+    Case("the same ignored edit at the next pass: on record already, not posted again", {**TRAINED, "conditions": [
+         *TRAINED["conditions"], {**cond(C.COND_EDIT_APPLIED, "False", R.JOB_FINISHED), "observedGeneration": 2}]},
+         [], C.PHASE_SUCCEEDED, {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)},
+         spec={"nodes": 2, "image": "ltj-trainer:0.2.0"}, generation=2, warnings=(), extra={"appliedGeneration": 1}),
+    Case("a higher maxEpochs beside another field is not applied", TRAINED, [], C.PHASE_SUCCEEDED,
+         {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)}, spec={**MORE_EPOCHS, "gpusPerNode": 1}, generation=2,
+         warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1}),
+    Case("a maxEpochs not above the epochs trained is not applied", TRAINED, [], C.PHASE_SUCCEEDED,
+         {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)}, spec={"nodes": 2, "training": {"maxEpochs": 4}},
+         generation=2, warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1}),
+    Case("a maxEpochs not above the one on record is not applied either", {**TRAINED, "result": {"epochs": 6}}, [],
+         C.PHASE_SUCCEEDED, {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)},
+         spec={"nodes": 2, "training": {"maxEpochs": 8}}, generation=2, warnings=(R.EDIT_IGNORED,),
+         extra={"appliedGeneration": 1}),
+    Case("an early-stopped job does not train on", {**TRAINED, "result": {"epochs": 4, "earlyStopped": True}}, [],
+         C.PHASE_SUCCEEDED, {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)}, spec=MORE_EPOCHS, generation=2,
+         warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1}),
+    Case("a failed job does not train on", FAILED, [], C.PHASE_FAILED,
+         {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED), C.COND_FAILED: ("True", R.NON_RETRYABLE_EXIT_CODE)},
+         spec=MORE_EPOCHS, generation=2, warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1}),
+    Case("an invalid edit of a finished job is not applied either", TRAINED, [], C.PHASE_SUCCEEDED,
+         {C.COND_EDIT_APPLIED: ("False", R.JOB_FINISHED)}, spec={"nodes": 0}, generation=2,
+         warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1, "appliedSpec": APPLIED}),
+    Case("the TTL of a finished job can be edited: applied", TRAINED, [], C.PHASE_SUCCEEDED,
+         spec={"nodes": 2, "runPolicy": {"ttlSecondsAfterFinished": 0}}, generation=2, now=100, delete_job=True, warnings=(),
+         extra={"appliedGeneration": 2}),
+    Case("an ignored edit's TTL does not act: the job keeps the spec on record", TRAINED, [], C.PHASE_SUCCEEDED,
+         spec={"nodes": 2, "image": "ltj-trainer:0.2.0", "runPolicy": {"ttlSecondsAfterFinished": 0}},
+         generation=2, now=100, warnings=(R.EDIT_IGNORED,), extra={"appliedGeneration": 1}),
     # --- suspension ---
     Case("suspend deletes the pods and keeps the status", {**RUNNING, "resumeFrom": CKPT},
          [running(J, 0), running(J, 1)], C.PHASE_SUSPENDED,
@@ -290,18 +398,16 @@ CASES = [
          st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED, message=REFUSED), startTime=ts(0)),
          [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((0, 1), 0, None),
          outcomes=Outcomes(refusal=QUOTA), warnings=()),
-    Case("a refused companion of a launched gang is recorded though the gang exists",
-         st(C.PHASE_PENDING, **LAUNCHED), [pod(J, 0), pod(J, 1)], C.PHASE_PENDING,
-         {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, extra={"launchedAttempt": 0},
-         outcomes=Outcomes(refusal="403 Forbidden: services is forbidden: exceeded quota")),
-    Case("companions made take back the refusal of a launched gang",
-         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED), **LAUNCHED),
-         [pod(J, 0), pod(J, 1)], C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED)},
-         outcomes=Outcomes(companions_made=True)),
-    Case("companions made do not take back the refusal of an incomplete gang",
-         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.POD_CREATION_FAILED), startTime=ts(0)),
-         [pod(J, 0)], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.POD_CREATION_FAILED)}, creates=((1,), 0, None),
-         outcomes=Outcomes(companions_made=True)),
+    Case("a child's name taken by an object the job does not control: AlreadyExists, posted once",
+         None, [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.ALREADY_EXISTS)}, creates=((0, 1), 0, None),
+         outcomes=Outcomes(refusal=IN_THE_WAY, not_owned=True), warnings=(R.ALREADY_EXISTS,)),
+    Case("the object still in the way at the next retry: on record already, not posted again",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.ALREADY_EXISTS, message=TAKEN), startTime=ts(0)),
+         [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.ALREADY_EXISTS)}, creates=((0, 1), 0, None),
+         outcomes=Outcomes(refusal=IN_THE_WAY, not_owned=True), warnings=()),
+    Case("the gang made once the object in the way is gone: Created",
+         st(C.PHASE_PENDING, cond(C.COND_CREATED, "False", R.ALREADY_EXISTS, message=TAKEN), startTime=ts(0)),
+         [pod(J, 0), pod(J, 1)], C.PHASE_PENDING, {C.COND_CREATED: ("True", R.PODS_CREATED)}),
     Case("a first gang just created is recorded once its pods are seen", None, [], C.PHASE_PENDING,
          creates=((0, 1), 0, None), outcomes=Outcomes(gang_created=True), held=True),
     Case("a first record that only says Pending waits within the hold of the gang's creation", None,
@@ -331,19 +437,44 @@ CASES = [
          {**RUNNING, "conditions": RUNNING["conditions"] + [cond(C.COND_STALLED, "True", R.NO_RECENT_EVENTS)],
           "training": {"lastEventTime": ts(700)}},
          [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_STALLED: ("False", R.EVENTS_FLOWING)}, now=710),
+    # --- a queue label (Kueue) ---
+    Case("queued on a cluster without Kueue: held without pods, says why", None, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", R.KUEUE_NOT_INSTALLED), C.COND_RUNNING: ("False", R.PODS_PENDING)},
+         queue="gpus", kueue=False, requeue=60, warnings=(R.KUEUE_NOT_INSTALLED,),
+         extra={"startTime": None, "launchedAttempt": None}),
+    Case("still held: the warning is not posted again",
+         st(C.PHASE_PENDING, cond(C.COND_QUOTA_RESERVED, "False", R.KUEUE_NOT_INSTALLED,
+                                  message=f"the job is labelled {C.LABEL_KUEUE_QUEUE}=gpus, but this cluster does not "
+                                          f"serve {C.KUEUE_API} (Kueue is not installed): no pods are created until "
+                                          "Kueue is installed or the label is removed")),
+         [], C.PHASE_PENDING, {C.COND_QUOTA_RESERVED: ("False", R.KUEUE_NOT_INSTALLED)},
+         queue="gpus", kueue=False, warnings=()),
+    Case("a held job's running pods keep running", RUNNING, [running(J, 0), running(J, 1)], C.PHASE_RUNNING,
+         {C.COND_QUOTA_RESERVED: ("False", R.KUEUE_NOT_INSTALLED), C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)},
+         queue="gpus", kueue=False),
+    Case("a held job's restart creates no new gang", RESTARTING, [], C.PHASE_RESTARTING,
+         {C.COND_QUOTA_RESERVED: ("False", R.KUEUE_NOT_INSTALLED)}, restarts=1, attempt=1, queue="gpus",
+         kueue=False),
+    Case("a queue label where Kueue is installed: unchanged until the operator speaks Kueue's Workload protocol",
+         None, [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.CREATING_PODS)}, creates=((0, 1), 0, None),
+         queue="gpus", kueue=True),
 ]
 
 
 def run_case(case: Case) -> Decision:
-    body = job_body(name=J, **case.spec)
+    body = job_body(name=J, generation=case.generation, **case.spec)
+    if case.queue is not None:
+        body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: case.queue}
     try:
         job: Job | None = parse_job(body)
         error = None
     except ValueError as exc:
-        job, error = None, str(exc)
-    observed = Observed(pods=tuple(observe_pod(p) for p in case.pods), claim_access_modes=case.modes)
-    return decide(job, case.status, observed, at(case.now), generation=1, spec_error=error,
-                  stall=StallPolicy(factor=5, min_seconds=600), outcomes=case.outcomes, hold_seconds=1.0)
+        job, error = applied_job({**body, "status": case.status or {}}), str(exc)
+    observed = Observed(pods=tuple(observe_pod(p) for p in case.pods), claim_access_modes=case.modes,
+                        kueue_installed=case.kueue)
+    return decide(job, case.status, observed, at(case.now), generation=case.generation, spec_error=error,
+                  spec=body["spec"], stall=StallPolicy(factor=5, min_seconds=600), outcomes=case.outcomes,
+                  hold_seconds=1.0)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -387,7 +518,15 @@ def test_transition_table(case: Case) -> None:
     assert len(types) == len(set(types))
     for c in d.status["conditions"]:
         assert c["status"] in ("True", "False") and c["reason"] and c["lastTransitionTime"]
-        assert parse_time(c["lastTransitionTime"]) is not None and c["observedGeneration"] == 1
+        assert parse_time(c["lastTransitionTime"]) is not None and c["observedGeneration"] in (1, case.generation)
+
+
+def test_the_holds_condition_goes_once_the_label_does() -> None:
+    held = run_case(Case("held", None, [], C.PHASE_PENDING, queue="gpus", kueue=False))
+    assert held.condition(C.COND_QUOTA_RESERVED) is not None and not held.actions
+    released = run_case(Case("label removed", dict(held.status), [], C.PHASE_PENDING))
+    assert released.condition(C.COND_QUOTA_RESERVED) is None
+    assert [a.ranks for a in released.actions if isinstance(a, CreatePods)] == [(0, 1)]
 
 
 def test_every_terminal_path_is_covered() -> None:
@@ -418,8 +557,9 @@ def test_failure_condition_message_names_pod_rank_and_exit_code() -> None:
     d = run_case(CASES[[c.id for c in CASES].index("exit 1 fails the job; cleanPodPolicy Running deletes the "
                                                    "running rank")])
     message = d.condition(C.COND_FAILED)["message"]
-    assert "mnist-node-1" in message and "rank 1" in message and "code 1" in message and "ValueError: bad" in message
-    assert d.status["failure"]["exitCode"] == 1
+    assert message == "pod mnist-node-1 (rank 1): trainer exited with code 1: ValueError: bad"
+    assert d.status["failure"] == {"pod": "mnist-node-1", "rank": 1, "reason": R.NON_RETRYABLE_EXIT_CODE,
+                                   "message": message, "exitCode": 1, "detail": "ValueError: bad"}
     assert any(e.type == "Warning" and e.reason == R.NON_RETRYABLE_EXIT_CODE for e in d.events)
 
 
@@ -586,6 +726,82 @@ def test_suspend_and_resume_lifecycle_keeps_checkpoint_and_counts_no_restart() -
     assert d.phase == C.PHASE_RUNNING and d.condition(C.COND_SUSPENDED)["status"] == "False"
 
 
+def case_named(name: str) -> Case:
+    return CASES[[c.id for c in CASES].index(name)]
+
+
+def test_an_edit_of_a_finished_job_says_what_happened_and_how_to_train_again() -> None:
+    extended = run_case(case_named("a higher maxEpochs trains a succeeded job on: a new attempt, no restart, once "
+                                   "the old pods are gone"))
+    assert [(e.type, e.reason, e.message) for e in extended.events if e.reason == R.TRAINING_EXTENDED] == [
+        ("Normal", R.TRAINING_EXTENDED, f"spec.training.maxEpochs raised from 10 to 15: training on from {CKPT}")]
+    assert extended.condition(C.COND_SUCCEEDED)["message"] == extended.events[0].message
+    other = run_case(case_named("an edit of another field is not applied: the job keeps its spec and says so"))
+    message = other.condition(C.COND_EDIT_APPLIED)["message"]
+    assert [e.message for e in other.events if e.reason == R.EDIT_IGNORED] == [message]
+    assert message.startswith("the edit of generation 2 is not applied: the job succeeded and a finished job takes "
+                              "no edit of spec.image; it keeps its spec of generation 1.")
+    assert "change only spec.training.maxEpochs, to more than 10" in message and CKPT in message
+    lower = run_case(case_named("a maxEpochs not above the epochs trained is not applied"))
+    assert "spec.training.maxEpochs 4 is not above the 10 epoch(s) it trained" in lower.events[0].message
+    for name, why in [("an early-stopped job does not train on", "it stopped early"),
+                      ("a failed job does not train on", "the job failed and a failed job does not train again"),
+                      ("an invalid edit of a finished job is not applied either", "the edit is invalid: spec.nodes")]:
+        message = run_case(case_named(name)).condition(C.COND_EDIT_APPLIED)["message"]
+        assert why in message, message
+        assert "To train again, create a new job" in message or "the edit is invalid" in why
+
+
+def test_a_succeeded_job_given_more_epochs_trains_on_and_succeeds_again() -> None:
+    first, more = job_body(name=J, nodes=2), job_body(name=J, generation=2, nodes=2, training={"maxEpochs": 15})
+    world = World(parse_job(first))
+    status: dict[str, Any] | None = None
+    lines: list[str | None] = []
+    clock = itertools.count(0, 5)
+
+    def step(body: dict[str, Any], training: dict[str, Any]) -> Decision:
+        nonlocal status
+        current = {**(status or {}), "training": training}  # what the relay wrote meanwhile
+        d = decide(parse_job(body), current, world.observed(), at(next(clock)),
+                   generation=body["metadata"]["generation"], spec=body["spec"])
+        world.apply(d)
+        status = {**d.status, "training": training}
+        lines.append(transition(current, d.record(current)))
+        return d
+
+    ran = {"lastCheckpoint": CKPT, "epoch": 9, "finished": True}
+    step(first, {})
+    for rank in (0, 1):
+        world.set(rank, running)
+    step(first, {})
+    for rank in (0, 1):
+        world.set(rank, terminated, exit_code=0)
+    assert step(first, ran).phase == C.PHASE_SUCCEEDED and status["result"]["epochs"] == 10
+    assert step(first, ran).actions == ()  # finished ranks are kept (cleanPodPolicy Running)
+
+    world.job = parse_job(more)
+    d = step(more, ran)
+    assert d.phase == C.PHASE_PENDING and status["completionTime"] is None and not world.pods
+    d = step(more, ran)
+    assert [(a.ranks, a.attempt, a.resume_from) for a in d.actions if isinstance(a, CreatePods)] == [((0, 1), 1, CKPT)]
+    assert step(more, ran).actions == ()  # created once
+    for rank in (0, 1):
+        world.set(rank, running)
+    assert step(more, {**ran, "finished": False}).phase == C.PHASE_RUNNING
+    for rank in (0, 1):
+        world.set(rank, terminated, exit_code=0)
+    d = step(more, {**ran, "epoch": 14})
+    assert d.phase == C.PHASE_SUCCEEDED and d.condition(C.COND_SUCCEEDED)["status"] == "True"
+    assert status["result"]["epochs"] == 15 and status["completionTime"] is not None
+    assert (status["restarts"], status["attempt"], status["appliedGeneration"]) == (0, 1, 2)
+    assert step(more, {**ran, "epoch": 14}).phase == C.PHASE_SUCCEEDED  # once: the edit is the one applied
+    assert [ln for ln in lines if ln] == [
+        "created: gang of attempt 0, phase Pending", "phase Pending -> Running",
+        "finished: Succeeded (MaxEpochsReached: training finished after maxEpochs (10))",
+        "phase Succeeded -> Pending", "phase Pending -> Running",
+        "finished: Succeeded (MaxEpochsReached: training finished after maxEpochs (15))"]
+
+
 @pytest.mark.parametrize("terminal", [SUCCEEDED, FAILED], ids=["succeeded", "failed"])
 def test_terminal_phases_are_final_whatever_is_observed(terminal: dict[str, Any]) -> None:
     rng = random.Random(7)
@@ -631,18 +847,6 @@ def test_refused_pod_creation_stays_visible_until_the_pods_exist() -> None:
     assert again.status_patch(refused.status) == {}
     done = decide(job, dict(again.status), Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1)))), at(60))
     assert done.condition(C.COND_CREATED)["reason"] == R.PODS_CREATED
-
-
-def test_a_refused_companion_of_a_launched_gang_is_taken_back_once_it_is_made() -> None:
-    job = make_job(name=J, nodes=2)
-    both = Observed(pods=(observe_pod(pod(J, 0)), observe_pod(pod(J, 1))))
-    refused = dict(decide(job, None, both, at(1), outcomes=Outcomes(refusal="services is forbidden")).status)
-    assert refused["launchedAttempt"] == 0
-    # The pods' own logic leaves a launched gang's Created alone: only the companions, once made, take it back.
-    assert decide(job, refused, both, at(2)).condition(C.COND_CREATED)["reason"] == R.POD_CREATION_FAILED
-    created = decide(job, refused, both, at(3), outcomes=Outcomes(companions_made=True)).condition(C.COND_CREATED)
-    assert (created["status"], created["reason"], created["message"]) == (
-        "True", R.PODS_CREATED, "created 2 pod(s) for attempt 0")
 
 
 def test_progress_only_is_a_waiting_gangs_ready_count_and_pending_message() -> None:
