@@ -407,6 +407,24 @@ def test_cel_rule_rejects_with_its_message(kube: Kube, ns: str, case: RuleCase) 
     assert CEL_SKIPPED not in proc.stderr, proc.stderr
 
 
+# Rules on the status, which only status writes reach: (id, status patch, field, message).
+STATUS_RULE_CASES = [
+    ("trainer-status-needs-its-update-time", {"trainerStatus": {"progressPercentage": 10}}, "status.trainerStatus",
+     "lastUpdatedTime is required when trainerStatus is present"),
+]
+
+
+@pytest.mark.parametrize("patch,field,message", [c[1:] for c in STATUS_RULE_CASES], ids=[c[0] for c in STATUS_RULE_CASES])
+def test_status_cel_rule_rejects_with_its_message(kube: Kube, ns: str, patch: dict[str, Any], field: str,
+                                                  message: str) -> None:
+    name = "status-rule"
+    kube.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(body(with_spec(), name)))
+    proc = kube.kubectl("patch", C.PLURAL, name, "-n", ns, "--subresource=status", "--type=merge", "--dry-run=server",
+                        "-p", json.dumps({"status": patch}), check=False)
+    assert proc.returncode != 0, f"accepted: {proc.stdout}"
+    assert f"{field}: " in proc.stderr and message in proc.stderr, proc.stderr
+
+
 def _rules(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     for rule in schema.get("x-kubernetes-validations") or ():
         yield path, rule
@@ -428,7 +446,8 @@ def test_every_cel_rule_of_the_crd_has_a_case() -> None:
         if rule["rule"] == TRANSITION_RULE:
             assert path in IMMUTABLE_FIELDS, f"{path}: an immutability rule without an update case"
         else:
-            assert any(case.message in rule["message"] for case in RULE_CASES), f"{path}: no case for {rule}"
+            messages = [case.message for case in RULE_CASES] + [c[3] for c in STATUS_RULE_CASES]
+            assert any(m in rule["message"] for m in messages), f"{path}: no case for {rule}"
 
 
 # -- CEL rules accept what they should -------------------------------------------------------------------
