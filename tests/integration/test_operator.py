@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from kubetest import Kube, apply, condition, dump, get_job, job, pods, sample, status, wait_for
+from ltj_api.trainer import job_dir
 from ltj_operator import constants as C
 from ltj_operator.spec import MAX_ARGS_BYTES
 
@@ -87,19 +89,27 @@ def gang(kube: Kube, ns: str, name: str, attempt: int, nodes: int = 2, timeout: 
 def job_statuses(kube: Kube, ns: str, name: str) -> Iterator[list[dict[str, Any]]]:
     """Every status of the job that the API server shows while the block runs (a kubectl watch), from its
     creation (the CRD's default status until the operator's first record); the list fills when the block ends."""
-    watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
-                              C.PLURAL, "-n", ns, "--watch", "--output-watch-events", "-o", "json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    statuses: list[dict[str, Any]] = []
-    try:
-        yield statuses
-        time.sleep(1)  # the watch has seen what the API server holds by now
-    finally:
-        watch.terminate()
-        out, _ = watch.communicate(timeout=30)
+    # To a file, not a pipe: a pipe nobody reads while the block runs fills up (statuses are large) and
+    # stalls the watch.
+    with tempfile.TemporaryFile("w+") as sink:
+        watch = subprocess.Popen([str(kube.bin_dir / "kubectl"), f"--kubeconfig={kube.kubeconfig}", "get",
+                                  C.PLURAL, "-n", ns, "--watch", "--output-watch-events", "-o", "json"],
+                                 stdout=sink, stderr=subprocess.DEVNULL, text=True)
+        statuses: list[dict[str, Any]] = []
+        try:
+            yield statuses
+            time.sleep(1)  # the watch has seen what the API server holds by now
+        finally:
+            watch.terminate()
+            watch.wait(timeout=30)
+        sink.seek(0)
+        out = sink.read()
     decoder, at = json.JSONDecoder(), 0
     while out[at:].strip():
-        event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
+        try:
+            event, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
+        except json.JSONDecodeError:
+            break  # the last event, cut off as the watch was stopped
         if event["object"]["metadata"]["name"] == name:
             statuses.append(event["object"].get("status") or {})
 
@@ -211,7 +221,7 @@ def test_every_child_is_created_owned_and_labelled(kube: Kube, namespace: str, o
                               "save_top_k": training["checkpoint"]["saveTopK"],
                               "early_stop_metric": training["monitor"]["metric"],
                               "early_stop_patience": training["earlyStopping"]["patience"], "mode": "min",
-                              "default_root_dir": C.OUTPUT_DIR}.items()
+                              "default_root_dir": job_dir(name, ref["uid"])}.items()
 
     svc = found["Service/kids"]["spec"]
     assert svc["clusterIP"] == "None" and svc["publishNotReadyAddresses"] is True
