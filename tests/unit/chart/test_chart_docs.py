@@ -10,6 +10,7 @@ NetworkPolicy selectors match what the operator renders.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -70,7 +71,7 @@ CLUSTER_KINDS = {"Namespace", "Node", "StorageClass", "EndpointSlice"}
 # Flags followed by a value (kubectl's and helm's) in the commands the docs show.
 VALUE_FLAGS = {"-n", "--namespace", "-f", "--filename", "-o", "--output", "-l", "--selector", "--for", "--timeout",
                "--clusterrole", "--role", "--user", "-c", "--container", "--set", "--set-string", "--values",
-               "--kube-version", "--version"}
+               "--kube-version", "--version", "-p", "--patch"}
 HELM_RELEASE_VERBS = {"install", "upgrade", "uninstall", "status", "rollback", "history", "template"}
 
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -239,11 +240,16 @@ class Checker:
                 if flag in args.options:
                     self.check_named(where, words, kind, args.options[flag], namespace)
             return
-        elif verb not in ("get", "describe", "delete", "logs", "wait", "apply", "label", "annotate", "port-forward"):
+        elif verb not in ("get", "describe", "delete", "logs", "wait", "apply", "patch", "label", "annotate",
+                          "port-forward"):
             return self.fail(where, words, f"teach this test about `kubectl {verb}`")
         path = args.get("-f", "--filename")
         if path is not None:
             return self.check_file(where, words, args, path)
+        patch = args.get("-p", "--patch")
+        if verb == "patch" and patch is not None and operands and KINDS.get(operands[0].lower()) == C.KIND:
+            for leaf in _leaves(json.loads(patch)):  # every field a documented patch sets is the CRD's
+                self.check_field(where, words, ".".join([operands[0], *leaf]))
         for kind, name in self.references(where, words, operands):
             if name is not None:
                 self.check_named(where, words, kind, name, namespace)
@@ -311,6 +317,13 @@ class Checker:
             schema = (schema.get("properties") or {}).get(part)
             if schema is None:
                 return self.fail(where, words, f"the CRD has no field {path}")
+
+
+def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The field paths a merge patch sets."""
+    if isinstance(obj, dict) and obj:
+        return [leaf for key, value in obj.items() for leaf in _leaves(value, (*path, key))]
+    return [path]
 
 
 def documented_release() -> tuple[str, str]:
