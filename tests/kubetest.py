@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import yaml
 
+from ltj_api import GROUP, PLURAL, VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
 SAMPLE = REPO / "crds" / "samples" / "cpu-digits-2node.yaml"
@@ -151,3 +153,51 @@ def dump(kube: Kube, namespace: str) -> str:
     out.append(kube.kubectl("get", "events", "-n", namespace, "--sort-by=.metadata.creationTimestamp",
                             check=False).stdout[-6000:])
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    message: str
+    causes: tuple[tuple[str, str], ...]  # (field, message)
+
+
+class Api:
+    """The job API through the kubernetes client: refusals come back as values, with each cause's field
+    (a 422 lists them), so a test can say which field a rule named."""
+
+    def __init__(self, kubeconfig: str):
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        self._client = client.ApiClient(configuration)
+        self._objects = client.CustomObjectsApi(self._client)
+        self._exc = client.ApiException
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | Refusal:
+        try:
+            return fn(*args, **kwargs)
+        except self._exc as exc:
+            data = json.loads(exc.body)
+            causes = tuple((c.get("field", ""), c.get("message", ""))
+                           for c in (data.get("details") or {}).get("causes") or [])
+            return Refusal(exc.status, data.get("message", ""), causes)
+
+    def create(self, ns: str, manifest: dict[str, Any], dry_run: bool = True,
+               field_validation: str | None = None) -> dict[str, Any] | Refusal:
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        if field_validation is not None:
+            extra["field_validation"] = field_validation  # Strict: an undeclared field is refused, not pruned
+        return self._call(self._objects.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
+                          manifest, **extra)
+
+    def get(self, ns: str, name: str) -> dict[str, Any] | Refusal:
+        return self._call(self._objects.get_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, name)
+
+    def merge_patch(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | Refusal:
+        return self._call(self._objects.patch_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, name,
+                          patch, _content_type="application/merge-patch+json")
+
+    def close(self) -> None:
+        self._client.close()

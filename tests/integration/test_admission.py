@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from kubetest import CRD_DIR, Kube
+from kubetest import CRD_DIR, Api, Kube, Refusal
 from ltj_operator import constants as C
 from ltj_operator.spec import parse_job
 
@@ -46,49 +46,6 @@ def with_spec(**patch: Any) -> dict[str, Any]:
     spec = copy.deepcopy(BASE_SPEC)
     spec.update(copy.deepcopy(patch))
     return spec
-
-
-# -- the API, directly (fast, and its 422 lists each cause with its field) ---------------------------------
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    message: str
-    causes: tuple[tuple[str, str], ...]  # (field, message)
-
-
-class Api:
-    def __init__(self, kubeconfig: str):
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        self._client = client.ApiClient(configuration)
-        self._objects = client.CustomObjectsApi(self._client)
-        self._exc = client.ApiException
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | Refusal:
-        try:
-            return fn(*args, **kwargs)
-        except self._exc as exc:
-            data = json.loads(exc.body)
-            causes = tuple((c.get("field", ""), c.get("message", ""))
-                           for c in (data.get("details") or {}).get("causes") or [])
-            return Refusal(exc.status, data.get("message", ""), causes)
-
-    def create(self, ns: str, manifest: dict[str, Any], dry_run: bool = True) -> dict[str, Any] | Refusal:
-        extra = {"dry_run": "All"} if dry_run else {}
-        return self._call(self._objects.create_namespaced_custom_object, C.GROUP, C.VERSION, ns, C.PLURAL,
-                          manifest, **extra)
-
-    def get(self, ns: str, name: str) -> dict[str, Any] | Refusal:
-        return self._call(self._objects.get_namespaced_custom_object, C.GROUP, C.VERSION, ns, C.PLURAL, name)
-
-    def merge_patch(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | Refusal:
-        return self._call(self._objects.patch_namespaced_custom_object, C.GROUP, C.VERSION, ns, C.PLURAL, name,
-                          patch, _content_type="application/merge-patch+json")
-
-    def close(self) -> None:
-        self._client.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,13 @@ together they keep the CRD, spec.py and the trainer config one API.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Iterator
 
 import pytest
 
 from apideclaration import CASES, MAXIMAL, body, fmt, get, objects, replaced
-from kubetest import Kube
-from ltj_api import GROUP, PLURAL, VERSION
+from kubetest import Api, Kube, Refusal
 from ltj_operator.spec import Job, SpecError, parse_job
 
 pytestmark = pytest.mark.integration
@@ -27,39 +25,27 @@ PARSER_ONLY = {
 
 
 class DryRun:
-    """Server-side dry-run creates: the API server's verdict without storing anything."""
+    """Server-side dry-run creates in one namespace: the API server's verdict without storing anything."""
 
-    def __init__(self, kubeconfig: str, namespace: str):
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        self._client = client.ApiClient(configuration)
-        self._objects = client.CustomObjectsApi(self._client)
-        self._exc = client.ApiException
-        self.namespace = namespace
+    def __init__(self, api: Api, namespace: str):
+        self.api, self.namespace = api, namespace
 
     def refusal(self, spec: dict[str, Any]) -> str | None:
         """None when the API server admits a job of ``spec``, else its message."""
-        manifest = {**body(spec), "metadata": {"name": "maximal"}}
-        try:
-            self._objects.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest,
-                                                          dry_run="All", field_validation="Strict")
-        except self._exc as exc:
-            assert exc.status in (400, 422), exc  # 400: strict decoding refused an undeclared field
-            return json.loads(exc.body)["message"]
-        return None
-
-    def close(self) -> None:
-        self._client.close()
+        result = self.api.create(self.namespace, {**body(spec), "metadata": {"name": "maximal"}},
+                                 field_validation="Strict")
+        if not isinstance(result, Refusal):
+            return None
+        assert result.status in (400, 422), result  # 400: strict decoding refused an undeclared field
+        return result.message
 
 
 @pytest.fixture(scope="module")
 def api(kube: Kube) -> Iterator[DryRun]:
     namespace = f"api-declaration-{uuid.uuid4().hex[:5]}"
     kube.kubectl("create", "namespace", namespace)
-    client = DryRun(kube.kubeconfig, namespace)
-    yield client
+    client = Api(kube.kubeconfig)
+    yield DryRun(client, namespace)
     client.close()
     kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
