@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ltj_api import GROUP, PLURAL, VERSION
+
 from ..apierror import ApiError
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "ltj.dev", "v1alpha1", "lightningtrainingjobs"
 USER_AGENT = "ltj-relay/0.1"
 
 
