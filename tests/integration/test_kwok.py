@@ -172,15 +172,21 @@ def test_unschedulable_job_says_why(kube, namespace, operator):
     assert condition(st, "Unschedulable")["reason"] == "PodsUnschedulable"
 
 
-@pytest.mark.parametrize("anti_affinity,spread", [(None, True), ({}, False)])
+# A required term against the filler's node: the scheduler's own scores (the emptier node, the default spread
+# of a Service's pods) cannot outvote a filter, so the shared node is certain.
+AVOID_FILLER = {"requiredDuringSchedulingIgnoredDuringExecution": [{
+    "labelSelector": {"matchLabels": {"app": "filler"}}, "topologyKey": "kubernetes.io/hostname"}]}
+
+
+@pytest.mark.parametrize("anti_affinity,spread", [(None, True), (AVOID_FILLER, False)])
 def test_a_jobs_ranks_spread_over_the_nodes_unless_the_job_says_otherwise(
         kube: Kube, namespace: str, kwok_cluster: KwokNodes, operator: Any, static_claim: str,
         anti_affinity: dict[str, Any] | None, spread: bool):
     """One pod per node where there are nodes enough: the operator's preferred anti-affinity outweighs the
     scheduler's preference for the emptier node, which a filler on the second node makes of the first; a
-    job's own podAntiAffinity (here an empty one) replaces it, and the ranks share the emptier node."""
+    job's own podAntiAffinity (here one that avoids the filler) replaces it, and the ranks share the first node."""
     first, second = kwok_cluster.names
-    filler = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "filler"},
+    filler = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "filler", "labels": {"app": "filler"}},
               "spec": {"nodeName": second, "restartPolicy": "Never", "containers": [{
                   "name": "main", "image": "registry.invalid/never-pulled:1",
                   "resources": {"requests": {"cpu": "6", "memory": "12Gi"}}}]}}
@@ -200,5 +206,8 @@ def test_a_jobs_ranks_spread_over_the_nodes_unless_the_job_says_otherwise(
 
         nodes = wait_for(placed, 60, interval=0.5, what="the scheduler to place both ranks")
         assert sorted(nodes) == ([first, second] if spread else [first, first])
+        if anti_affinity is not None:
+            for pod in kube.get("pods", "-n", namespace, "-l", f"{C.LABEL_JOB_NAME}={name}")["items"]:
+                assert pod["spec"]["affinity"]["podAntiAffinity"] == anti_affinity
     finally:
         kube.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true", check=False)
