@@ -11,10 +11,14 @@ at once without running anything), one system at a time:
 - floor: a plain client creating the same pods (as render.py renders them) and their Service (plus
          the relay's ServiceAccount, which admission needs for rank 0) directly, with
          --floor-concurrency connections: the API server's own limit for that work. `floor-all`
-         also creates every other child our operator creates (the relay's Role and RoleBinding);
+         also creates every other child our operator creates (render.render_children: Role,
+         RoleBinding, the trainer's ServiceAccount, NetworkPolicy);
          `floor-job` creates the floor's objects for a LightningTrainingJob it creates first, and
          patches the job's status to Running once when both pods run: the least work any operator
          of this CRD adds to the floor.
+- ltj-kueue (only when named in --systems): ltj's jobs queued through Kueue (its controller beside
+         the control plane, built on first use) from a LocalQueue whose ClusterQueue has quota for
+         all of them: beside ltj, the latency Kueue's admission adds.
 
 Workloads: N jobs (--sizes) of 2 pods each submitted at once, in a fresh namespace and a fresh
 operator process each. Measured: per job, submit -> both pods exist (first watch event) and
@@ -44,11 +48,13 @@ from typing import Sequence
 from opbench.cluster import Cluster
 from opbench.measure import ScalePoint, Workload, median_run, run_scale, run_workload
 from opbench.report import print_report, plot, workload_rows, write_csv
-from opbench.systems import PEER_FAST_ARGS, Floor, Ltj, Peer, System
+from opbench.systems import PEER_FAST_ARGS, Floor, Ltj, LtjKueue, Peer, System
 
 OUT = Path(__file__).resolve().parent / "out"
-SYSTEMS = ("ltj", "peer", "peer-fast", "floor", "floor-all", "floor-job")
-OPERATORS = SYSTEMS[:3]  # the systems with an operator process (the scale phase measures it)
+SYSTEMS = ("ltj", "peer", "peer-fast", "floor", "floor-all", "floor-job", "ltj-kueue")
+# ltj-kueue runs only when asked for: its cluster needs Kueue's controller (built on first use).
+DEFAULT_SYSTEMS = SYSTEMS[:-1]
+OPERATORS = ("ltj", "peer", "peer-fast", "ltj-kueue")  # the systems with an operator process (the scale phase measures it)
 SMALL_N = 10  # workloads this small are repeated (--repeats): one job's latency is a few round trips
 
 
@@ -77,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="jobs submitted at once per workload [1,50,200]")
     ap.add_argument("--scale", type=lambda s: parse_sizes(s, "--scale"), default=[100, 1000],
                     help="jobs present for the steady-state points ('' to skip) [100,1000]")
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"from {','.join(SYSTEMS)}")
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                    help=f"from {','.join(SYSTEMS)} [{','.join(DEFAULT_SYSTEMS)}]")
     ap.add_argument("--scale-systems", default="ltj,peer-fast",
                     help="systems that also run the scale phase (the peer's default rate limit makes filling slow)")
     ap.add_argument("--peer-args", default="", help="extra training-operator flags, e.g. '--controller-threads=4'")
@@ -119,13 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    bin_dir = ensure_binaries(kwok=True)
     ltj_env = dict(kv.split("=", 1) for kv in args.ltj_env)
-    impls: dict[str, System] = {"ltj": Ltj(ltj_env), "peer": Peer(args.peer_args.split()),
+    impls: dict[str, System] = {"ltj": Ltj(ltj_env), "ltj-kueue": LtjKueue(ltj_env), "peer": Peer(args.peer_args.split()),
                                 "peer-fast": Peer([*PEER_FAST_ARGS, *args.peer_args.split()], "peer-fast"),
                                 "floor": Floor(False, args.floor_concurrency),
                                 "floor-all": Floor(True, args.floor_concurrency),
                                 "floor-job": Floor(False, args.floor_concurrency, with_job=True)}
+    bin_dir = ensure_binaries(kwok=True, kueue=any(impls[name].kueue for name in systems))
     for name in systems:
         impls[name].build()
     results: list[Workload] = []
@@ -134,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # what an earlier system left behind (deleted namespaces, Events), so sharing one would favour the first.
     try:
         for name in systems:
-            cluster = Cluster(work / name, bin_dir, log)
+            cluster = Cluster(work / name, bin_dir, log, kueue=impls[name].kueue)
             log(f"{name}: starting a fresh control plane")
             cluster.up()
             try:

@@ -250,10 +250,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Cluster:
-    def __init__(self, work: Path, bin_dir: Path, log: Callable[[str], None]):
+    def __init__(self, work: Path, bin_dir: Path, log: Callable[[str], None], kueue: bool = False):
         self.work = work
         self.bin_dir = bin_dir
         self.log = log
+        self.kueue = kueue
         self.cp = AuditedControlPlane(work / "cp", bin_dir)
         self.info: Any = None
         self.api: Api | None = None
@@ -276,6 +277,12 @@ class Cluster:
         # section (finished pods stay: cleanPodPolicy None). kwok records its process in the run dir's
         # pids.json: cpu() counts it (as "kwok"), down() stops it.
         KwokNodes(self.info, NodePool(nodes=2, cpu="1000", memory="4Ti", gpus=0, pods=2000)).start(timeout=120)
+        if self.kueue:
+            from ltj_localcluster.cluster import kueue_dir
+            from ltj_localcluster.kueue import Kueue
+
+            # Recorded in the run dir's pids.json like kwok: cpu() counts it (as "kueue"), down() stops it.
+            Kueue(self.info, kueue_dir(self.bin_dir)).start()
         self.log(f"control plane + kwok nodes up in {time.monotonic() - t:.0f}s")
 
     def cpu(self, extra: Mapping[str, int] | None = None) -> dict[str, float]:
@@ -296,7 +303,8 @@ class Cluster:
 
         down(self.cp.run_dir)
 
-    def namespace(self, ns: str) -> None:
+    def namespace(self, ns: str, objects: Sequence[Mapping[str, Any]] = ()) -> None:
+        """A fresh namespace with the claim the ltj jobs name, and ``objects`` (a system's)."""
         assert self.api is not None
         self.api.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                         "metadata": {"name": ns}})
@@ -320,6 +328,9 @@ class Cluster:
         # ServiceAccount admission needs the namespace's default ServiceAccount.
         wait(lambda: self.api.request("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default", ok=(404,)),
              60, f"the default ServiceAccount of {ns}")
+        if objects:
+            assert self.kubectl is not None
+            self.kubectl.apply(*objects)
 
     def delete_namespace(self, ns: str, timeout: float = 300) -> float:
         assert self.api is not None

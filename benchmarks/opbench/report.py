@@ -56,6 +56,11 @@ def workload_rows(results: Sequence[Workload]) -> list[dict[str, Any]]:
                 if o is not None:
                     row[f"created_vs_{other}"] = ratio(s["created_total_s"], o["created_total_s"])
                     row[f"running_vs_{other}"] = ratio(s["running_total_s"], o["running_total_s"])
+        base = by.get(("ltj", w.n))
+        if w.system == "ltj-kueue" and base is not None:
+            # What queueing through Kueue adds to the same jobs: seconds per job (p50) and to the whole.
+            for m in ("created_p50_s", "running_p50_s", "running_total_s"):
+                row[f"kueue_adds_{m}"] = s[m] - base[m]
         rows.append(row)
     return rows
 
@@ -64,10 +69,11 @@ def print_report(rows: Sequence[Mapping[str, Any]], points: Sequence[ScalePoint]
     parts = []
     parts.append(table(
         ["system", "N", "pods p50 s", "pods p99 s", "pods total s", "Running p50 s", "Running p99 s",
-         "Running total s", "API req/job", "writes/job", "peak RSS MiB", "CPU s", "cluster CPU s"],
+         "Running total s", "API req/job", "writes/job", "cluster writes/job", "peak RSS MiB", "CPU s",
+         "cluster CPU s"],
         [[r["system"], r["n"], *(seconds(r[k]) for k in ("created_p50_s", "created_p99_s", "created_total_s",
                                                           "running_p50_s", "running_p99_s", "running_total_s")), fmt(r["requests_per_job"], 1), fmt(r["writes_per_job"], 1),
-          fmt(r["rss_peak_mib"], 0), fmt(r["cpu_s"], 1), fmt(r["cluster_cpu_s"], 1)] for r in rows]))
+          fmt(r["cluster_writes_per_job"], 1), fmt(r["rss_peak_mib"], 0), fmt(r["cpu_s"], 1), fmt(r["cluster_cpu_s"], 1)] for r in rows]))
     procs = sorted({k for r in rows for k in r if k.startswith("cpu_s:")},
                    key=lambda k: -sum(r.get(k, 0.0) for r in rows))
     if procs:
@@ -79,6 +85,11 @@ def print_report(rows: Sequence[Mapping[str, Any]], points: Sequence[ScalePoint]
     if cols:
         parts.append(table(["N", *[c.replace("created", "pods").replace("_vs_", " ltj/") for c in cols]],
                            [[r["n"], *[r.get(c, float("nan")) for c in cols]] for r in ratios]))
+    kueue = [r for r in rows if "kueue_adds_running_total_s" in r]
+    if kueue:
+        parts.append(table(["N", "Kueue adds: pods p50 s", "Running p50 s", "Running total s"],
+                           [[r["n"], *(seconds(r[f"kueue_adds_{m}"]) for m in
+                                       ("created_p50_s", "running_p50_s", "running_total_s"))] for r in kueue]))
     if points:
         parts.append(table(["system", "jobs", "finished", "RSS MiB", "peak RSS MiB", "idle req/min",
                             "new job pods s", "new job Running s", "fill s"],

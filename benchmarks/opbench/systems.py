@@ -133,6 +133,11 @@ class System:
     name = ""
     agents: tuple[str, ...] = ()
     has_jobs = True
+    kueue = False  # its cluster runs Kueue's controller beside the control plane
+
+    def namespace_objects(self, ns: str) -> list[dict[str, Any]]:
+        """What its jobs need in each fresh namespace, made before any is submitted."""
+        return []
 
     def build(self) -> None:
         """Builds what the system runs (once, cached), before any cluster starts."""
@@ -215,6 +220,40 @@ class Ltj(System):
 
     def jobs_path(self, ns: str) -> str:
         return f"/apis/ltj.dev/v1alpha1/namespaces/{ns}/lightningtrainingjobs"
+
+
+class LtjKueue(Ltj):
+    """ltj with every job queued through Kueue: a LocalQueue per namespace, of a ClusterQueue whose quota
+    exceeds what every workload asks, so Kueue admits each job as soon as it has seen it (the latency
+    measured is the Workload round trip, not a wait for quota)."""
+
+    name = "ltj-kueue"
+    kueue = True
+    QUEUE = "bench"
+
+    def setup(self, kubectl: Kubectl) -> None:
+        from ltj_operator.constants import KUEUE_API
+
+        super().setup(kubectl)
+        quota = {"cpu": "100000", "memory": "100Ti"}
+        kubectl.apply(
+            {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": self.QUEUE}},
+            {"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": self.QUEUE},
+             "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": list(quota), "flavors": [
+                 {"name": self.QUEUE, "resources": [{"name": r, "nominalQuota": q} for r, q in quota.items()]}]}]}})
+
+    def namespace_objects(self, ns: str) -> list[dict[str, Any]]:
+        from ltj_operator.constants import KUEUE_API
+
+        return [{"apiVersion": KUEUE_API, "kind": "LocalQueue", "metadata": {"name": self.QUEUE, "namespace": ns},
+                 "spec": {"clusterQueue": self.QUEUE}}]
+
+    def manifest(self, ns: str, name: str, finish: bool) -> dict[str, Any]:
+        from ltj_operator.constants import LABEL_KUEUE_QUEUE
+
+        job = super().manifest(ns, name, finish)
+        job["metadata"]["labels"] = {LABEL_KUEUE_QUEUE: self.QUEUE}
+        return job
 
 
 class Peer(System):

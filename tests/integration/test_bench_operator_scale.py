@@ -49,6 +49,9 @@ def test_tiny_run_of_ltj_and_the_floors(tmp_path: Path) -> None:
     assert values[("workload", "ltj", "2", "running_vs_floor-job")] > 0
     assert workload("ltj", "writes_per_job") >= 8
     assert workload("ltj", "requests_per_job") > workload("ltj", "writes_per_job")
+    # Every client's writes: the system's own plus at least a binding and a status per pod (scheduler, kwok).
+    for system in ("ltj", "floor-all"):
+        assert workload(system, "cluster_writes_per_job") >= workload(system, "writes_per_job") + 4
     # The operator worked in the window: it made the pods and wrote the status.
     assert workload("ltj", "rss_peak_mib") > 20 and workload("ltj", "cpu_s") > 0
     assert math.isnan(workload("floor-all", "rss_peak_mib"))  # no operator process

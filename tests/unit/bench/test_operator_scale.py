@@ -84,13 +84,17 @@ def test_audit_counts_by_agent_verb_and_window() -> None:
                                 t, t + 1.0)
     assert counts == {"ltj": {"create events": 1, "patch lightningtrainingjobs/status": 1, "watch pods": 1},
                       "peer": {"create pods": 1}}
+    # The catch-all after a system counts everyone else's requests, the system's once.
+    rest = cluster.audit_counts(lines, {"ltj": ("kopf/", "OpenAPI-Generator/"), "": ("",)}, t, t + 1.0)
+    assert rest[""] == {"create pods": 1, "create bindings": 1}
 
 
 def test_workload_summary_and_ratios() -> None:
     w = measure.Workload("ltj", 2, t0=100.0, submit={"a": 100.0, "b": 100.5}, created={"a": 101.0, "b": 102.5},
                        running={"a": 102.0}, requests={"create pods": 4, "get pods": 6},
-                       cluster_cpu_s={"kube-apiserver": 1.5, "etcd": 0.25, "ltj": 0.5})
+                       cluster_cpu_s={"kube-apiserver": 1.5, "etcd": 0.25, "ltj": 0.5}, cluster_writes=9)
     s = w.summary()
+    assert s["cluster_writes_per_job"] == 4.5
     assert s["cluster_cpu_s"] == pytest.approx(2.25)
     assert s["created_p50_s"] == pytest.approx(1.5) and s["created_total_s"] == pytest.approx(2.5)
     assert s["running_p50_s"] == pytest.approx(2.0)
@@ -99,6 +103,7 @@ def test_workload_summary_and_ratios() -> None:
     floor = measure.Workload("floor", 2, t0=0.0, submit={"a": 0.0, "b": 0.0}, created={"a": 1.0, "b": 1.25},
                            running={"a": 1.0, "b": 2.0})
     assert math.isnan(floor.summary()["cluster_cpu_s"])  # not measured
+    assert math.isnan(floor.summary()["cluster_writes_per_job"])
     rows = report.workload_rows([w, floor])
     assert rows[0]["created_vs_floor"] == pytest.approx(2.0)
     assert math.isnan(rows[0]["running_vs_floor"])
@@ -162,3 +167,27 @@ def test_only_systems_with_job_objects_watch_them() -> None:
     assert systems.Ltj().has_jobs and systems.Peer().has_jobs
     assert systems.Floor(False, 1, with_job=True).has_jobs
     assert not systems.Floor(True, 1).has_jobs
+
+
+def test_ltj_kueue_queues_the_same_jobs_and_reports_what_kueue_adds() -> None:
+    queued = systems.LtjKueue()
+    job = queued.manifest("ns", "j1", finish=False)
+    assert job["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": queued.QUEUE}
+    assert job["spec"] == systems.Ltj().manifest("ns", "j1", finish=False)["spec"]
+    [local] = queued.namespace_objects("ns")
+    assert (local["kind"], local["metadata"], local["spec"]) == (
+        "LocalQueue", {"name": queued.QUEUE, "namespace": "ns"}, {"clusterQueue": queued.QUEUE})
+    assert queued.kueue and not systems.Ltj().kueue and systems.Ltj().namespace_objects("ns") == []
+
+    def run(system: str, created: float, running: float) -> measure.Workload:
+        return measure.Workload(system, 1, t0=0.0, submit={"a": 0.0}, created={"a": created}, running={"a": running})
+
+    rows = report.workload_rows([run("ltj", 0.05, 0.1), run("ltj-kueue", 0.25, 0.4)])
+    assert rows[1]["kueue_adds_created_p50_s"] == pytest.approx(0.2)
+    assert rows[1]["kueue_adds_running_total_s"] == pytest.approx(0.3)
+    assert "kueue_adds_running_total_s" not in rows[0]
+    assert "| 1 |                  0.200 |         0.300 |           0.300 |" in report.print_report(rows, [])
+
+
+def test_ltj_kueue_runs_only_when_named() -> None:
+    assert "ltj-kueue" in bench.SYSTEMS and "ltj-kueue" not in bench.DEFAULT_SYSTEMS
