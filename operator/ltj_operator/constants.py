@@ -31,8 +31,18 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 
 # A job that carries it asks Kueue to admit it from that LocalQueue (Kueue's own label).
 LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+# The job's label naming the WorkloadPriorityClass of its Workload (Kueue's own label).
+LABEL_KUEUE_PRIORITY_CLASS: Final = "kueue.x-k8s.io/priority-class"
+# What Kueue's integrations label a Workload (the job's uid) and the pods of an admitted job with.
+LABEL_KUEUE_JOB_UID: Final = "kueue.x-k8s.io/job-uid"
+LABEL_KUEUE_PODSET: Final = "kueue.x-k8s.io/podset"
+LABEL_KUEUE_LOCAL_QUEUE: Final = "kueue.x-k8s.io/local-queue-name"
+LABEL_KUEUE_CLUSTER_QUEUE: Final = "kueue.x-k8s.io/cluster-queue-name"
 # Served exactly where Kueue is installed: what the operator discovers before holding a queued job.
-KUEUE_API: Final = "kueue.x-k8s.io/v1beta2"
+KUEUE_GROUP: Final = "kueue.x-k8s.io"
+KUEUE_VERSION: Final = "v1beta2"
+KUEUE_API: Final = f"{KUEUE_GROUP}/{KUEUE_VERSION}"
+KUEUE_WORKLOADS: Final = "workloads"
 
 APP_NAME: Final = "ltj"
 MANAGED_BY: Final = "ltj-operator"
@@ -42,6 +52,7 @@ COMPONENT_SERVICE: Final = "service"
 COMPONENT_OUTPUT: Final = "output"
 COMPONENT_RELAY: Final = "relay"
 COMPONENT_NETWORK_POLICY: Final = "network-policy"
+COMPONENT_WORKLOAD: Final = "workload"
 
 # --- what the pods look like (paths, env and port the trainer reads: ltj_api.trainer) -----------
 TRAINER_CONTAINER: Final = "trainer"
@@ -160,8 +171,18 @@ class Reason:
     NO_RECENT_EVENTS: Final = "NoRecentEvents"
     EVENTS_FLOWING: Final = "EventsFlowing"
     NOT_RUNNING: Final = "NotRunning"
-    # QuotaReserved
+    # QuotaReserved (and Kueue's own reasons, copied from the job's Workload: Pending, Inadmissible, ...)
     KUEUE_NOT_INSTALLED: Final = "KueueNotInstalled"
+    WORKLOAD_CREATED: Final = "WorkloadCreated"  # Kueue has not considered the Workload yet
+    ADMITTED: Final = "Admitted"
+    WORKLOAD_EVICTED: Final = "WorkloadEvicted"
+    WORKLOAD_FINISHED: Final = "WorkloadFinished"  # the job ended and Kueue released the quota
+    PRIORITY_CLASS_NOT_FOUND: Final = "PriorityClassNotFound"
+    WORKLOAD_NOT_OWNED: Final = "WorkloadNotOwned"
+    PLACEMENT_FAILED: Final = "PlacementFailed"
+    # Events of the job's Workload (jobframework's names)
+    CREATED_WORKLOAD: Final = "CreatedWorkload"
+    FINISHED_WORKLOAD: Final = "FinishedWorkload"
     # EditApplied (JOB_FINISHED too: an edit of a finished job that does not train it on)
     INVALID_EDIT: Final = "InvalidEdit"
     EDIT_APPLIED: Final = "EditApplied"

@@ -37,7 +37,8 @@ log = logging.getLogger("ltj_operator")
 # back as a requeue time), so it is resynced this many times less often than an active one: the
 # periodic reads of hundreds of finished jobs would otherwise be most of the operator's API traffic.
 FINISHED_RESYNC_FACTOR = 10
-# Only our pods: the API server filters the pod watch instead of sending every pod of the cluster.
+# Only our pods and Workloads: the API server filters those watches instead of sending every pod or
+# Workload of the cluster.
 POD_SELECTOR = f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY},{C.LABEL_JOB_NAME}"
 
 
@@ -58,6 +59,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.networking.request_timeout = 60
     settings.execution.max_workers = max(4, config.workers)
     settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
+    settings.watching.label_selectors[C.KUEUE_GROUP, C.KUEUE_WORKLOADS] = POD_SELECTOR
 
 
 def next_pass_in(outcome: Any, config: OperatorConfig) -> float | None:
@@ -209,6 +211,15 @@ async def pod_event(namespace: str, labels: Any, event: Mapping[str, Any], memo:
             memo.cache.forget_pod(event["object"])
         else:
             memo.cache.put_pod(event["object"])
+    memo.queue.poke((namespace, labels[C.LABEL_JOB_NAME]))
+
+
+# Kueue's verdicts on a queued job (admitted, pending and why, finished) arrive on its Workload. Where
+# Kueue's CRDs are not installed kopf serves no such resource (it logs that it cannot) and starts
+# watching it when they are (it watches CRDs): the operator needs no restart.
+@kopf.on.event(C.KUEUE_GROUP, C.KUEUE_VERSION, C.KUEUE_WORKLOADS,
+               labels={C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_JOB_NAME: kopf.PRESENT}, when=_watched)
+async def workload_event(namespace: str, labels: Any, memo: kopf.Memo, **_: Any) -> None:
     memo.queue.poke((namespace, labels[C.LABEL_JOB_NAME]))
 
 

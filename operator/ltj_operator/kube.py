@@ -12,6 +12,7 @@ removed yet).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -72,6 +73,11 @@ _KINDS: dict[tuple[str, str], _Kind] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): _Kind("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("coordination.k8s.io/v1", "Lease"): _Kind("/apis/coordination.k8s.io/v1", "leases"),
     (C.API_VERSION, C.KIND): _Kind(f"/apis/{C.API_VERSION}", C.PLURAL),
+    (C.KUEUE_API, "Workload"): _Kind(f"/apis/{C.KUEUE_API}", C.KUEUE_WORKLOADS),
+    # Cluster-scoped (Kube.get_cluster, Kube.list_cluster).
+    (C.KUEUE_API, "ResourceFlavor"): _Kind(f"/apis/{C.KUEUE_API}", "resourceflavors"),
+    (C.KUEUE_API, "WorkloadPriorityClass"): _Kind(f"/apis/{C.KUEUE_API}", "workloadpriorityclasses"),
+    ("scheduling.k8s.io/v1", "PriorityClass"): _Kind("/apis/scheduling.k8s.io/v1", "priorityclasses"),
 }
 
 
@@ -421,6 +427,45 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def get_cluster(self, api_version: str, kind: str, name: str) -> Manifest | None:
+        """A cluster-scoped object, None when it does not exist."""
+        k = _KINDS[(api_version, kind)]
+        try:
+            return self.request("GET", f"{k.group_path}/{k.plural}/{quote(name, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_cluster(self, api_version: str, kind: str) -> list[Manifest]:
+        k = _KINDS[(api_version, kind)]
+        return list((self.request("GET", f"{k.group_path}/{k.plural}") or {}).get("items") or [])
+
+    def finish_workload(self, namespace: str, name: str, reason: str, message: str) -> bool:
+        """Condition Finished=True on a Workload's status, as jobframework's workload.Finish sets it (which
+        makes Kueue release its quota); False when it is finished already or gone. A merge patch of the
+        conditions as read, conditional on the resourceVersion read: a write of Kueue's in between makes
+        it fail (409) and the pass is retried."""
+        path = _item(C.KUEUE_API, "Workload", namespace, name)
+        try:
+            current = self.request("GET", path) or {}
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        meta = current.get("metadata") or {}
+        read = (current.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Finished" and c.get("status") == "True" for c in read):
+            return False
+        conditions = [c for c in read if c.get("type") != "Finished"]
+        finished = {"type": "Finished", "status": "True", "reason": reason, "message": message[:32768],
+                    "lastTransitionTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "observedGeneration": meta.get("generation") or 0}
+        self.request("PATCH", path + "/status", content_type="application/merge-patch+json",
+                     body={"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                           "status": {"conditions": [*conditions, finished]}})
+        return True
 
     def create(self, manifest: Manifest) -> Manifest | None:
         """Create unless it exists: the object as created, None when it existed."""

@@ -31,14 +31,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from . import constants as C
-from . import render
+from . import kueue, render
 from .config import OperatorConfig
 from .expectations import Expectations
 from .kube import ApiError, Kube, NotOwned, StaleWrite
 from .podview import observe_pod
 from .spec import Job, applied_job, parse_or_error, pod_name
-from .status import (PROGRESS_HOLD_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, EventNote, Observed,
-                     Outcomes, StallPolicy, decide, transition)
+from .status import (PROGRESS_HOLD_SECONDS, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods, EventNote,
+                     FinishWorkload, Observed, Outcomes, StallPolicy, decide, transition)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class Children:
     pods: CreatePods | None = None
     first_gang: bool = False  # the pods are the job's first gang
     others: bool = False  # the job's children other than its pods, to ensure before them (not made while observing)
+    workload: bool = False  # the job's Kueue Workload (never with pods: they wait for its admission)
 
     @classmethod
     def needed(cls, snap: Snapshot, plan: Decision) -> "Children":
@@ -106,7 +107,8 @@ class Children:
             return cls()
         pods = next((a for a in plan.actions if isinstance(a, CreatePods)), None)
         first_gang = pods is not None and snap.status.get("attempt") is None
-        return cls(pods=pods, first_gang=first_gang, others=pods is not None and snap.early is None)
+        return cls(pods=pods, first_gang=first_gang, others=pods is not None and snap.early is None,
+                   workload=any(isinstance(a, CreateWorkload) for a in plan.actions))
 
 
 def _utcnow() -> dt.datetime:
@@ -184,9 +186,10 @@ def observe(kube: Kube, config: OperatorConfig, expectations: Expectations, body
     status = body.get("status") or {}
     # A new job's first pass creates its gang: what its pods need at creation (create-if-absent, and
     # harmless should the decision not create them) is made in the round trip that observes its pods.
+    # Not for a job that names a queue: its gang waits for Kueue, and until then it holds nothing (a claim).
     early = (_create_others(kube, config, job)
              if job is not None and status.get("attempt") is None and not job.spec.run_policy.suspend
-             and expectations.awaits_pods(namespace, name) else [])
+             and job.meta.queue is None and expectations.awaits_pods(namespace, name) else [])
     observed, *results = kube.all([lambda: _observe(kube, expectations, job, status, namespace, name), *early])
     refusal = _refused(results)
     remembered = Outcomes(since_write=expectations.since_write(namespace, name))
@@ -207,10 +210,50 @@ def _observe(kube: Kube, expectations: Expectations, job: Job | None, status: Ma
             modes = template.access_modes
         else:
             modes = kube.claim_access_modes(namespace, job.spec.output.claim(name))
-    # Only a job that names a queue asks whether Kueue is there (one cached discovery answer for all).
-    kueue = (kube.serves(C.KUEUE_API) if job is not None and job.meta.queue is not None
-             and status.get("phase") not in C.TERMINAL_PHASES else None)
-    return Observed(pods=pods, claim_access_modes=modes, kueue_installed=kueue)
+    # Only a job that names a queue asks whether Kueue is there (one cached discovery answer for all): an
+    # active one, and a finished one until its Workload is marked finished.
+    queue = status.get("queue")
+    unfinished = isinstance(queue, Mapping) and bool(queue.get("workload")) and not queue.get("finished")
+    installed = (kube.serves(C.KUEUE_API) if job is not None and job.meta.queue is not None
+                 and (status.get("phase") not in C.TERMINAL_PHASES or unfinished) else None)
+    return Observed(pods=pods, claim_access_modes=modes, kueue_installed=installed,
+                    queue=_observe_queue(kube, job, status) if installed and job is not None else None)
+
+
+def _observe_queue(kube: Kube, job: Job, status: Mapping[str, Any]) -> kueue.QueueObserved:
+    """The job's Workload; while it has none, the priority to create it with; once it is admitted, the
+    flavors' placement unless status.queue records this admission's."""
+    body = kube.get(C.KUEUE_API, "Workload", job.meta.namespace, kueue.workload_name(job))
+    if body is None:
+        return kueue.QueueObserved() if status.get("phase") in C.TERMINAL_PHASES else _priority(kube, job)
+    view = kueue.observe_workload(body)
+    if view.owner_uid != job.meta.uid:
+        return kueue.QueueObserved(problem=(C.Reason.WORKLOAD_NOT_OWNED, f"Workload {view.name} exists and is not "
+                                            "controlled by this job; delete it or rename the job"))
+    if not view.admitted or kueue.recorded_placement(job, status.get("queue"), view) is not None:
+        return kueue.QueueObserved(workload=view)
+    flavors = {name: kube.get_cluster(C.KUEUE_API, "ResourceFlavor", name) for name in kueue.flavor_names(view)}
+    try:
+        return kueue.QueueObserved(workload=view, placement=kueue.placement(job, view, flavors))
+    except kueue.PlacementError as exc:
+        return kueue.QueueObserved(workload=view, problem=(C.Reason.PLACEMENT_FAILED, str(exc)))
+
+
+def _priority(kube: Kube, job: Job) -> kueue.QueueObserved:
+    """The priority of the job's new Workload, read as jobframework reads it (kueue.priority_source)."""
+    source = kueue.priority_source(job)
+    if source is None:
+        return kueue.QueueObserved(priority=kueue.default_priority(
+            kube.list_cluster(kueue.PRIORITY_CLASS_API[kueue.POD_PRIORITY_CLASS], "PriorityClass")))
+    group_kind, name = source
+    obj = kube.get_cluster(kueue.PRIORITY_CLASS_API[group_kind], group_kind[1], name)
+    if obj is None:
+        where = (f"label {C.LABEL_KUEUE_PRIORITY_CLASS}" if group_kind == kueue.WORKLOAD_PRIORITY_CLASS
+                 else "spec.podTemplate.priorityClassName")
+        return kueue.QueueObserved(problem=(C.Reason.PRIORITY_CLASS_NOT_FOUND,
+                                            f"{where}: {group_kind[1]} {name} does not exist; the job's Workload is "
+                                            "created once it does"))
+    return kueue.QueueObserved(priority=kueue.priority_of(group_kind, obj))
 
 
 def apply(kube: Kube, expectations: Expectations, config: OperatorConfig, snap: Snapshot, children: Children,
@@ -222,10 +265,14 @@ def apply(kube: Kube, expectations: Expectations, config: OperatorConfig, snap: 
     job = snap.job
     writes = [lambda: _write(kube, snap, record)] if record else []
     others = _create_others(kube, config, job) if job is not None and children.others else []
-    results = kube.all([*writes, *others])[len(writes):]
+    workload = _create_workload(kube, config, snap) if job is not None and children.workload else []
+    results = kube.all([*writes, *others, *workload])[len(writes):]
     early = snap.early if children.pods is not None else None
     made = Made(refusal=(early.refusal if early else None) or _refused(results),
-                others=early.others if early else _made(others, results))
+                others=early.others if early else _made(others, results[:len(others)]))
+    if job is not None and workload and results[-1] is True:
+        made.events.append(EventNote("Normal", C.Reason.CREATED_WORKLOAD, f"created Workload "
+                                     f"{kueue.workload_name(job)} in LocalQueue {job.meta.queue}"))
     if job is not None and children.pods is not None and made.others:
         _create_pods(kube, expectations, config, job, children, children.pods, made)
     return made
@@ -234,7 +281,9 @@ def apply(kube: Kube, expectations: Expectations, config: OperatorConfig, snap: 
 def _create_pods(kube: Kube, expectations: Expectations, config: OperatorConfig, job: Job, children: Children,
                  action: CreatePods, made: Made) -> None:
     ns, name = job.meta.namespace, job.meta.name
-    manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from) for rank in action.ranks]
+    placement = {p.name: p for p in action.placement}
+    manifests = [render.render_pod(job, rank, action.attempt, config, action.resume_from,
+                                   placement.get(kueue.podset_of(rank))) for rank in action.ranks]
     pods = kube.all([_refusable(lambda m=m: kube.create(m)) for m in manifests])
     expectations.created(ns, name, [observe_pod(p) for p in pods if isinstance(p, Mapping)])
     made.refusal = made.refusal or _refused(pods)
@@ -258,6 +307,17 @@ def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decisi
             expectations.deleted(namespace, name, [uid for (_, uid), deleted in zip(action.pods, done) if deleted])
         elif isinstance(action, DeleteJob) and job is not None:
             kube.delete_job(namespace, name, job.meta.uid)
+        elif isinstance(action, FinishWorkload):
+            kube.finish_workload(namespace, action.workload, action.reason, action.message)
+
+
+def _create_workload(kube: Kube, config: OperatorConfig, snap: Snapshot) -> list[Callable[[], Any]]:
+    """Create-if-absent of the job's Workload (owner checked, as the other children), as a refusable call:
+    its result is True when this call created it."""
+    job, queue = snap.job, snap.observed.queue
+    assert job is not None and queue is not None and queue.priority is not None  # decide asks only then
+    manifest = render.render_workload(job, config, queue.priority)
+    return [_refusable(lambda: kube.ensure(manifest))]
 
 
 def _create_others(kube: Kube, config: OperatorConfig, job: Job) -> list[Callable[[], Any]]:

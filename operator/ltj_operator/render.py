@@ -14,6 +14,7 @@ import yaml
 from ltj_api import trainer as contract
 
 from . import constants as C
+from . import kueue
 from .config import OperatorConfig
 from .spec import Job, output_claim_name, pod_name, relay_name, relay_token_name, thaw, trainer_account_name
 
@@ -446,11 +447,12 @@ def _affinity(job: Job) -> dict[str, Any]:
     return affinity
 
 
-def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume_from: str | None = None) -> Manifest:
+def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume_from: str | None = None,
+               placement: kueue.PodSetPlacement | None = None) -> Manifest:
     """Pod `<job>-node-<rank>` of gang attempt `attempt`.
 
     ``resume_from`` (restart attempts only) becomes LTJ_RESUME so every rank continues from the same
-    checkpoint."""
+    checkpoint. ``placement``: what Kueue's admission puts on the pods of the rank's pod set."""
     s = job.spec
     pt = s.pod_template
     if not 0 <= rank < s.nodes:
@@ -503,7 +505,51 @@ def render_pod(job: Job, rank: int, attempt: int, config: OperatorConfig, resume
     spec["terminationGracePeriodSeconds"] = (pt.termination_grace_period_seconds
                                              if pt.termination_grace_period_seconds is not None
                                              else DEFAULT_TERMINATION_GRACE_SECONDS)
+    if placement is not None:
+        _place(metadata, spec, placement)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def _place(metadata: dict[str, Any], spec: dict[str, Any], placement: kueue.PodSetPlacement) -> None:
+    """As jobframework's podset.Merge: the flavors' node labels join the nodeSelector (kueue.placement
+    has refused a conflicting one), their tolerations are added once each, and the pod is labelled with
+    its pod set and queues."""
+    metadata["labels"] = {**metadata["labels"], **placement.labels}
+    if placement.node_selector:
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **placement.node_selector}
+    tolerations = list(spec.get("tolerations", []))
+    tolerations += [thaw(t) for t in placement.tolerations if thaw(t) not in tolerations]
+    if tolerations:
+        spec["tolerations"] = tolerations
+
+
+# What of a pod Kueue reads to admit it (requests, sidecars included, as the API server's PodRequests
+# sums them) and to pick a flavor (node selection, tolerations, priority): a Workload's pod set templates
+# carry only this, so no trainer config or env is copied into the Workload.
+_SCHEDULING_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName", "restartPolicy")
+_CONTAINER_FIELDS = ("name", "image", "restartPolicy", "resources")
+
+
+def render_workload(job: Job, config: OperatorConfig, priority: kueue.Priority) -> Manifest:
+    """The job's Kueue Workload (kueue.x-k8s.io/v1beta2), as jobframework makes one for its jobs: named by
+    kueue.workload_name, controlled by the job, labelled with its uid, one pod set per kind of pod (rank
+    0, which runs the relay sidecar, and the other ranks) of the full counts, so Kueue admits the whole
+    gang or none of it. The templates are the pods' own (render_pod), cut to what Kueue reads."""
+    pod_sets = []
+    for name, count in kueue.podset_counts(job):
+        pod = render_pod(job, 0 if name == kueue.PODSET_MASTER else 1, 0, config)["spec"]
+        template = {key: pod[key] for key in _SCHEDULING_FIELDS if key in pod}
+        for key in ("initContainers", "containers"):
+            if key in pod:
+                template[key] = [{k: c[k] for k in _CONTAINER_FIELDS if k in c} for c in pod[key]]
+        pod_sets.append({"name": name, "count": count, "template": {"spec": template}})
+    metadata = _metadata(job, kueue.workload_name(job), C.COMPONENT_WORKLOAD)
+    if job.meta.uid:
+        metadata["labels"][C.LABEL_KUEUE_JOB_UID] = job.meta.uid
+    spec: dict[str, Any] = {"queueName": job.meta.queue, "podSets": pod_sets, "priority": priority.value}
+    if priority.ref is not None:
+        spec["priorityClassRef"] = dict(priority.ref)
+    return {"apiVersion": C.KUEUE_API, "kind": "Workload", "metadata": metadata, "spec": spec}
 
 
 def render_pods(job: Job, attempt: int, config: OperatorConfig, resume_from: str | None = None,

@@ -178,6 +178,8 @@ class JobMeta:
     generation: int = 1
     # The Kueue LocalQueue its label names (an empty value names none, as for Kueue).
     queue: str | None = None
+    # The WorkloadPriorityClass its kueue.x-k8s.io/priority-class label names.
+    priority_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -437,11 +439,13 @@ def parse_job(body: Mapping[str, Any]) -> Job:
         raise SpecError(errors)
     generation = meta.get("generation")
     labels = meta.get("labels")
-    queue = labels.get(C.LABEL_KUEUE_QUEUE) if isinstance(labels, Mapping) else None
+    queue, priority = ((labels.get(C.LABEL_KUEUE_QUEUE), labels.get(C.LABEL_KUEUE_PRIORITY_CLASS))
+                       if isinstance(labels, Mapping) else (None, None))
     return Job(
         meta=JobMeta(name=name, namespace=str(meta.get("namespace") or "default"), uid=str(meta.get("uid") or ""),
                      generation=generation if isinstance(generation, int) else 1,
-                     queue=queue if isinstance(queue, str) and queue else None),
+                     queue=queue if isinstance(queue, str) and queue else None,
+                     priority_class=priority if isinstance(priority, str) and priority else None),
         spec=spec,
     )
 

@@ -28,6 +28,10 @@ Rules that keep it level-based and safe to repeat:
 - An edit the operator finds invalid never fails a job that has a valid spec on record
   (status.appliedSpec): the job goes on with that spec and EditApplied=False says why; a later valid
   edit is applied and turns it True. Only a job that never had a valid spec fails.
+- A job labelled kueue.x-k8s.io/queue-name, where Kueue is installed, creates no pods until Kueue admits
+  its Workload (CreateWorkload while it has none); QuotaReserved and status.queue carry Kueue's reason
+  and message meanwhile, an Event per cause; the admission's placement goes on every pod of its gangs.
+  A finished job's Workload is marked Finished (FinishWorkload) once none of its pods still runs.
 - Outcomes change only what is recorded, never the actions: a refusal is Created=False with the API
   server's message until the children exist; a first gang's record waits for its pods to be seen;
   progress right after the last write waits for the rest of the gang (PROGRESS_HOLD_SECONDS).
@@ -44,6 +48,8 @@ from ltj_api.summary import parse as parse_summary
 
 from . import constants as C
 from .failures import PodFailure, classify, root_cause, vanished
+from .kueue import (FINISHED_FAILED, FINISHED_SUCCEEDED, PodSetPlacement, QueueObserved, recorded_placement,
+                    workload_name)
 from .podview import PodView
 from .spec import Job, on_spec, pod_name
 
@@ -52,7 +58,7 @@ R = C.Reason
 # Status fields the operator owns (everything but `training` and `trainerStatus`, which are the relay's).
 OPERATOR_FIELDS = ("phase", "conditions", "observedGeneration", "startTime", "completionTime", "restarts",
                    "attempt", "launchedAttempt", "readyNodes", "nodes", "failure", "resumeFrom", "result",
-                   "appliedGeneration", "appliedSpec")
+                   "appliedGeneration", "appliedSpec", "queue")
 MAX_CONDITION_MESSAGE = 4096
 # How soon to look again while waiting for old pods to go (their deletion events also wake us).
 STALE_POD_RECHECK_SECONDS = 5.0
@@ -113,6 +119,8 @@ class Observed:
     claim_access_modes: tuple[str, ...] | None = None
     # Whether the API server serves Kueue's API; None when not looked up (the job names no queue).
     kueue_installed: bool | None = None
+    # The job's Workload and what goes with it, where Kueue is installed and the job names a queue.
+    queue: QueueObserved | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,20 @@ class CreatePods:
     ranks: tuple[int, ...]
     attempt: int
     resume_from: str | None  # LTJ_RESUME for the new pods (restart attempts only)
+    placement: tuple[PodSetPlacement, ...] = ()  # Kueue's admission, per pod set (kueue.podset_of)
+
+
+@dataclass(frozen=True)
+class CreateWorkload:
+    """The job's Workload (render.render_workload), create-if-absent."""
+
+
+@dataclass(frozen=True)
+class FinishWorkload:
+    """Mark the job's Workload Finished, which releases its quota (jobframework's reasons)."""
+    workload: str
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,7 @@ class DeleteJob:
     reason: str
 
 
-Action = Union[CreatePods, DeletePods, DeleteJob]
+Action = Union[CreatePods, DeletePods, DeleteJob, CreateWorkload, FinishWorkload]
 
 
 @dataclass(frozen=True)
@@ -358,6 +380,8 @@ class _Decider:
         self.failure: Any = self.prev.get("failure")
         self.resume_from: str | None = self.prev.get("resumeFrom")
         self.result: Any = self.prev.get("result")
+        self.queue: Any = self.prev.get("queue")
+        self.placement: tuple[PodSetPlacement, ...] = ()
         self.generation = generation
         # The spec the job runs on: the one it has when valid, else the last one applied.
         valid = spec_error is None and job is not None and spec is not None
@@ -535,6 +559,7 @@ class _Decider:
                 self.conds.set(C.COND_SUCCEEDED, C.TRUE, R.EARLY_STOPPED, self.success_message())
         self.result = _result(self.training, self.summary, self.result)
         self.cleanup()
+        self.finish_workload()
         self.expire()
 
     def cleanup(self) -> None:
@@ -788,7 +813,7 @@ class _Decider:
                            f"creating {self.nodes} pod(s) for attempt {self.attempt}")
         if ready:
             resume = (self.resume_from or "last") if self.attempt > 0 else None
-            self.actions.append(CreatePods(ready, self.attempt, resume))
+            self.actions.append(CreatePods(ready, self.attempt, resume, self.placement))
             self.start_time = self.start_time or self.now_s
             names = ", ".join(pod_name(job.meta.name, r) for r in ready)
             self.event("Normal", R.CREATING_PODS, f"creating pod(s) {names} (attempt {self.attempt})")
@@ -796,24 +821,103 @@ class _Decider:
             self.requeue(STALE_POD_RECHECK_SECONDS)
 
     def held_for_queue(self) -> bool:
-        """A job labelled with a Kueue queue is Kueue's to admit; where no Kueue API is served nothing
-        ever will, so it creates no pods (those it has keep running) and says why, instead of waiting
-        without a word or running outside the queue its owner asked for."""
+        """A job labelled with a Kueue queue is Kueue's to admit: it creates no pods until its Workload is
+        admitted (those it has keep running), and its status says why it waits. Where no Kueue API is
+        served nothing ever admits it, which it says instead of waiting without a word or running outside
+        the queue its owner asked for."""
         job = self.job
         assert job is not None
         queue = job.meta.queue
-        if queue is None or self.observed.kueue_installed is not False:
+        if queue is None or self.observed.kueue_installed is None:
             if self.conds.items.get(C.COND_QUOTA_RESERVED, {}).get("reason") == R.KUEUE_NOT_INSTALLED:
                 del self.conds.items[C.COND_QUOTA_RESERVED]  # no longer true, and nothing else to report
+            if queue is None:
+                self.queue = None
             return False
-        message = (f"the job is labelled {C.LABEL_KUEUE_QUEUE}={queue}, but this cluster does not serve "
-                   f"{C.KUEUE_API} (Kueue is not installed): no pods are created until Kueue is installed or "
-                   "the label is removed")
-        self.conds.set(C.COND_QUOTA_RESERVED, C.FALSE, R.KUEUE_NOT_INSTALLED, message)
+        if self.observed.kueue_installed is False:
+            message = (f"the job is labelled {C.LABEL_KUEUE_QUEUE}={queue}, but this cluster does not serve "
+                       f"{C.KUEUE_API} (Kueue is not installed): no pods are created until Kueue is installed or "
+                       "the label is removed")
+            self.conds.set(C.COND_QUOTA_RESERVED, C.FALSE, R.KUEUE_NOT_INSTALLED, message)
+            if self.conds.changed(C.COND_QUOTA_RESERVED):
+                self.event("Warning", R.KUEUE_NOT_INSTALLED, message)
+            self.requeue(KUEUE_RECHECK_SECONDS)
+            return True
+        observed = self.observed.queue or QueueObserved()
+        view, name = observed.workload, workload_name(job)
+        if observed.problem is not None:
+            reason, message = observed.problem
+            return self.wait_for_queue(name, reason, message, "Warning")
+        if view is None:
+            self.actions.append(CreateWorkload())
+            # No event of its own: the creation's (CreatedWorkload) says it.
+            return self.wait_for_queue(name, R.WORKLOAD_CREATED, f"creating Workload {name} in LocalQueue {queue}: "
+                                       "no pods are created until Kueue admits it", None)
+        if view.evicted is not None:
+            return self.wait_for_queue(name, R.WORKLOAD_EVICTED, f"Kueue evicts Workload {name} "
+                                       f"({view.evicted.reason}: {view.evicted.message}): no new pods are created",
+                                       "Warning")
+        if not view.admitted:
+            waiting = next((c for c in (view.quota_reserved, view.admitted_condition)
+                            if c is not None and c.status != C.TRUE and c.reason), None)
+            if waiting is None:
+                return self.wait_for_queue(name, R.WORKLOAD_CREATED, f"Workload {name} in LocalQueue {queue} waits "
+                                           "for Kueue: no pods are created until Kueue admits it", None)
+            # Kueue's own words; Inadmissible (no such LocalQueue, a stopped ClusterQueue) needs a person.
+            return self.wait_for_queue(name, waiting.reason, waiting.message,
+                                       "Warning" if waiting.reason == "Inadmissible" else "Normal")
+        placement = observed.placement or recorded_placement(job, self.prev.get("queue"), view)
+        if placement is None:
+            # Only a decision fed no flavors gets here (observe reads them for every new admission).
+            return self.wait_for_queue(name, R.WORKLOAD_CREATED, f"Workload {name} is admitted; reading its flavors",
+                                       None)
+        self.placement = placement
+        flavors = ", ".join(f"{p.name}: " + ", ".join(f"{r}={f}" for r, f in sorted(p.flavors.items()))
+                            for p in placement)
+        message = f"Workload {name} is admitted by ClusterQueue {view.cluster_queue} ({flavors})"
+        self.conds.set(C.COND_QUOTA_RESERVED, C.TRUE, R.ADMITTED, message)
         if self.conds.changed(C.COND_QUOTA_RESERVED):
-            self.event("Warning", R.KUEUE_NOT_INSTALLED, message)
-        self.requeue(KUEUE_RECHECK_SECONDS)
+            self.event("Normal", R.ADMITTED, message)
+        self.queue = {"name": queue, "workload": name, "admitted": True, "clusterQueue": view.cluster_queue,
+                      "reason": R.ADMITTED, "message": message, "podSets": [p.as_status() for p in placement]}
+        return False
+
+    def wait_for_queue(self, workload: str, reason: str, message: str, event: str | None) -> bool:
+        """Held for Kueue: QuotaReserved=False says why (an event of type `event` when that changes), and
+        status.queue names the queue and the Workload."""
+        job = self.job
+        assert job is not None
+        self.conds.set(C.COND_QUOTA_RESERVED, C.FALSE, reason, message)
+        if event is not None and self.conds.changed(C.COND_QUOTA_RESERVED):
+            self.event(event, reason, message)
+        self.queue = {"name": job.meta.queue, "workload": workload, "admitted": False, "reason": reason,
+                      "message": message[:MAX_CONDITION_MESSAGE]}
         return True
+
+    def finish_workload(self) -> None:
+        """A finished job's Workload is marked Finished, which releases its quota, once none of its pods still
+        runs (a pod shutting down still holds its GPUs): what jobframework does for its jobs."""
+        observed = self.observed.queue
+        if observed is None or not isinstance(self.queue, Mapping):
+            return
+        view = observed.workload
+        if view is None:
+            # Deleted (by a user): it holds no quota any more, and there is nothing to mark.
+            self.queue = {**self.queue, "admitted": False, "finished": True}
+            return
+        if view.finished is not None:
+            message = f"Workload {view.name} is finished: Kueue released its quota"
+            self.conds.set(C.COND_QUOTA_RESERVED, C.FALSE, R.WORKLOAD_FINISHED, message)
+            if not self.queue.get("finished"):
+                self.event("Normal", R.FINISHED_WORKLOAD, message)
+            self.queue = {**self.queue, "admitted": False, "finished": True, "reason": R.WORKLOAD_FINISHED,
+                          "message": message}
+            return
+        if any(not p.finished for p in self.ours()):
+            return  # their events bring the next pass
+        done = self.conds.items.get(self.phase, {})
+        self.actions.append(FinishWorkload(view.name, FINISHED_SUCCEEDED if self.phase == C.PHASE_SUCCEEDED
+                                           else FINISHED_FAILED, str(done.get("message") or f"the job {self.phase}")))
 
     def update_running(self, current: Mapping[int, PodView]) -> None:
         self.ready = sum(1 for p in current.values() if p.trainer_running)
@@ -945,6 +1049,7 @@ class _Decider:
             "result": self.result,
             "appliedGeneration": self.applied_generation,
             "appliedSpec": self.applied_spec,
+            "queue": self.queue,
         }
         requeue = min(self.requeues) if self.requeues else None
         deferred = self.deferred()

@@ -347,6 +347,27 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("networking.k8s.io", "networkpolicies", "get"): [("op", r"\[render_network_policy\(job\)\] if config\.network_policy"),
                                                       *OWNER_CHECK],
     ("", "events", "create"): [("op", r"kopf\.event\("), ("kopf", r"EVENTS = Selector\('v1', 'events'\)")],
+    # Kueue: a queued job's Workload, watched, read each pass, created once, marked Finished at the end.
+    ("kueue.x-k8s.io", "workloads", "list"): [("op", r"@kopf\.on\.event\(C\.KUEUE_GROUP, C\.KUEUE_VERSION, "
+                                                     r"C\.KUEUE_WORKLOADS")],
+    ("kueue.x-k8s.io", "workloads", "watch"): [("op", r"@kopf\.on\.event\(C\.KUEUE_GROUP, C\.KUEUE_VERSION, "
+                                                      r"C\.KUEUE_WORKLOADS")],
+    ("kueue.x-k8s.io", "workloads", "get"): [("op", r'kube\.get\(C\.KUEUE_API, "Workload"'),
+                                             ("op", r'path = _item\(C\.KUEUE_API, "Workload"'), *OWNER_CHECK],
+    ("kueue.x-k8s.io", "workloads", "create"): [("op", r"render\.render_workload\("),
+                                                ("op", r"kube\.ensure\(manifest\)")],
+    ("kueue.x-k8s.io", "workloads/status", "patch"): [
+        ("op", r"kube\.finish_workload\("), ("op", r'request\("PATCH", path \+ "/status", content_type=')],
+    # Cluster-scoped: the flavors of a queued job's admission, and the class of its Workload's priority.
+    ("kueue.x-k8s.io", "resourceflavors", "get"): [("op", r'kube\.get_cluster\(C\.KUEUE_API, "ResourceFlavor"')],
+    ("kueue.x-k8s.io", "workloadpriorityclasses", "get"): [
+        ("op", r"kube\.get_cluster\(kueue\.PRIORITY_CLASS_API\[group_kind\]"),
+        ("op", r'WORKLOAD_PRIORITY_CLASS = \("kueue\.x-k8s\.io", "WorkloadPriorityClass"\)')],
+    ("scheduling.k8s.io", "priorityclasses", "get"): [
+        ("op", r"kube\.get_cluster\(kueue\.PRIORITY_CLASS_API\[group_kind\]"),
+        ("op", r'POD_PRIORITY_CLASS = \("scheduling\.k8s\.io", "PriorityClass"\)')],
+    ("scheduling.k8s.io", "priorityclasses", "list"): [
+        ("op", r'kube\.list_cluster\(\s*kueue\.PRIORITY_CLASS_API\[kueue\.POD_PRIORITY_CLASS\], "PriorityClass"\)')],
     # kopf's resource observer watches CRDs (warns and stops noticing CRD changes without it).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): [
         ("kopf", r"resource = await insights\.backbone\.wait_for\(references\.CRDS\)")],
@@ -356,6 +377,11 @@ EVIDENCE: dict[tuple[str, str, str], list[tuple[str, str]]] = {
     ("", "namespaces", "list"): [("kopf", r"if not settings\.scanning\.disabled and not clusterwide:")],
     ("", "namespaces", "watch"): [("kopf", r"if not settings\.scanning\.disabled and not clusterwide:")],
 }
+
+
+# The cluster-scoped resources the operator reads (a ClusterRole holds them in a namespaced install too).
+CLUSTER_SCOPED = {("kueue.x-k8s.io", "resourceflavors"), ("kueue.x-k8s.io", "workloadpriorityclasses"),
+                  ("scheduling.k8s.io", "priorityclasses")}
 
 
 def _sources() -> dict[str, str]:
@@ -415,7 +441,8 @@ def test_every_rule_is_used_by_the_operator(kube, helm, namespace, operator_ns, 
     objects = [d for d in yaml.safe_load_all(rendered) if d]
     cluster = _rule_set(one(objects, "ClusterRole", "x-ltj-operator")["rules"])
     role = _rule_set(one(objects, "Role", "x-ltj-operator")["rules"])
-    assert cluster == {k for k in used if k[0] == "apiextensions.k8s.io" or k[1] == "namespaces"}
+    assert cluster == {k for k in used if k[0] == "apiextensions.k8s.io" or k[1] == "namespaces"
+                       or k[:2] in CLUSTER_SCOPED}
     assert role == granted - cluster
 
 

@@ -1,6 +1,8 @@
 """Kueue's real controller beside the local control plane (conftest's `kueue_cluster`): it runs the
 pinned build, its webhooks answer the API server, and its quota path admits Workloads one GPU budget
-at a time, which is what the operator's Workload protocol relies on."""
+at a time; and the operator (in-process) runs queued jobs through it: one Workload per job, no pod
+before Kueue admits it, the admitted flavor's placement on every pod, the quota released when the job
+ends. Pods run on kwok's nodes (nothing trains)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetest import Kube, wait_for
+from kubetest import Kube, absent, apply, condition, job, wait_for, wait_status
 from ltj_localcluster.cluster import pinned_versions
 from ltj_localcluster.__main__ import next_steps
 from ltj_localcluster.controlplane import http_ok, read_pids
 from ltj_localcluster.kueue import LTJ_FRAMEWORK
+from ltj_localcluster.kwok import EXIT_CODE
+from ltj_operator import constants as C
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -32,15 +36,17 @@ def create(kube: Kube, *manifests: dict[str, Any], check: bool = True) -> Any:
     return kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(manifests), check=check)
 
 
-def queues(namespace: str, gpus: int) -> list[dict[str, Any]]:
-    """A ResourceFlavor, a ClusterQueue with quota for ``gpus`` GPUs of it, and a LocalQueue of that
-    ClusterQueue in ``namespace``; the cluster-scoped ones are named after the namespace."""
+def queues(namespace: str, gpus: int, flavor: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A ResourceFlavor (of spec ``flavor``), a ClusterQueue with quota for ``gpus`` GPUs of it (and CPU and
+    memory to spare: Kueue admits only what a ClusterQueue covers), and a LocalQueue of that ClusterQueue
+    in ``namespace``; the cluster-scoped ones are named after the namespace."""
+    plenty = [{"name": "cpu", "nominalQuota": 100}, {"name": "memory", "nominalQuota": "1000Gi"}]
     return [
-        {"apiVersion": API, "kind": "ResourceFlavor", "metadata": {"name": namespace}},
+        {"apiVersion": API, "kind": "ResourceFlavor", "metadata": {"name": namespace}, "spec": flavor or {}},
         {"apiVersion": API, "kind": "ClusterQueue", "metadata": {"name": namespace},
          "spec": {"namespaceSelector": {},
-                  "resourceGroups": [{"coveredResources": [GPU], "flavors": [
-                      {"name": namespace, "resources": [{"name": GPU, "nominalQuota": gpus}]}]}]}},
+                  "resourceGroups": [{"coveredResources": ["cpu", "memory", GPU], "flavors": [
+                      {"name": namespace, "resources": [*plenty, {"name": GPU, "nominalQuota": gpus}]}]}]}},
         {"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": "gpus", "namespace": namespace},
          "spec": {"clusterQueue": namespace}},
     ]
@@ -129,3 +135,155 @@ def test_a_two_gpu_quota_admits_one_two_gpu_workload_at_a_time(kube: Kube, names
         kube.kubectl("delete", "workloads", "--all", "-n", namespace, check=False)
         kube.kubectl("delete", "clusterqueue", namespace, "--wait=false", check=False)
         kube.kubectl("delete", "resourceflavor", namespace, "--wait=false", check=False)
+
+
+# --- the operator's Workload protocol ------------------------------------------------------------
+
+
+@pytest.fixture
+def gpu_queue(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> Any:
+    """queues() for the test's namespace, made by the test (``make(gpus, flavor)``), removed after it."""
+    def make(gpus: int, flavor: dict[str, Any] | None = None) -> None:
+        create(kube, *queues(namespace, gpus, flavor))
+
+    yield make
+    # The namespace goes with its jobs (and their Workloads); the cluster-scoped queue and flavor after them.
+    kube.kubectl("delete", "ltj", "--all", "-n", namespace, "--wait=true", check=False)
+    kube.kubectl("delete", "clusterqueue", namespace, "--wait=false", check=False)
+    kube.kubectl("delete", "resourceflavor", namespace, "--wait=false", check=False)
+
+
+def queued_job(name: str, claim: str, nodes: int = 1, gpus: int = 2) -> dict[str, Any]:
+    """The CPU sample with GPUs, labelled for the LocalQueue of queues(), on the test's static claim."""
+    manifest = job(name, nodes=nodes, gpusPerNode=gpus)
+    manifest["spec"]["output"] = {"claimName": claim}
+    manifest["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    return manifest
+
+
+def job_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return kube.get("pods", "-n", namespace, "-l", f"{C.LABEL_JOB_NAME}={name}")["items"]
+
+
+def workloads_of(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Workloads the job controls."""
+    uid = kube.get("ltj", name, "-n", namespace)["metadata"]["uid"]
+    return [w for w in kube.get("workloads", "-n", namespace)["items"]
+            if any(r.get("controller") and r["uid"] == uid for r in w["metadata"].get("ownerReferences") or [])]
+
+
+def job_events(kube: Kube, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in kube.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+            if e["reason"] == reason]
+
+
+def waiting_for_quota(st: dict[str, Any]) -> bool:
+    """The job's status shows Kueue's verdict that quota is short (not only that its Workload exists)."""
+    reserved = condition(st, C.COND_QUOTA_RESERVED) or {}
+    return reserved.get("status") == "False" and reserved.get("reason") == "Pending"
+
+
+def test_two_jobs_share_a_two_gpu_quota_one_after_the_other(kube: Kube, namespace: str, operator: Any,
+                                                             gpu_queue: Any, static_claim: str) -> None:
+    gpu_queue(gpus=2)
+    first = apply(kube, namespace, queued_job("first", static_claim))
+    wait_for(lambda: len(job_pods(kube, namespace, first)) == 1, 90, what="the first job's pod",
+             diagnose=lambda: diagnose(kube, namespace))
+    st = wait_status(kube, namespace, first, lambda st: (st.get("queue") or {}).get("admitted") is True, 30,
+                     "admitted")
+    (wl,) = workloads_of(kube, namespace, first)
+    assert st["queue"]["workload"] == wl["metadata"]["name"] and st["queue"]["clusterQueue"] == namespace
+    assert wl["spec"]["queueName"] == "gpus" and [(p["name"], p["count"]) for p in wl["spec"]["podSets"]] == [
+        ("master", 1)]
+    assert condition(st, C.COND_QUOTA_RESERVED)["status"] == "True"
+
+    second = apply(kube, namespace, queued_job("second", static_claim))
+    st = wait_status(kube, namespace, second, waiting_for_quota, 60, "Kueue's pending reason")
+    assert f"insufficient unused quota for {GPU} in flavor {namespace}" in st["queue"]["message"], st["queue"]
+    assert st["queue"]["name"] == "gpus" and st["queue"]["admitted"] is False
+    assert condition(st, C.COND_QUOTA_RESERVED)["message"] == st["queue"]["message"]
+    assert job_pods(kube, namespace, second) == []
+    # `kubectl get ltj -o wide` shows the queue and that the job is not admitted.
+    header, row = kube.kubectl("get", "ltj", second, "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert header.split()[-2:] == ["QUEUE", "ADMITTED"] and row.split()[-2:] == ["gpus", "false"], (header, row)
+
+    # The first job's rank succeeds: its Workload is marked Finished, and Kueue admits the second.
+    wait_status(kube, namespace, first, lambda st: st.get("phase") == C.PHASE_RUNNING, 60, "running")
+    (pod,) = job_pods(kube, namespace, first)
+    kube.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, f"{EXIT_CODE}=0")
+    wait_status(kube, namespace, first, lambda st: (st.get("queue") or {}).get("finished") is True, 90,
+                "its Workload finished")
+    assert conditions(kube, namespace, wl["metadata"]["name"])["Finished"]["reason"] == "Succeeded"
+    wait_for(lambda: len(job_pods(kube, namespace, second)) == 1, 90, what="the second job's pod",
+             diagnose=lambda: diagnose(kube, namespace))
+    # One event per cause, not per pass.
+    for name in (first, second):
+        assert len(job_events(kube, namespace, name, C.Reason.CREATED_WORKLOAD)) == 1
+    assert len(job_events(kube, namespace, first, C.Reason.ADMITTED)) == 1
+    wait_for(lambda: len(job_events(kube, namespace, second, C.Reason.ADMITTED)) == 1, 30,
+             what="the second job's Admitted event")
+    assert len(job_events(kube, namespace, second, "Pending")) == 1
+
+
+def test_a_gang_bigger_than_the_quota_never_gets_a_pod(kube: Kube, namespace: str, operator: Any, gpu_queue: Any,
+                                                       static_claim: str) -> None:
+    gpu_queue(gpus=2)
+    name = apply(kube, namespace, queued_job("big", static_claim, nodes=3, gpus=1))
+    # Kueue has decided (and the operator has seen it) once the job's status carries Kueue's reason.
+    wait_status(kube, namespace, name, waiting_for_quota, 60, "Kueue's pending reason")
+    (wl,) = workloads_of(kube, namespace, name)
+    assert [(p["name"], p["count"]) for p in wl["spec"]["podSets"]] == [("master", 1), ("worker", 2)]
+    assert conditions(kube, namespace, wl["metadata"]["name"])["QuotaReserved"]["reason"] == "Pending"
+    assert job_pods(kube, namespace, name) == []
+
+
+def test_deleting_a_queued_job_leaves_no_workload(kube: Kube, namespace: str, operator: Any, gpu_queue: Any,
+                                                  static_claim: str) -> None:
+    gpu_queue(gpus=0)
+    name = apply(kube, namespace, queued_job("doomed", static_claim))
+    wait_status(kube, namespace, name, waiting_for_quota, 60, "Kueue's pending reason")
+    (wl,) = workloads_of(kube, namespace, name)
+    kube.kubectl("delete", "ltj", name, "-n", namespace)
+    wait_for(lambda: absent(kube, "workload", wl["metadata"]["name"], "-n", namespace), 60,
+             what="the garbage collector to delete the Workload")
+
+
+def test_an_operator_restarted_mid_admission_makes_one_workload_and_one_gang(
+        kube: Kube, namespace: str, operator: Any, gpu_queue: Any, static_claim: str) -> None:
+    gpu_queue(gpus=0)
+    name = apply(kube, namespace, queued_job("restarted", static_claim, nodes=2, gpus=1))
+    wait_status(kube, namespace, name, waiting_for_quota, 60, "Kueue's pending reason")
+    operator.stop()
+    # The quota comes, and Kueue admits the Workload, while no operator runs.
+    (wl,) = workloads_of(kube, namespace, name)
+    kube.kubectl("patch", "clusterqueue", namespace, "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": "/spec/resourceGroups/0/flavors/0/resources/2/nominalQuota", "value": 2}]))
+    wait_for(lambda: admitted(kube, namespace, wl["metadata"]["name"]), 60, what="Kueue's admission",
+             diagnose=lambda: diagnose(kube, namespace))
+    assert job_pods(kube, namespace, name) == []
+    operator()
+    wait_for(lambda: len(job_pods(kube, namespace, name)) == 2, 90, what="the gang",
+             diagnose=lambda: diagnose(kube, namespace))
+    uids = sorted(p["metadata"]["uid"] for p in job_pods(kube, namespace, name))
+    # And once more with the gang up: nothing is made twice.
+    operator()
+    wait_status(kube, namespace, name, lambda st: st.get("readyNodes") == 2, 60, "both ranks running")
+    assert [w["metadata"]["name"] for w in workloads_of(kube, namespace, name)] == [wl["metadata"]["name"]]
+    assert sorted(p["metadata"]["uid"] for p in job_pods(kube, namespace, name)) == uids
+
+
+def test_the_admitted_flavors_node_labels_and_tolerations_are_on_every_pod(
+        kube: Kube, namespace: str, operator: Any, gpu_queue: Any, static_claim: str) -> None:
+    toleration = {"key": "ltj.dev/test-pool", "operator": "Equal", "value": namespace, "effect": "NoSchedule"}
+    gpu_queue(gpus=4, flavor={"nodeLabels": {"ltj.dev/test-pool": namespace}, "tolerations": [toleration]})
+    name = apply(kube, namespace, queued_job("placed", static_claim, nodes=2, gpus=1))
+    wait_for(lambda: len(job_pods(kube, namespace, name)) == 2, 90, what="the gang",
+             diagnose=lambda: diagnose(kube, namespace))
+    for pod in job_pods(kube, namespace, name):
+        assert pod["spec"]["nodeSelector"] == {"ltj.dev/test-pool": namespace}
+        assert toleration in pod["spec"]["tolerations"]
+        rank = pod["metadata"]["labels"][C.LABEL_NODE_RANK]
+        assert pod["metadata"]["labels"][C.LABEL_KUEUE_PODSET] == ("master" if rank == "0" else "worker")
+        assert pod["metadata"]["labels"][C.LABEL_KUEUE_CLUSTER_QUEUE] == namespace
+    st = kube.get("ltj", name, "-n", namespace)["status"]
+    assert [p["nodeSelector"] for p in st["queue"]["podSets"]] == [{"ltj.dev/test-pool": namespace}] * 2

@@ -54,16 +54,35 @@ holds.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Kueue, where installed: the Workload of each job labelled kueue.x-k8s.io/queue-name (create-if-absent;
+# "get" reads it each pass, and the owner of one already there), watched for Kueue's admission, and
+# marked Finished on its status when the job ends (garbage collection deletes it with the job).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/*
-Cluster-scoped reads of kopf: it watches CRDs to notice the job CRD being (re)installed, and, when
-it serves a list of namespaces, watches namespaces to notice them being created or deleted.
+Cluster-scoped reads of kopf: it watches CRDs to notice the job CRD being (re)installed (and Kueue's,
+to watch Workloads once Kueue is installed), and, when it serves a list of namespaces, watches
+namespaces to notice them being created or deleted. And of the operator, for a queued job: the
+ResourceFlavors of its admission (their node labels and tolerations go on its pods), and the priority
+class its Workload is created with (a WorkloadPriorityClass named by its kueue.x-k8s.io/priority-class
+label, the PriorityClass its pods name, else the global default one, listed).
 */}}
 {{- define "ltj-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors", "workloadpriorityclasses"]
+  verbs: ["get"]
+- apiGroups: ["scheduling.k8s.io"]
+  resources: ["priorityclasses"]
+  verbs: ["get", "list"]
 {{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: ["namespaces"]

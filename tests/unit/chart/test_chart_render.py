@@ -241,9 +241,12 @@ def test_watch_namespaces_uses_roles_per_namespace(render):
 
     full_rules = one(cluster_wide, "ClusterRole", FULLNAME)["rules"]
     cluster_rules = one(objects, "ClusterRole", FULLNAME)["rules"]
-    # Cluster-wide, only what kopf reads cluster-wide: CRDs and (for a namespace list) namespaces.
-    assert {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in cluster_rules} == {
-        (("apiextensions.k8s.io",), ("customresourcedefinitions",)), (("",), ("namespaces",))}
+    # Cluster-wide, only reads of cluster-scoped objects: kopf's of CRDs and (for a namespace list) namespaces,
+    # the operator's of Kueue's flavors and priority classes.
+    cluster_scoped = {(("apiextensions.k8s.io",), ("customresourcedefinitions",)), (("",), ("namespaces",)),
+                      (("kueue.x-k8s.io",), ("resourceflavors", "workloadpriorityclasses")),
+                      (("scheduling.k8s.io",), ("priorityclasses",))}
+    assert {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in cluster_rules} == cluster_scoped
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in cluster_rules)
     for ns in ("team-a", "team-b"):
         role = one(objects, "Role", FULLNAME, ns)
@@ -251,7 +254,7 @@ def test_watch_namespaces_uses_roles_per_namespace(render):
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
         # The Role holds exactly the namespaced part of the cluster-wide rules.
-        expected = [r for r in full_rules if "customresourcedefinitions" not in r["resources"]]
+        expected = [r for r in full_rules if (tuple(r["apiGroups"]), tuple(r["resources"])) not in cluster_scoped]
         assert role["rules"] == expected
     # In the release namespace (unless watched) only the Lease's.
     assert [r["metadata"]["name"] for r in find(objects, "Role", namespace=NAMESPACE)] == [f"{FULLNAME}-leader-election"]

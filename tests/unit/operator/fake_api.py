@@ -3,8 +3,9 @@
 Everything above `Kube.request` is the real thing (the cache, create-if-absent, claim ownership, uid
 preconditions); below it: objects by path, 409 on a create of an existing name, status patches (JSON
 merge patches and the operator's fenced JSON patches), PUTs conditional on the resourceVersion,
-deletes with uid preconditions, label-selected lists, metadata-only reads, and refusals by resource. Each request is recorded as "VERB resource" (LIST for a collection GET) with the round
-trip it went in: one Kube.all, or the request alone.
+deletes with uid preconditions, label-selected lists, metadata-only reads, cluster-scoped objects, and
+refusals by resource. Each request is recorded as "VERB resource" (LIST for a collection GET) with the
+round trip it went in: one Kube.all, or the request alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
-from ltj_operator.kube import PARTIAL_METADATA, ApiError, Kube, ObjectCache, _item
+from ltj_operator.kube import _KINDS, PARTIAL_METADATA, ApiError, Kube, ObjectCache, _item
 from unit.operator.operator_helpers import merge
 
 
@@ -35,7 +36,7 @@ class FakeApi(Kube):
         meta = obj["metadata"]
         stored = merge(dict(obj), {"metadata": {"resourceVersion": str(next(self._versions)),
                                                 "uid": meta.get("uid") or f"uid-{meta['name']}"}})
-        self.objects[_item(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])] = stored
+        self.objects[_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])] = stored
         return copy.deepcopy(stored)
 
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -70,12 +71,12 @@ class FakeApi(Kube):
     def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None,
                 content_type: str = "application/json", accept: str = "application/json") -> Any:
         parts = path.split("/")
-        if "namespaces" not in parts:  # discovery of an API group/version: /apis/<group>/<version>
+        if "namespaces" not in parts and len(parts) == 4:  # discovery of an API group/version: /apis/<group>/<version>
             self.requests.append((next(self._trips), f"DISCOVER {'/'.join(parts[2:])}"))
             if "/".join(parts[2:]) not in self.served:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return {"kind": "APIResourceList", "groupVersion": "/".join(parts[2:]), "resources": []}
-        at = parts.index("namespaces")
+        at = parts.index("namespaces") if "namespaces" in parts else 2  # /apis/<group>/<version>/<resource>...
         resource, rest = parts[at + 2], parts[at + 3:]
         verb = "LIST" if method == "GET" and not rest else method
         trip = getattr(self._local, "trip", None)
@@ -143,3 +144,11 @@ def _json_patch(current: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) ->
             assert op["op"] == "add", op
             patch.setdefault(top, {})[key] = op["value"]
     return patch
+
+
+def _path(api_version: str, kind: str, namespace: str | None, name: str) -> str:
+    """Where Kube reads the object: namespaced, or cluster-scoped without a namespace."""
+    if namespace is not None:
+        return _item(api_version, kind, namespace, name)
+    k = _KINDS[(api_version, kind)]
+    return f"{k.group_path}/{k.plural}/{name}"

@@ -115,3 +115,24 @@ def unschedulable(job: str, rank: int, attempt: int = 0,
     return pod(job, rank, attempt, node=None,
                conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                             "message": message, "lastTransitionTime": ts(since)}])
+
+
+def workload(job: str, *, reserved: tuple[str, str, str] | None = None, admitted: tuple[str, str, str] | None = None,
+             evicted: tuple[str, str, str] | None = None, cluster_queue: str | None = None,
+             podsets: tuple[str, ...] = ("master", "worker"), flavor: str = "gpu-a", owner: str = UID) -> dict[str, Any]:
+    """The job's Workload as Kueue leaves it: conditions (status, reason, message) when given, and with
+    `cluster_queue` an admission of every pod set on `flavor` (for GPUs)."""
+    from ltj_operator.kueue import workload_name
+
+    given = (("QuotaReserved", reserved), ("Admitted", admitted), ("Evicted", evicted))
+    status: dict[str, Any] = {"conditions": [
+        {"type": type_, "status": c[0], "reason": c[1], "message": c[2], "lastTransitionTime": ts(0)}
+        for type_, c in given if c is not None]}
+    if cluster_queue is not None:
+        status["admission"] = {"clusterQueue": cluster_queue, "podSetAssignments": [
+            {"name": name, "flavors": {C.GPU_RESOURCE: flavor}, "count": 1} for name in podsets]}
+    return {"apiVersion": C.KUEUE_API, "kind": "Workload",
+            "metadata": {"name": workload_name(make_job(job)), "namespace": "team-a", "resourceVersion": "7",
+                         "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND, "name": job, "uid": owner,
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {"queueName": "gpus"}, "status": status}

@@ -26,13 +26,18 @@ def _resource_handlers() -> list[object]:
     return list(kopf.get_default_registry()._watching.get_all_handlers())
 
 
-def test_watch_handlers_for_jobs_and_their_pods_only() -> None:
+def test_watch_handlers_for_jobs_their_pods_and_workloads_only() -> None:
     found = {getattr(h, "fn", None): h for h in _resource_handlers()}
     job = found[handlers.job_event]
     pod = found[handlers.pod_event]
     assert (job.selector.group, job.selector.version, job.selector.any_name) == (C.GROUP, C.VERSION, C.PLURAL)
     assert (pod.selector.group, pod.selector.version, pod.selector.any_name) == ("", "v1", "pods")
     assert pod.labels == {C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_JOB_NAME: kopf.PRESENT}
+    # Kueue's Workloads, only those of our jobs (their watch is filtered like the pods').
+    workload = found[handlers.workload_event]
+    assert (workload.selector.group, workload.selector.version, workload.selector.any_name) == (
+        "kueue.x-k8s.io", "v1beta2", "workloads")
+    assert workload.labels == {C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_JOB_NAME: kopf.PRESENT}
     # No daemons, timers or change handlers: kopf puts no finalizer on jobs, so deletion never hangs on us.
     registry = kopf.get_default_registry()
     assert not registry._spawning.get_all_handlers()
@@ -123,7 +128,7 @@ def test_finished_jobs_resync_rarely_but_keep_their_requeue_times() -> None:
     assert handlers.next_pass_in(outcome("Succeeded", gone=True), config) is None
 
 
-def test_the_pod_watch_is_filtered_by_the_api_server() -> None:
+def test_the_pod_and_workload_watches_are_filtered_by_the_api_server() -> None:
     settings = kopf.OperatorSettings()
     handlers.configure_settings(settings, OperatorConfig())
     pods = references.Resource("", "v1", "pods", kind="Pod", namespaced=True)
@@ -131,6 +136,9 @@ def test_the_pod_watch_is_filtered_by_the_api_server() -> None:
     assert list(settings.watching.label_selectors.collect(pods)) == [
         f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY},{C.LABEL_JOB_NAME}"]
     assert list(settings.watching.label_selectors.collect(jobs)) == []
+    workloads = references.Resource("kueue.x-k8s.io", "v1beta2", "workloads", kind="Workload", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(workloads)) == [
+        f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY},{C.LABEL_JOB_NAME}"]
 
 
 def test_passes_of_jobs_awaiting_their_pods_rank_before_the_others() -> None:

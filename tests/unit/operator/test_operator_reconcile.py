@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ltj_operator import constants as C
-from ltj_operator import render
+from ltj_operator import kueue, render
 from ltj_operator.config import OperatorConfig
 from ltj_operator.expectations import Expectations
 from ltj_operator.kube import ApiError, ObjectCache
@@ -20,7 +20,7 @@ from ltj_operator.reconcile import Outcome, reconcile
 from ltj_operator.spec import MAX_ARGS_BYTES, parse_job
 from ltj_operator.status import Observed, Outcomes, decide
 from unit.operator.fake_api import FakeApi
-from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, running, terminated
+from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, running, terminated, workload
 
 pytestmark = pytest.mark.unit
 R = C.Reason
@@ -493,11 +493,82 @@ def test_a_queued_job_on_a_cluster_without_kueue_is_held_on_one_cached_discovery
         again = world.reconcile()
         assert discover not in [r for _, r in world.api.requests] and world.pods() == []
         assert again.requeue_after is not None
-        # Kueue installed: seen once the cached answer is older than the cache's max age.
+        # Kueue installed: seen once the cached answer is older than the cache's max age; the job then
+        # waits for Kueue's admission of its Workload instead.
         world.api.served.add(C.KUEUE_API)
         world.clock.now += 50
         world.watch()
         world.reconcile()
-        assert discover in [r for _, r in world.api.requests] and len(world.pods()) == 2
+        assert discover in [r for _, r in world.api.requests] and world.pods() == []
+        assert len(world.api.of_kind("Workload")) == 1
+    finally:
+        world.api.close()
+
+
+def test_a_queued_job_gets_one_workload_and_its_gang_only_once_admitted_then_releases_the_quota() -> None:
+    world = World()
+    body = world.api.get_object(C.API_VERSION, C.KIND, NS, J)
+    body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    world.api.put(body)
+    world.api.served.add(C.KUEUE_API)
+    world.watch()
+    try:
+        created = world.reconcile()
+        (wl,) = world.api.of_kind("Workload")
+        assert wl["metadata"]["name"] == kueue.workload_name(parse_job(body))
+        assert wl["metadata"]["ownerReferences"][0]["uid"] == UID and wl["spec"]["queueName"] == "gpus"
+        # The priority was read (no class named: the global default, here none) before the Workload was created;
+        # nothing else of the job's is made before Kueue admits it.
+        assert world.api.trips()[0] == ["GET workloads", "LIST priorityclasses"]
+        assert world.api.trips()[-1] == trip(WRITE, "POST workloads")
+        assert R.CREATED_WORKLOAD in {e.reason for e in created.events} and world.pods() == []
+        assert world.status()["queue"]["reason"] == R.WORKLOAD_CREATED
+
+        world.watch()
+        again = world.reconcile()
+        assert len(world.api.of_kind("Workload")) == 1 and world.pods() == []
+        assert R.CREATED_WORKLOAD not in {e.reason for e in again.events}
+
+        # Kueue admits it on a flavor with node labels and a toleration.
+        world.api.put({"apiVersion": C.KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": "gpu-a"},
+                       "spec": {"nodeLabels": {"pool": "a100"},
+                                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}})
+        admitted = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                            cluster_queue="cq", admitted=("True", "Admitted", "The workload is admitted"))
+        world.api.put({**wl, "status": admitted["status"]})
+        world.watch()
+        started = world.reconcile()
+        assert "GET resourceflavors" in [r for _, r in world.api.requests]
+        assert R.ADMITTED in {e.reason for e in started.events}
+        pods = world.pods()
+        assert len(pods) == 2
+        for p in pods:
+            assert p["spec"]["nodeSelector"] == {"pool": "a100"}
+            assert p["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert world.status()["queue"]["admitted"] is True
+        assert world.status()["queue"]["podSets"][0]["nodeSelector"] == {"pool": "a100"}
+
+        # The placement is on record: later passes do not read the flavors again.
+        world.watch()
+        world.reconcile()
+        assert "GET resourceflavors" not in [r for _, r in world.api.requests]
+
+        # The job succeeds and its pods have finished: after the record, its Workload is marked Finished.
+        world.put(terminated(J, 0, exit_code=0))
+        world.put(terminated(J, 1, exit_code=0))
+        world.watch()
+        world.reconcile()
+        assert world.status()["phase"] == C.PHASE_SUCCEEDED
+        requests = [r for _, r in world.api.requests]
+        assert requests.index(WRITE) < requests.index("PATCH workloads/status")
+        (finished,) = [c for c in world.api.of_kind("Workload")[0]["status"]["conditions"] if c["type"] == "Finished"]
+        assert (finished["status"], finished["reason"]) == ("True", "Succeeded")
+        # Seen finished: recorded, and then the Workload is no longer read.
+        world.watch()
+        world.reconcile()
+        assert world.status()["queue"]["finished"] is True and world.status()["queue"]["admitted"] is False
+        world.watch()
+        world.reconcile()
+        assert not [r for _, r in world.api.requests if "workloads" in r]
     finally:
         world.api.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,13 @@ import pytest
 import yaml
 
 from ltj_operator import constants as C
+from ltj_operator import kueue
 from ltj_operator.config import OperatorConfig
 from ltj_operator.render import (render_children, render_network_policy, render_pod, render_pods,
                                  render_pvc, render_relay_role, render_relay_role_binding,
                                  render_relay_service_account, render_relay_token_secret, render_service,
-                                 render_trainer_service_account, selector, trainer_config, trainer_config_text)
+                                 render_trainer_service_account, render_workload, selector, trainer_config,
+                                 trainer_config_text)
 from unit.operator.operator_helpers import UID, make_job
 
 pytestmark = pytest.mark.unit
@@ -463,3 +466,65 @@ def test_a_named_account_runs_every_rank_and_the_relay_keeps_its_own_token() -> 
     assert sources[0] == {"secret": {"name": "wi-relay-token", "items": [{"key": "token", "path": "token"}]}}
     assert {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in sources
     assert all(v["name"] != C.VOLUME_RELAY_TOKEN for v in pods[1]["spec"]["volumes"])
+
+
+# --- Kueue: the Workload and the admission's placement ---------------------------------------------
+
+
+def test_the_workload_asks_for_what_the_pods_request_in_full_pod_sets() -> None:
+    job = make_job(name="big", nodes=3, gpusPerNode=2, resources={"requests": {"cpu": "4", "memory": "8Gi"}},
+                   podTemplate={"priorityClassName": "team", "nodeSelector": {"zone": "z1"}})
+    job = replace(job, meta=replace(job.meta, queue="gpus"))
+    wl = render_workload(job, CONFIG, kueue.Priority(value=100, ref={"group": "scheduling.k8s.io",
+                                                                       "kind": "PriorityClass", "name": "team"}))
+    assert (wl["apiVersion"], wl["kind"]) == ("kueue.x-k8s.io/v1beta2", "Workload")
+    assert wl["metadata"]["name"] == kueue.workload_name(job)
+    assert wl["metadata"]["ownerReferences"] == [{"apiVersion": C.API_VERSION, "kind": C.KIND, "name": "big",
+                                                  "uid": UID, "controller": True, "blockOwnerDeletion": True}]
+    labels = wl["metadata"]["labels"]
+    assert labels[C.LABEL_KUEUE_JOB_UID] == UID and labels[C.LABEL_JOB_NAME] == "big"
+    assert labels[C.LABEL_MANAGED_BY] == C.MANAGED_BY
+    spec = wl["spec"]
+    assert spec["queueName"] == "gpus" and spec["priority"] == 100
+    assert spec["priorityClassRef"] == {"group": "scheduling.k8s.io", "kind": "PriorityClass", "name": "team"}
+    assert [(p["name"], p["count"]) for p in spec["podSets"]] == [("master", 1), ("worker", 2)]
+    pods = {0: render_pod(job, 0, 0, CONFIG), 1: render_pod(job, 1, 0, CONFIG)}
+    for podset, rank in zip(spec["podSets"], (0, 1)):
+        template, pod = podset["template"]["spec"], pods[rank]["spec"]
+        # The requests the pods make, container by container (the relay sidecar of rank 0 included).
+        for key in ("containers", "initContainers"):
+            assert [(c["name"], c.get("resources"), c.get("restartPolicy")) for c in template.get(key, [])] == \
+                   [(c["name"], c.get("resources"), c.get("restartPolicy")) for c in pod.get(key, [])]
+        for key in ("nodeSelector", "affinity", "priorityClassName"):
+            assert template[key] == pod[key]
+        assert "env" not in template["containers"][0] and "volumes" not in template
+    assert [c["name"] for c in spec["podSets"][0]["template"]["spec"]["initContainers"]] == [C.RELAY_CONTAINER]
+    assert "initContainers" not in spec["podSets"][1]["template"]["spec"]
+    assert spec["podSets"][0]["template"]["spec"]["containers"][0]["resources"]["requests"][C.GPU_RESOURCE] == "2"
+
+
+def test_a_one_node_job_is_one_pod_set_without_a_priority_class() -> None:
+    job = make_job(name="one")
+    job = replace(job, meta=replace(job.meta, queue="gpus"))
+    spec = render_workload(job, CONFIG, kueue.Priority())["spec"]
+    assert [(p["name"], p["count"]) for p in spec["podSets"]] == [("master", 1)]
+    assert spec["priority"] == 0 and "priorityClassRef" not in spec
+
+
+def test_a_placement_adds_node_labels_tolerations_and_kueues_pod_labels() -> None:
+    job = make_job(name="big", nodes=2, podTemplate={
+        "nodeSelector": {"zone": "z1"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+    placement = kueue.PodSetPlacement("worker", {C.GPU_RESOURCE: "a100"}, {"pool": "a100"},
+                                      ({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                       {"key": "spot", "operator": "Exists"}),
+                                      {C.LABEL_KUEUE_PODSET: "worker", C.LABEL_KUEUE_LOCAL_QUEUE: "gpus"})
+    plain, placed = render_pod(job, 1, 0, CONFIG), render_pod(job, 1, 0, CONFIG, placement=placement)
+    assert placed["spec"]["nodeSelector"] == {"zone": "z1", "pool": "a100"}
+    # A toleration the job has already is not repeated.
+    assert placed["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                             {"key": "spot", "operator": "Exists"}]
+    assert placed["metadata"]["labels"] == {**plain["metadata"]["labels"], C.LABEL_KUEUE_PODSET: "worker",
+                                            C.LABEL_KUEUE_LOCAL_QUEUE: "gpus"}
+    for key in ("nodeSelector", "tolerations"):
+        del plain["spec"][key], placed["spec"][key]
+    assert {**placed, "metadata": plain["metadata"]} == plain  # nothing else changes

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 
 from ltj_operator import constants as C
+from ltj_operator.kueue import Priority, QueueObserved, observe_workload, placement, workload_name
 from ltj_operator.podview import observe_pod
 from ltj_operator.spec import Job, applied_job, parse_job
-from ltj_operator.status import (FINISH_GRACE_SECONDS, CreatePods, Decision, DeleteJob, DeletePods, Observed, Outcomes,
-                                 StallPolicy, decide, format_time, parse_time, transition)
-from unit.operator.operator_helpers import (at, job_body, make_job, pod, running, terminated, ts, unschedulable)
+from ltj_operator.status import (FINISH_GRACE_SECONDS, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods,
+                                 FinishWorkload, Observed, Outcomes, StallPolicy, decide, format_time, parse_time,
+                                 transition)
+from unit.operator.operator_helpers import (at, job_body, make_job, merge, pod, running, terminated, ts, unschedulable,
+                                            workload)
 
 pytestmark = pytest.mark.unit
 R = C.Reason
@@ -75,6 +78,32 @@ PENDING = st(C.PHASE_PENDING, cond(C.COND_CREATED, "True", R.PODS_CREATED),
              cond(C.COND_RUNNING, "False", R.PODS_PENDING, message="0 of 2 pod(s) running"), readyNodes=0, **LAUNCHED)
 
 
+# The job's Workload, as Kueue leaves it at each step (operator_helpers.workload), and what status.queue says.
+WL = workload_name(make_job(J, nodes=2))
+CREATED_MESSAGE = f"creating Workload {WL} in LocalQueue gpus: no pods are created until Kueue admits it"
+WAITING = st(C.PHASE_PENDING, cond(C.COND_QUOTA_RESERVED, "False", R.WORKLOAD_CREATED, message=CREATED_MESSAGE),
+             queue={"name": "gpus", "workload": WL, "admitted": False, "reason": R.WORKLOAD_CREATED,
+                    "message": CREATED_MESSAGE})
+SHORT = ("couldn't assign flavors to pod set master: insufficient unused quota for nvidia.com/gpu in flavor gpu-a, "
+         "2 more needed")
+PENDING_WL = observe_workload(workload(J, reserved=("False", "Pending", SHORT)))
+PENDING_ON_RECORD = st(C.PHASE_PENDING, cond(C.COND_QUOTA_RESERVED, "False", "Pending", message=SHORT),
+                       queue={"name": "gpus", "workload": WL, "admitted": False, "reason": "Pending", "message": SHORT})
+ADMITTED_BODY = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+                         admitted=("True", "Admitted", "The workload is admitted"))
+ADMITTED_WL = observe_workload(ADMITTED_BODY)
+FINISHED_WL = observe_workload(merge(ADMITTED_BODY, {"status": {"conditions": [
+    *ADMITTED_BODY["status"]["conditions"],
+    {"type": "Finished", "status": "True", "reason": "Succeeded", "message": "done"}]}}))
+GPU_FLAVOR = {"metadata": {"name": "gpu-a"}, "spec": {"nodeLabels": {"pool": "a100"}, "tolerations": [
+    {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}
+PLACEMENT = placement(make_job(J, nodes=2), ADMITTED_WL, {"gpu-a": GPU_FLAVOR})
+ADMITTED_MESSAGE = (f"Workload {WL} is admitted by ClusterQueue cq (master: nvidia.com/gpu=gpu-a, "
+                    "worker: nvidia.com/gpu=gpu-a)")
+QUEUE_ADMITTED = {"name": "gpus", "workload": WL, "admitted": True, "clusterQueue": "cq", "reason": R.ADMITTED,
+                  "message": ADMITTED_MESSAGE, "podSets": [p.as_status() for p in PLACEMENT]}
+
+
 @dataclass
 class Case:
     id: str
@@ -99,6 +128,8 @@ class Case:
     queue: str | None = None  # the job's kueue.x-k8s.io/queue-name label
     generation: int = 1  # the resource's metadata.generation
     kueue: bool | None = None  # Observed.kueue_installed
+    wl: QueueObserved | None = None  # Observed.queue: the job's Workload and what goes with it
+    workload_actions: tuple[str, ...] = ()  # "create", or "finish <reason>": the Workload actions, exactly
 
 
 CASES = [
@@ -455,9 +486,74 @@ CASES = [
     Case("a held job's restart creates no new gang", RESTARTING, [], C.PHASE_RESTARTING,
          {C.COND_QUOTA_RESERVED: ("False", R.KUEUE_NOT_INSTALLED)}, restarts=1, attempt=1, queue="gpus",
          kueue=False),
-    Case("a queue label where Kueue is installed: unchanged until the operator speaks Kueue's Workload protocol",
-         None, [], C.PHASE_PENDING, {C.COND_CREATED: ("False", R.CREATING_PODS)}, creates=((0, 1), 0, None),
-         queue="gpus", kueue=True),
+    # --- a queue label where Kueue is installed: its Workload decides ---
+    Case("queued: a Workload is created and no pod until Kueue admits it", None, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_CREATED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(priority=Priority()), workload_actions=("create",), warnings=(),
+         extra={"startTime": None, "queue": {"name": "gpus", "workload": WL, "admitted": False,
+                                             "reason": R.WORKLOAD_CREATED, "message": CREATED_MESSAGE}}),
+    Case("Kueue's pending reason and message are the job's, with one event", WAITING, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=PENDING_WL), warnings=(),
+         extra={"queue": {"name": "gpus", "workload": WL, "admitted": False, "reason": "Pending",
+                          "message": SHORT}}),
+    Case("still pending for the same cause: no event again", PENDING_ON_RECORD, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=PENDING_WL), warnings=()),
+    Case("an inadmissible Workload (no such LocalQueue) is a warning", WAITING, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", "Inadmissible")}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=observe_workload(workload(J, reserved=("False", "Inadmissible",
+                                                                        "LocalQueue gpus doesn't exist")))),
+         warnings=("Inadmissible",)),
+    Case("a Workload Kueue has not looked at yet: waiting, no event", WAITING, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_CREATED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=observe_workload(workload(J))), warnings=()),
+    Case("quota reserved, admission checks pending: still no pods", WAITING, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("False", "AdmissionChecksPending")}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=observe_workload(workload(
+             J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+             admitted=("False", "AdmissionChecksPending", "waiting for check prov")))), warnings=()),
+    Case("admitted: the whole gang is created with the admission's placement", WAITING, [], C.PHASE_PENDING,
+         {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED), C.COND_CREATED: ("False", R.CREATING_PODS)},
+         creates=((0, 1), 0, None), queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), warnings=(),
+         extra={"startTime": ts(60), "queue": QUEUE_ADMITTED}),
+    Case("a gang restart under the same admission reuses the recorded placement",
+         {**RESTARTING, "queue": QUEUE_ADMITTED}, [], C.PHASE_RESTARTING, {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)},
+         creates=((0, 1), 1, CKPT), restarts=1, attempt=1, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL), extra={"queue": QUEUE_ADMITTED}),
+    Case("admitted and running: nothing to do", {**RUNNING, "queue": QUEUE_ADMITTED}, [running(J, 0), running(J, 1)],
+         C.PHASE_RUNNING, {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL), warnings=()),
+    Case("a priority class that does not exist: no Workload, a warning naming the label", None, [],
+         C.PHASE_PENDING, {C.COND_QUOTA_RESERVED: ("False", R.PRIORITY_CLASS_NOT_FOUND)}, queue="gpus", kueue=True,
+         wl=QueueObserved(problem=(R.PRIORITY_CLASS_NOT_FOUND, f"label {C.LABEL_KUEUE_PRIORITY_CLASS}: "
+                                   "WorkloadPriorityClass high does not exist")),
+         warnings=(R.PRIORITY_CLASS_NOT_FOUND,)),
+    Case("an admitted Workload being evicted starts no new gang", {**RESTARTING, "queue": QUEUE_ADMITTED}, [],
+         C.PHASE_RESTARTING, {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, restarts=1, attempt=1,
+         queue="gpus", kueue=True, wl=QueueObserved(workload=observe_workload(workload(
+             J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+             admitted=("True", "Admitted", "The workload is admitted"),
+             evicted=("True", "Preempted", "Preempted to accommodate a higher priority Workload"))))),
+    Case("a finished job marks its Workload Finished once none of its pods runs",
+         {**SUCCEEDED, "queue": QUEUE_ADMITTED}, [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)],
+         C.PHASE_SUCCEEDED, queue="gpus", kueue=True, wl=QueueObserved(workload=ADMITTED_WL),
+         workload_actions=(f"finish {C.PHASE_SUCCEEDED}",), warnings=()),
+    Case("a failed job's Workload is marked Finished with reason Failed", {**FAILED, "queue": QUEUE_ADMITTED}, [],
+         C.PHASE_FAILED, queue="gpus", kueue=True, wl=QueueObserved(workload=ADMITTED_WL),
+         workload_actions=(f"finish {C.PHASE_FAILED}",)),
+    Case("a finished job's rank still running holds the quota", {**SUCCEEDED, "queue": QUEUE_ADMITTED},
+         [terminated(J, 0, exit_code=0), running(J, 1)], C.PHASE_SUCCEEDED, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL), now=110, requeue=FINISH_GRACE_SECONDS - 10),
+    Case("a finished job whose Workload was deleted records it as finished (nothing holds quota)",
+         {**SUCCEEDED, "queue": QUEUE_ADMITTED}, [], C.PHASE_SUCCEEDED, queue="gpus", kueue=True, wl=QueueObserved(),
+         extra={"queue": {**QUEUE_ADMITTED, "admitted": False, "finished": True}}),
+    Case("the Workload is finished: recorded, with one event", {**SUCCEEDED, "queue": QUEUE_ADMITTED}, [],
+         C.PHASE_SUCCEEDED, {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_FINISHED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=FINISHED_WL),
+         extra={"queue": {**QUEUE_ADMITTED, "admitted": False, "finished": True, "reason": R.WORKLOAD_FINISHED,
+                          "message": f"Workload {WL} is finished: Kueue released its quota"}}),
 ]
 
 
@@ -471,7 +567,7 @@ def run_case(case: Case) -> Decision:
     except ValueError as exc:
         job, error = applied_job({**body, "status": case.status or {}}), str(exc)
     observed = Observed(pods=tuple(observe_pod(p) for p in case.pods), claim_access_modes=case.modes,
-                        kueue_installed=case.kueue)
+                        kueue_installed=case.kueue, queue=case.wl)
     return decide(job, case.status, observed, at(case.now), generation=case.generation, spec_error=error,
                   spec=body["spec"], stall=StallPolicy(factor=5, min_seconds=600), outcomes=case.outcomes,
                   hold_seconds=1.0)
@@ -500,6 +596,8 @@ def test_transition_table(case: Case) -> None:
     deleted = sorted(name for a in d.actions if isinstance(a, DeletePods) for name, _ in a.pods)
     assert tuple(deleted) == tuple(sorted(case.deletes))
     assert any(isinstance(a, DeleteJob) for a in d.actions) == case.delete_job
+    assert tuple("create" if isinstance(a, CreateWorkload) else f"finish {a.reason}" for a in d.actions
+                 if isinstance(a, (CreateWorkload, FinishWorkload))) == case.workload_actions
     assert d.status["restarts"] == case.restarts
     assert d.status["attempt"] == case.attempt
     if case.failure is not None:
@@ -519,6 +617,32 @@ def test_transition_table(case: Case) -> None:
     for c in d.status["conditions"]:
         assert c["status"] in ("True", "False") and c["reason"] and c["lastTransitionTime"]
         assert parse_time(c["lastTransitionTime"]) is not None and c["observedGeneration"] in (1, case.generation)
+
+
+def test_a_queued_job_says_each_cause_once_and_starts_only_when_admitted() -> None:
+    """Workload created -> Kueue's pending reason -> the same again -> admitted -> admitted again: one event
+    per cause (the creation's own event comes from the reconciler), pods only at admission."""
+    steps = [QueueObserved(priority=Priority()), QueueObserved(workload=PENDING_WL),
+             QueueObserved(workload=PENDING_WL), QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT),
+             QueueObserved(workload=ADMITTED_WL)]
+    status: dict[str, Any] | None = None
+    seen = []
+    for observed in steps:
+        d = run_case(Case("step", status, [], C.PHASE_PENDING, queue="gpus", kueue=True, wl=observed))
+        seen.append(([(e.type, e.reason) for e in d.events if e.reason != R.CREATING_PODS],
+                     [a.ranks for a in d.actions if isinstance(a, CreatePods)]))
+        status = {**(status or {}), **d.record(status)}
+    assert seen == [([], []), ([("Normal", "Pending")], []), ([], []),
+                    ([("Normal", R.ADMITTED)], [(0, 1)]), ([], [(0, 1)])]
+    assert status["queue"] == QUEUE_ADMITTED
+
+
+def test_the_gang_is_created_with_the_admissions_placement() -> None:
+    (create,) = [a for a in run_case(case_named("admitted: the whole gang is created with the admission's placement"))
+                 .actions if isinstance(a, CreatePods)]
+    assert create.placement == PLACEMENT
+    assert [(p.name, dict(p.node_selector)) for p in PLACEMENT] == [("master", {"pool": "a100"}),
+                                                                   ("worker", {"pool": "a100"})]
 
 
 def test_the_holds_condition_goes_once_the_label_does() -> None:

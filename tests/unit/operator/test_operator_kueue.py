@@ -1,0 +1,113 @@
+"""kueue.py: the Workload's name, the view of a Workload, the priority and the admission's placement, pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ltj_operator import constants as C
+from ltj_operator import kueue
+from ltj_operator.spec import Job, parse_job
+from unit.operator.operator_helpers import UID, job_body, make_job, merge, workload
+
+pytestmark = pytest.mark.unit
+
+ADMITTED = workload("mnist", reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                    cluster_queue="cq", admitted=("True", "Admitted", "The workload is admitted"))
+FLAVOR = {"metadata": {"name": "gpu-a"}, "spec": {
+    "nodeLabels": {"pool": "a100", "zone": "z1"},
+    "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}
+
+
+def queued(name: str = "mnist", **spec: object) -> Job:
+    job = make_job(name, **spec)
+    return replace(job, meta=replace(job.meta, queue="gpus"))
+
+
+def test_the_workload_name_is_jobframeworks() -> None:
+    # sha1("LightningTrainingJob\nltj.dev\n<name>\n<uid>") cut to 5 hex digits, as `sha1sum` gives it.
+    assert kueue.workload_name(make_job("mnist")) == "lightningtrainingjob-mnist-92e20"
+    longest = make_job("a234567890123456789012345678901234567890123456789")
+    assert len(longest.meta.name) == C.MAX_JOB_NAME_LENGTH
+    name = kueue.workload_name(longest)
+    assert name == ("lightningtrainingjob-" + longest.meta.name)[:57] + "-bbc31" and len(name) == 63
+    other = replace(longest, meta=replace(longest.meta, uid="another"))
+    assert kueue.workload_name(other) != name  # a namesake job made later gets a Workload of its own
+
+
+def test_a_workload_is_admitted_only_with_both_conditions_and_an_admission() -> None:
+    view = kueue.observe_workload(ADMITTED)
+    assert view.admitted and view.owner_uid == UID and view.cluster_queue == "cq"
+    assert [(a.name, dict(a.flavors)) for a in view.assignments] == [("master", {C.GPU_RESOURCE: "gpu-a"}),
+                                                                    ("worker", {C.GPU_RESOURCE: "gpu-a"})]
+    reserved_only = workload("mnist", reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                             cluster_queue="cq", admitted=("False", "AdmissionChecksPending", "waiting"))
+    assert not kueue.observe_workload(reserved_only).admitted
+    pending = kueue.observe_workload(workload("mnist", reserved=("False", "Pending", "insufficient quota")))
+    assert not pending.admitted and pending.quota_reserved == kueue.Condition("False", "Pending", "insufficient quota")
+    assert not kueue.observe_workload(workload("mnist")).admitted  # Kueue has not looked at it yet
+    evicted = kueue.observe_workload(merge(ADMITTED, {"status": {"conditions": [
+        *ADMITTED["status"]["conditions"], {"type": "Evicted", "status": "True", "reason": "Preempted",
+                                            "message": "preempted"}]}}))
+    assert not evicted.admitted and evicted.evicted == kueue.Condition("True", "Preempted", "preempted")
+    finished = kueue.observe_workload(merge(ADMITTED, {"status": {"conditions": [
+        *ADMITTED["status"]["conditions"], {"type": "Finished", "status": "True", "reason": "Succeeded",
+                                            "message": "done"}]}}))
+    assert not finished.admitted and finished.finished is not None
+
+
+def test_the_placement_is_the_flavors_node_labels_and_tolerations() -> None:
+    job = queued(nodes=2)
+    view = kueue.observe_workload(ADMITTED)
+    placement = kueue.placement(job, view, {"gpu-a": FLAVOR})
+    assert [(p.name, dict(p.node_selector), p.tolerations, dict(p.labels)) for p in placement] == [
+        (name, {"pool": "a100", "zone": "z1"}, ({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},),
+         {C.LABEL_KUEUE_PODSET: name, C.LABEL_KUEUE_LOCAL_QUEUE: "gpus", C.LABEL_KUEUE_CLUSTER_QUEUE: "cq"})
+        for name in ("master", "worker")]
+    # The same admission recorded in status is reused as it is; another admission is not.
+    queue = {"workload": view.name, "clusterQueue": "cq", "podSets": [p.as_status() for p in placement]}
+    assert kueue.recorded_placement(job, queue, view) == placement
+    assert kueue.recorded_placement(job, {**queue, "clusterQueue": "other"}, view) is None
+    moved = kueue.observe_workload(workload("mnist", reserved=("True", "QuotaReserved", "q"), cluster_queue="cq",
+                                            admitted=("True", "Admitted", "a"), flavor="gpu-b"))
+    assert kueue.recorded_placement(job, queue, moved) is None
+    # A ClusterQueue name that is no label value (a dotted one) is left off the pods, as Kueue does.
+    dotted = kueue.observe_workload(workload("mnist", reserved=("True", "QuotaReserved", "q"), cluster_queue="team.cq",
+                                             admitted=("True", "Admitted", "a")))
+    assert all(C.LABEL_KUEUE_CLUSTER_QUEUE not in p.labels
+               for p in kueue.placement(job, dotted, {"gpu-a": FLAVOR}))
+
+
+def test_a_placement_that_cannot_be_applied_names_why() -> None:
+    view = kueue.observe_workload(ADMITTED)
+    with pytest.raises(kueue.PlacementError, match="ResourceFlavor gpu-a, which Kueue admitted the job with, "
+                                                   "does not exist"):
+        kueue.placement(queued(nodes=2), view, {"gpu-a": None})
+    with pytest.raises(kueue.PlacementError, match="spec.podTemplate.nodeSelector zone=z2 conflicts with zone=z1"):
+        kueue.placement(queued(nodes=2, podTemplate={"nodeSelector": {"zone": "z2"}}), view, {"gpu-a": FLAVOR})
+    # The same value is no conflict.
+    assert kueue.placement(queued(nodes=2, podTemplate={"nodeSelector": {"zone": "z1"}}), view, {"gpu-a": FLAVOR})
+
+
+def test_the_priority_comes_from_the_label_then_the_pods_class_then_the_global_default() -> None:
+    labelled = make_job("mnist", podTemplate={"priorityClassName": "pods-class"})
+    labelled = replace(labelled, meta=replace(labelled.meta, priority_class="high"))
+    assert kueue.priority_source(labelled) == (kueue.WORKLOAD_PRIORITY_CLASS, "high")
+    assert kueue.priority_source(make_job("mnist", podTemplate={"priorityClassName": "pods-class"})) == (
+        kueue.POD_PRIORITY_CLASS, "pods-class")
+    assert kueue.priority_source(make_job("mnist")) is None
+    assert kueue.priority_of(kueue.WORKLOAD_PRIORITY_CLASS, {"metadata": {"name": "high"}, "value": 1000}) == \
+        kueue.Priority(1000, {"group": "kueue.x-k8s.io", "kind": "WorkloadPriorityClass", "name": "high"})
+    classes = [{"metadata": {"name": "a"}, "value": 50, "globalDefault": True},
+               {"metadata": {"name": "b"}, "value": 10, "globalDefault": True},
+               {"metadata": {"name": "c"}, "value": 1}]
+    assert kueue.default_priority(classes) == kueue.Priority(10, {"group": "scheduling.k8s.io",
+                                                                  "kind": "PriorityClass", "name": "b"})
+    assert kueue.default_priority(classes[2:]) == kueue.Priority()
+
+
+def test_the_priority_class_label_is_parsed() -> None:
+    body = job_body()
+    body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus", C.LABEL_KUEUE_PRIORITY_CLASS: "high"}
+    assert (parse_job(body).meta.queue, parse_job(body).meta.priority_class) == ("gpus", "high")
