@@ -88,7 +88,9 @@ def start_real_node(run_dir: Path) -> RealCluster | str:
     if reason:
         return reason
     baseline = realnode.host_state()
-    cluster = LocalCluster(run_dir, NodePool(nodes=1, gpus=4), real_node=True)
+    # With Kueue's controller beside it, for tests/e2e/test_kueue.py: it queues only jobs that name a queue
+    # and no pod or Job create passes through its webhooks, so the other tests run as without it.
+    cluster = LocalCluster(run_dir, NodePool(nodes=1, gpus=4), real_node=True, kueue=True)
     info = cluster.up()
     kube = Kube(info.kubeconfig, Path(info.bin_dir), run_dir)
     return RealCluster(

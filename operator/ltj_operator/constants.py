@@ -137,7 +137,7 @@ class Reason:
     JOB_FINISHED: Final = "JobFinished"
     # Restarting (the failure reasons below are used as its reason too)
     RESTART_COMPLETE: Final = "RestartComplete"
-    # Suspended
+    # Suspended (and WORKLOAD_EVICTED: Kueue evicted the job's Workload)
     SUSPENDED: Final = "Suspended"
     RESUMED: Final = "Resumed"
     # Succeeded
@@ -175,7 +175,7 @@ class Reason:
     KUEUE_NOT_INSTALLED: Final = "KueueNotInstalled"
     WORKLOAD_CREATED: Final = "WorkloadCreated"  # Kueue has not considered the Workload yet
     ADMITTED: Final = "Admitted"
-    WORKLOAD_EVICTED: Final = "WorkloadEvicted"
+    WORKLOAD_EVICTED: Final = "WorkloadEvicted"  # its quota is released once the job's pods are gone
     WORKLOAD_FINISHED: Final = "WorkloadFinished"  # the job ended and Kueue released the quota
     PRIORITY_CLASS_NOT_FOUND: Final = "PriorityClassNotFound"
     WORKLOAD_NOT_OWNED: Final = "WorkloadNotOwned"

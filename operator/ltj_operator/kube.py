@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from . import constants as C
+from . import kueue
 from .apierror import ApiError
 from .podview import PodView, observe_pod
 
@@ -444,9 +445,29 @@ class Kube:
 
     def finish_workload(self, namespace: str, name: str, reason: str, message: str) -> bool:
         """Condition Finished=True on a Workload's status, as jobframework's workload.Finish sets it (which
-        makes Kueue release its quota); False when it is finished already or gone. A merge patch of the
-        conditions as read, conditional on the resourceVersion read: a write of Kueue's in between makes
-        it fail (409) and the pass is retried."""
+        makes Kueue release its quota); False when it is finished already or gone."""
+        def finished(current: Manifest) -> dict[str, Any] | None:
+            read = (current.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Finished" and c.get("status") == "True" for c in read):
+                return None
+            finished = {"type": "Finished", "status": "True", "reason": reason, "message": message[:32768],
+                        "lastTransitionTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "observedGeneration": (current.get("metadata") or {}).get("generation") or 0}
+            return {"conditions": [*(c for c in read if c.get("type") != "Finished"), finished]}
+
+        return self._patch_workload_status(namespace, name, finished)
+
+    def clear_admission(self, namespace: str, name: str) -> bool:
+        """An evicted Workload's admission cleared (kueue.cleared_admission), which releases its quota and
+        queues it again; False when it holds none any more or is gone."""
+        return self._patch_workload_status(
+            namespace, name, lambda current: kueue.cleared_admission(current, dt.datetime.now(dt.timezone.utc)))
+
+    def _patch_workload_status(self, namespace: str, name: str,
+                               change: Callable[[Manifest], Mapping[str, Any] | None]) -> bool:
+        """A merge patch of a Workload's status, ``change`` of the Workload as read (None: nothing to do),
+        conditional on the resourceVersion read: a write of Kueue's in between makes it fail (409) and the
+        pass is retried. A merge patch replaces the conditions list whole, so ``change`` sends all of them."""
         path = _item(C.KUEUE_API, "Workload", namespace, name)
         try:
             current = self.request("GET", path) or {}
@@ -454,17 +475,12 @@ class Kube:
             if exc.status == 404:
                 return False
             raise
-        meta = current.get("metadata") or {}
-        read = (current.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Finished" and c.get("status") == "True" for c in read):
+        status = change(current)
+        if status is None:
             return False
-        conditions = [c for c in read if c.get("type") != "Finished"]
-        finished = {"type": "Finished", "status": "True", "reason": reason, "message": message[:32768],
-                    "lastTransitionTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "observedGeneration": meta.get("generation") or 0}
         self.request("PATCH", path + "/status", content_type="application/merge-patch+json",
-                     body={"metadata": {"resourceVersion": meta.get("resourceVersion")},
-                           "status": {"conditions": [*conditions, finished]}})
+                     body={"metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
+                           "status": dict(status)})
         return True
 
     def create(self, manifest: Manifest) -> Manifest | None:

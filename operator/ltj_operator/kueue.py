@@ -6,12 +6,15 @@ The operator runs a LightningTrainingJob as a Kueue "external framework" (see RE
 Kueue), doing for it what Kueue's jobframework does for its built-in jobs: one Workload per job,
 owned by it, named as jobframework names it; no pods until Kueue admits that Workload; the admitted
 flavors' node labels and tolerations on every pod (podset.FromAssignment); the Workload marked
-Finished when the job ends, which releases its quota. No I/O here: kube.py reads, reconcile.py
-wires, status.decide holds the job.
+Finished when the job ends, which releases its quota; and when Kueue evicts the Workload (preemption,
+deactivation, a PodsReady timeout), once the stopped job's pods are gone, its admission cleared
+(`cleared_admission`), which gives the quota back and queues the Workload again. No I/O here: kube.py
+reads and writes, reconcile.py wires, status.decide holds and stops the job.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -34,8 +37,20 @@ WL_QUOTA_RESERVED = "QuotaReserved"
 WL_ADMITTED = "Admitted"
 WL_FINISHED = "Finished"
 WL_EVICTED = "Evicted"
+WL_REQUEUED = "Requeued"
 FINISHED_SUCCEEDED = "Succeeded"
 FINISHED_FAILED = "Failed"
+# Clearing an evicted Workload's admission (jobframework's step "handle eviction"): QuotaReserved's reason,
+# Admitted's reason and message without a reservation (workload.SyncAdmittedCondition), and the eviction
+# reasons after which Requeued is True at once; after any other (a PodsReadyTimeout's backoff, a
+# deactivation) Kueue's own controller sets it True when the Workload may queue again.
+UNRESERVED_REASON = "Pending"
+NO_RESERVATION = ("NoReservation", "The workload has no reservation")
+NO_RESERVATION_UNSATISFIED = ("NoReservationUnsatisfiedChecks",
+                              "The workload has no reservation and not all checks ready")
+REQUEUED_AT_ONCE = frozenset({"Preempted", "NodeFailures"})
+# Kueue's limit on a condition message (api.TruncateConditionMessage).
+MAX_WORKLOAD_MESSAGE = 32768
 # Where a job's priority comes from (jobframework.ExtractPriority): the Workload's priorityClassRef,
 # (group, kind), and the API version each is read with.
 WORKLOAD_PRIORITY_CLASS = ("kueue.x-k8s.io", "WorkloadPriorityClass")
@@ -120,6 +135,9 @@ class WorkloadView:
     admitted_condition: Condition | None = None
     finished: Condition | None = None
     evicted: Condition | None = None  # Evicted=True only: why Kueue wants the pods stopped
+    # The Evicted condition's lastTransitionTime: which eviction it is (each sets it anew, and
+    # re-admission turns Evicted False), while the condition stays True until Kueue admits it again.
+    evicted_at: str | None = None
     cluster_queue: str | None = None
     assignments: tuple[Assignment, ...] = ()
 
@@ -130,6 +148,12 @@ class WorkloadView:
         return (self.quota_reserved is not None and self.quota_reserved.status == C.TRUE
                 and self.admitted_condition is not None and self.admitted_condition.status == C.TRUE
                 and self.cluster_queue is not None and self.finished is None and self.evicted is None)
+
+    @property
+    def holds_quota(self) -> bool:
+        """Kueue counts the Workload against its ClusterQueue's quota (QuotaReserved=True): an evicted one
+        until its job controller clears the admission."""
+        return self.quota_reserved is not None and self.quota_reserved.status == C.TRUE
 
 
 def _condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Condition | None:
@@ -147,6 +171,7 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadView:
     owner = next((r for r in meta.get("ownerReferences") or () if r.get("controller")), None)
     admission = status.get("admission") or {}
     finished, evicted = _condition(conditions, WL_FINISHED), _condition(conditions, WL_EVICTED)
+    evicted_at = next((str(c.get("lastTransitionTime") or "") for c in conditions if c.get("type") == WL_EVICTED), None)
     return WorkloadView(
         name=str(meta.get("name") or ""),
         owner_uid=str(owner.get("uid")) if owner else None,
@@ -154,10 +179,66 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadView:
         admitted_condition=_condition(conditions, WL_ADMITTED),
         finished=finished if finished is not None and finished.status == C.TRUE else None,
         evicted=evicted if evicted is not None and evicted.status == C.TRUE else None,
+        evicted_at=evicted_at if evicted is not None and evicted.status == C.TRUE else None,
         cluster_queue=str(admission["clusterQueue"]) if admission.get("clusterQueue") else None,
         assignments=tuple(Assignment(str(a.get("name")), {str(k): str(v) for k, v in (a.get("flavors") or {}).items()})
                           for a in admission.get("podSetAssignments") or () if isinstance(a, Mapping)),
     )
+
+
+def cleared_admission(body: Mapping[str, Any], now: dt.datetime) -> dict[str, Any] | None:
+    """The status merge patch by which a job controller gives back an evicted Workload's quota once no
+    pod of its job is left (jobframework's step "handle eviction", workload.UnsetQuotaReservationWithCondition
+    and SetRequeuedCondition): no admission; QuotaReserved=False, reason Pending, with the eviction's
+    message; Admitted=False for want of a reservation, the time it was admitted added to
+    accumulatedPastExecutionTimeSeconds; Requeued with the eviction's reason and message, True only after
+    a preemption or node failures. The whole conditions list, as a merge patch replaces it: each keeps its
+    lastTransitionTime unless its status changes. None when the Workload is not evicted or holds no quota
+    (its admission is cleared already)."""
+    view = observe_workload(body)
+    if view.evicted is None or not view.holds_quota:
+        return None
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation") or 0
+    stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping)]
+
+    def put(type_: str, state: str, reason: str, message: str) -> None:
+        new = {"type": type_, "status": state, "reason": reason, "message": message[:MAX_WORKLOAD_MESSAGE],
+               "lastTransitionTime": stamp, "observedGeneration": generation}
+        for i, old in enumerate(conditions):
+            if old.get("type") == type_:
+                if old.get("status") == state and old.get("lastTransitionTime"):
+                    new["lastTransitionTime"] = old["lastTransitionTime"]
+                conditions[i] = new
+                return
+        conditions.append(new)
+
+    patch: dict[str, Any] = {"admission": None}
+    evicted = view.evicted
+    put(WL_REQUEUED, C.TRUE if evicted.reason in REQUEUED_AT_ONCE else C.FALSE, evicted.reason, evicted.message)
+    put(WL_QUOTA_RESERVED, C.FALSE, UNRESERVED_REASON, evicted.message)
+    admitted = next((c for c in conditions if c.get("type") == WL_ADMITTED), None)
+    if admitted is not None and admitted.get("status") == C.TRUE:
+        since = _time(admitted.get("lastTransitionTime"))
+        checks = [c for c in status.get("admissionChecks") or () if isinstance(c, Mapping)]
+        put(WL_ADMITTED, C.FALSE, *(NO_RESERVATION if all(c.get("state") == "Ready" for c in checks)
+                                    else NO_RESERVATION_UNSATISFIED))
+        if since is not None:
+            past = status.get("accumulatedPastExecutionTimeSeconds")
+            patch["accumulatedPastExecutionTimeSeconds"] = ((past if isinstance(past, int) else 0)
+                                                            + int((now - since).total_seconds()))
+    patch["conditions"] = conditions
+    return patch
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """A metav1.Time as Kueue writes it (RFC 3339, UTC)."""
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=moment.tzinfo or dt.timezone.utc) if moment is not None else None
 
 
 def flavor_names(view: WorkloadView) -> list[str]:

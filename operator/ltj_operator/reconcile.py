@@ -37,8 +37,8 @@ from .expectations import Expectations
 from .kube import ApiError, Kube, NotOwned, StaleWrite
 from .podview import observe_pod
 from .spec import Job, applied_job, parse_or_error, pod_name
-from .status import (PROGRESS_HOLD_SECONDS, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods, EventNote,
-                     FinishWorkload, Observed, Outcomes, StallPolicy, decide, transition)
+from .status import (PROGRESS_HOLD_SECONDS, ClearAdmission, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods,
+                     EventNote, FinishWorkload, Observed, Outcomes, StallPolicy, decide, transition)
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _create_pods(kube: Kube, expectations: Expectations, config: OperatorConfig,
 
 
 def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decision) -> None:
-    """The decision's deletions, which follow its record."""
+    """The decision's deletions and Workload status writes, which follow its record."""
     job, namespace, name = snap.job, snap.namespace, snap.name
     for action in decision.actions:
         if isinstance(action, DeletePods):
@@ -309,6 +309,8 @@ def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decisi
             kube.delete_job(namespace, name, job.meta.uid)
         elif isinstance(action, FinishWorkload):
             kube.finish_workload(namespace, action.workload, action.reason, action.message)
+        elif isinstance(action, ClearAdmission):
+            kube.clear_admission(namespace, action.workload)
 
 
 def _create_workload(kube: Kube, config: OperatorConfig, snap: Snapshot) -> list[Callable[[], Any]]:

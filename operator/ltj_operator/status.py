@@ -32,6 +32,12 @@ Rules that keep it level-based and safe to repeat:
   its Workload (CreateWorkload while it has none); QuotaReserved and status.queue carry Kueue's reason
   and message meanwhile, an Event per cause; the admission's placement goes on every pod of its gangs.
   A finished job's Workload is marked Finished (FinishWorkload) once none of its pods still runs.
+- A job whose Workload Kueue evicts (Evicted=True: preempted, deactivated, a PodsReady timeout, ...) stops
+  the way a suspended one does: Suspended, its pods deleted with their grace period (every rank gets
+  SIGTERM and the trainer saves a checkpoint), no failure and no restart counted; each eviction is counted
+  once (keyed by the time Kueue evicted it). Once no pod of it is left, the Workload's admission is cleared
+  (ClearAdmission), which gives the quota back and queues it again; when Kueue admits it again, a new
+  attempt resumes from the last checkpoint.
 - Outcomes change only what is recorded, never the actions: a refusal is Created=False with the API
   server's message until the children exist; a first gang's record waits for its pods to be seen;
   progress right after the last write waits for the rest of the gang (PROGRESS_HOLD_SECONDS).
@@ -48,8 +54,8 @@ from ltj_api.summary import parse as parse_summary
 
 from . import constants as C
 from .failures import PodFailure, classify, root_cause, vanished
-from .kueue import (FINISHED_FAILED, FINISHED_SUCCEEDED, PodSetPlacement, QueueObserved, recorded_placement,
-                    workload_name)
+from .kueue import (FINISHED_FAILED, FINISHED_SUCCEEDED, PodSetPlacement, QueueObserved, WorkloadView,
+                    recorded_placement, workload_name)
 from .podview import PodView
 from .spec import Job, on_spec, pod_name
 
@@ -58,7 +64,7 @@ R = C.Reason
 # Status fields the operator owns (everything but `training` and `trainerStatus`, which are the relay's).
 OPERATOR_FIELDS = ("phase", "conditions", "observedGeneration", "startTime", "completionTime", "restarts",
                    "attempt", "launchedAttempt", "readyNodes", "nodes", "failure", "resumeFrom", "result",
-                   "appliedGeneration", "appliedSpec", "queue")
+                   "appliedGeneration", "appliedSpec", "queue", "evictions", "lastEviction")
 MAX_CONDITION_MESSAGE = 4096
 # How soon to look again while waiting for old pods to go (their deletion events also wake us).
 STALE_POD_RECHECK_SECONDS = 5.0
@@ -159,6 +165,13 @@ class FinishWorkload:
 
 
 @dataclass(frozen=True)
+class ClearAdmission:
+    """Clear the admission of the job's evicted Workload (kueue.cleared_admission), which releases its quota
+    and queues it again: once no pod of the job is left."""
+    workload: str
+
+
+@dataclass(frozen=True)
 class DeletePods:
     pods: tuple[tuple[str, str], ...]  # (name, uid): the uid guards against deleting a newer namesake
     reason: str
@@ -169,7 +182,7 @@ class DeleteJob:
     reason: str
 
 
-Action = Union[CreatePods, DeletePods, DeleteJob, CreateWorkload, FinishWorkload]
+Action = Union[CreatePods, DeletePods, DeleteJob, CreateWorkload, FinishWorkload, ClearAdmission]
 
 
 @dataclass(frozen=True)
@@ -381,6 +394,8 @@ class _Decider:
         self.resume_from: str | None = self.prev.get("resumeFrom")
         self.result: Any = self.prev.get("result")
         self.queue: Any = self.prev.get("queue")
+        self.evictions = _int(self.prev.get("evictions"), 0)
+        self.last_eviction: Any = self.prev.get("lastEviction")
         self.placement: tuple[PodSetPlacement, ...] = ()
         self.generation = generation
         # The spec the job runs on: the one it has when valid, else the last one applied.
@@ -656,6 +671,9 @@ class _Decider:
         policy = job.spec.run_policy
         self.check_volume()
 
+        # Before the suspension: a suspended job's evicted Workload gives its quota back all the same.
+        if self.evicted():
+            return
         if policy.suspend:
             self.suspend()
             return
@@ -723,12 +741,74 @@ class _Decider:
         if self.stale() or any(p for p in self.ours()):
             self.requeue(STALE_POD_RECHECK_SECONDS)
 
+    def evicted_workload(self) -> WorkloadView | None:
+        """The job's Workload while Kueue evicts it: Evicted=True from the eviction until Kueue admits it
+        again (its admission cleared or not)."""
+        job = self.job
+        assert job is not None
+        observed = self.observed.queue
+        if job.meta.queue is None or not self.observed.kueue_installed or observed is None:
+            return None
+        view = observed.workload
+        return view if view is not None and view.evicted is not None else None
+
+    def evicted(self) -> bool:
+        """Kueue evicted the job's Workload: the gang stops as on suspend, and the quota goes back once its
+        pods are gone (see the module docstring). A rank 0 that finished training first makes the job a
+        success instead: its Workload is then marked Finished, as jobframework does for a finished job."""
+        view = self.evicted_workload()
+        if view is None:
+            return False
+        job = self.job
+        assert job is not None and view.evicted is not None
+        rank0 = self.current().get(0)
+        if rank0 is not None and rank0.trainer_succeeded:
+            self.succeed()
+            return True
+        why = f"{view.evicted.reason}: {view.evicted.message}"
+        last = self.last_eviction if isinstance(self.last_eviction, Mapping) else {}
+        if (last.get("time"), last.get("reason")) != (view.evicted_at, view.evicted.reason):
+            self.evictions += 1
+            self.last_eviction = {"reason": view.evicted.reason, "message": view.evicted.message[:MAX_CONDITION_MESSAGE],
+                                  **({"time": view.evicted_at} if view.evicted_at else {}), "attempt": self.attempt}
+            self.event("Normal", R.WORKLOAD_EVICTED,
+                       f"Kueue evicted Workload {view.name} ({why}): stopping the gang, which saves a checkpoint "
+                       f"(eviction {self.evictions})")
+        self.delete(self.ours(), R.WORKLOAD_EVICTED)
+        self.phase = C.PHASE_SUSPENDED
+        self.conds.set(C.COND_SUSPENDED, C.TRUE, R.WORKLOAD_EVICTED,
+                       f"Kueue evicted Workload {view.name} ({why}); its pods are stopped with their grace period, "
+                       "each rank saving a checkpoint on SIGTERM, and the job waits in LocalQueue "
+                       f"{job.meta.queue} to resume from its last checkpoint once admitted again (eviction "
+                       f"{self.evictions}; evictions do not count against backoffLimit)")
+        for type_ in (C.COND_RUNNING, C.COND_RESTARTING, C.COND_UNSCHEDULABLE, C.COND_STALLED):
+            self.conds.settle(type_, R.WORKLOAD_EVICTED, "Kueue evicted the job")
+        # As on suspend: the active deadline counts again from the resumption.
+        self.start_time = None
+        if not view.holds_quota:
+            # Cleared: Kueue's own verdict on the queued Workload (Pending, the eviction's message at first).
+            reserved = view.quota_reserved
+            reason = reserved.reason if reserved is not None and reserved.reason else R.WORKLOAD_EVICTED
+            return self.wait_for_queue(view.name, reason, reserved.message if reserved is not None else why,
+                                       "Warning" if reason == "Inadmissible" else "Normal")
+        if self.ours():
+            self.requeue(STALE_POD_RECHECK_SECONDS)  # their deletion events also wake us
+        else:
+            self.actions.append(ClearAdmission(view.name))
+        return self.wait_for_queue(view.name, R.WORKLOAD_EVICTED, f"Kueue evicted Workload {view.name} ({why}): "
+                                   "its quota is released once the job's pods are gone", None)
+
     def resume(self) -> None:
         if self.launched == self.attempt or any(p.attempt == self.attempt for p in self.ours()):
             # The suspended gang ran: its successor is a new attempt that resumes from the checkpoint.
             self.attempt += 1
+        evicted = self.conds.items.get(C.COND_SUSPENDED, {}).get("reason") == R.WORKLOAD_EVICTED
         self.phase = C.PHASE_PENDING
         message = f"the job resumed (attempt {self.attempt})"
+        if evicted:
+            last = self.last_eviction if isinstance(self.last_eviction, Mapping) else {}
+            message = (f"the job resumed after eviction {self.evictions} by Kueue ({last.get('reason', 'evicted')}), "
+                       f"as attempt {self.attempt}")
         if self.attempt > 0:
             message += f", continuing from {self.resume_from or 'the last checkpoint'}"
         self.conds.set(C.COND_SUSPENDED, C.FALSE, R.RESUMED, message)
@@ -853,10 +933,6 @@ class _Decider:
             # No event of its own: the creation's (CreatedWorkload) says it.
             return self.wait_for_queue(name, R.WORKLOAD_CREATED, f"creating Workload {name} in LocalQueue {queue}: "
                                        "no pods are created until Kueue admits it", None)
-        if view.evicted is not None:
-            return self.wait_for_queue(name, R.WORKLOAD_EVICTED, f"Kueue evicts Workload {name} "
-                                       f"({view.evicted.reason}: {view.evicted.message}): no new pods are created",
-                                       "Warning")
         if not view.admitted:
             waiting = next((c for c in (view.quota_reserved, view.admitted_condition)
                             if c is not None and c.status != C.TRUE and c.reason), None)
@@ -1050,6 +1126,8 @@ class _Decider:
             "appliedGeneration": self.applied_generation,
             "appliedSpec": self.applied_spec,
             "queue": self.queue,
+            "evictions": self.evictions or None,
+            "lastEviction": self.last_eviction,
         }
         requeue = min(self.requeues) if self.requeues else None
         deferred = self.deferred()

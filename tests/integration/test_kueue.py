@@ -36,15 +36,16 @@ def create(kube: Kube, *manifests: dict[str, Any], check: bool = True) -> Any:
     return kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(manifests), check=check)
 
 
-def queues(namespace: str, gpus: int, flavor: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def queues(namespace: str, gpus: int, flavor: dict[str, Any] | None = None,
+           preemption: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """A ResourceFlavor (of spec ``flavor``), a ClusterQueue with quota for ``gpus`` GPUs of it (and CPU and
-    memory to spare: Kueue admits only what a ClusterQueue covers), and a LocalQueue of that ClusterQueue
-    in ``namespace``; the cluster-scoped ones are named after the namespace."""
+    memory to spare: Kueue admits only what a ClusterQueue covers) and the ``preemption`` policy, and a
+    LocalQueue of that ClusterQueue in ``namespace``; the cluster-scoped ones are named after the namespace."""
     plenty = [{"name": "cpu", "nominalQuota": 100}, {"name": "memory", "nominalQuota": "1000Gi"}]
     return [
         {"apiVersion": API, "kind": "ResourceFlavor", "metadata": {"name": namespace}, "spec": flavor or {}},
         {"apiVersion": API, "kind": "ClusterQueue", "metadata": {"name": namespace},
-         "spec": {"namespaceSelector": {},
+         "spec": {"namespaceSelector": {}, **({"preemption": preemption} if preemption else {}),
                   "resourceGroups": [{"coveredResources": ["cpu", "memory", GPU], "flavors": [
                       {"name": namespace, "resources": [*plenty, {"name": GPU, "nominalQuota": gpus}]}]}]}},
         {"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": "gpus", "namespace": namespace},
@@ -142,9 +143,9 @@ def test_a_two_gpu_quota_admits_one_two_gpu_workload_at_a_time(kube: Kube, names
 
 @pytest.fixture
 def gpu_queue(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> Any:
-    """queues() for the test's namespace, made by the test (``make(gpus, flavor)``), removed after it."""
-    def make(gpus: int, flavor: dict[str, Any] | None = None) -> None:
-        create(kube, *queues(namespace, gpus, flavor))
+    """queues() for the test's namespace, made by the test (``make(gpus, flavor, preemption)``), removed after it."""
+    def make(gpus: int, flavor: dict[str, Any] | None = None, preemption: dict[str, Any] | None = None) -> None:
+        create(kube, *queues(namespace, gpus, flavor, preemption))
 
     yield make
     # The namespace goes with its jobs (and their Workloads); the cluster-scoped queue and flavor after them.
@@ -153,11 +154,13 @@ def gpu_queue(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> Any
     kube.kubectl("delete", "resourceflavor", namespace, "--wait=false", check=False)
 
 
-def queued_job(name: str, claim: str, nodes: int = 1, gpus: int = 2) -> dict[str, Any]:
-    """The CPU sample with GPUs, labelled for the LocalQueue of queues(), on the test's static claim."""
+def queued_job(name: str, claim: str, nodes: int = 1, gpus: int = 2, priority: str | None = None) -> dict[str, Any]:
+    """The CPU sample with GPUs, labelled for the LocalQueue of queues() (and with the WorkloadPriorityClass
+    ``priority``), on the test's static claim."""
     manifest = job(name, nodes=nodes, gpusPerNode=gpus)
     manifest["spec"]["output"] = {"claimName": claim}
-    manifest["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    manifest["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus",
+                                      **({C.LABEL_KUEUE_PRIORITY_CLASS: priority} if priority else {})}
     return manifest
 
 
@@ -287,3 +290,67 @@ def test_the_admitted_flavors_node_labels_and_tolerations_are_on_every_pod(
         assert pod["metadata"]["labels"][C.LABEL_KUEUE_CLUSTER_QUEUE] == namespace
     st = kube.get("ltj", name, "-n", namespace)["status"]
     assert [p["nodeSelector"] for p in st["queue"]["podSets"]] == [{"ltj.dev/test-pool": namespace}] * 2
+
+
+def test_a_high_priority_job_preempts_a_low_one_which_is_queued_again_and_resumes_from_its_checkpoint(
+        kube: Kube, namespace: str, operator: Any, gpu_queue: Any, static_claim: str) -> None:
+    gpu_queue(gpus=2, preemption={"withinClusterQueue": "LowerPriority"})
+    classes = {"low": 10, "high": 1000}
+    create(kube, *({"apiVersion": API, "kind": "WorkloadPriorityClass", "metadata": {"name": f"{namespace}-{name}"},
+                    "value": value} for name, value in classes.items()))
+    try:
+        low = apply(kube, namespace, queued_job("low", static_claim, priority=f"{namespace}-low"))
+        wait_status(kube, namespace, low, lambda st: st.get("phase") == C.PHASE_RUNNING, 90, "running")
+        (first,) = job_pods(kube, namespace, low)
+        (wl,) = workloads_of(kube, namespace, low)
+        # On kwok nothing trains: the checkpoint the relay would report is put on record by hand.
+        checkpoint = "/output/low/checkpoints/epoch=03-step=120.ckpt"
+        kube.kubectl("patch", "ltj", low, "-n", namespace, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": {"training": {"lastCheckpoint": checkpoint}}}))
+        wait_status(kube, namespace, low, lambda st: st.get("resumeFrom") == checkpoint, 30, "the checkpoint on record")
+
+        high = apply(kube, namespace, queued_job("high", static_claim, priority=f"{namespace}-high"))
+        # Kueue preempts the low job: its pod is deleted, then its admission cleared and the Workload requeued.
+        st = wait_status(kube, namespace, low, lambda st: st.get("evictions") == 1, 60, "the eviction on record")
+        assert st["phase"] == C.PHASE_SUSPENDED and st["restarts"] == 0 and st.get("failure") is None
+        assert st["lastEviction"]["reason"] == "Preempted" and st["lastEviction"]["attempt"] == 0
+        assert "Preempted to accommodate a workload" in st["lastEviction"]["message"], st["lastEviction"]
+        suspended = condition(st, C.COND_SUSPENDED)
+        assert (suspended["status"], suspended["reason"]) == ("True", C.Reason.WORKLOAD_EVICTED)
+        assert st["lastEviction"]["message"] in suspended["message"]
+
+        def requeued() -> dict[str, Any] | None:
+            conds = conditions(kube, namespace, wl["metadata"]["name"])
+            return conds if conds["QuotaReserved"]["status"] == "False" and "Requeued" in conds else None
+
+        conds = wait_for(requeued, 60, what="the low job's admission cleared",
+                         diagnose=lambda: diagnose(kube, namespace))
+        assert job_pods(kube, namespace, low) == []
+        assert (conds["Requeued"]["status"], conds["Requeued"]["reason"]) == ("True", "Preempted")
+        assert conds["Admitted"]["status"] == "False" and conds["Evicted"]["status"] == "True"
+        # The quota went to the high job, and the low one waits with Kueue's reason, still Suspended.
+        wait_for(lambda: len(job_pods(kube, namespace, high)) == 1, 90, what="the high job's pod",
+                 diagnose=lambda: diagnose(kube, namespace))
+        st = wait_status(kube, namespace, low, waiting_for_quota, 60, "Kueue's pending reason")
+        assert st["phase"] == C.PHASE_SUSPENDED and st["queue"]["admitted"] is False
+
+        # The high job succeeds: Kueue admits the low one again, whose new gang resumes from its checkpoint.
+        wait_status(kube, namespace, high, lambda st: st.get("phase") == C.PHASE_RUNNING, 60, "running")
+        (pod,) = job_pods(kube, namespace, high)
+        kube.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, f"{EXIT_CODE}=0")
+        st = wait_status(kube, namespace, low, lambda st: st.get("phase") == C.PHASE_RUNNING, 120, "running again")
+        (second,) = job_pods(kube, namespace, low)
+        assert second["metadata"]["uid"] != first["metadata"]["uid"]
+        assert second["metadata"]["labels"][C.LABEL_ATTEMPT] == "1"
+        (trainer,) = [c for c in second["spec"]["containers"] if c["name"] == C.TRAINER_CONTAINER]
+        env = {e["name"]: e.get("value") for e in trainer["env"]}
+        assert env[C.ENV_RESUME] == checkpoint and env[C.ENV_ATTEMPT] == "1"
+        assert (st["attempt"], st["restarts"], st["evictions"]) == (1, 0, 1)
+        resumed = condition(st, C.COND_SUSPENDED)
+        assert (resumed["status"], resumed["reason"]) == ("False", C.Reason.RESUMED)
+        assert "after eviction 1 by Kueue (Preempted)" in resumed["message"] and checkpoint in resumed["message"]
+        assert admitted(kube, namespace, wl["metadata"]["name"])
+        for reason in (C.Reason.WORKLOAD_EVICTED, C.Reason.RESUMED):
+            assert len(job_events(kube, namespace, low, reason)) == 1, reason
+    finally:
+        kube.kubectl("delete", "workloadpriorityclass", *(f"{namespace}-{name}" for name in classes), check=False)

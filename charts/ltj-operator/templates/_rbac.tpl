@@ -55,8 +55,9 @@ holds.
   resources: ["events"]
   verbs: ["create"]
 # Kueue, where installed: the Workload of each job labelled kueue.x-k8s.io/queue-name (create-if-absent;
-# "get" reads it each pass, and the owner of one already there), watched for Kueue's admission, and
-# marked Finished on its status when the job ends (garbage collection deletes it with the job).
+# "get" reads it each pass, and the owner of one already there), watched for Kueue's admission, marked
+# Finished on its status when the job ends and its admission cleared there after an eviction, once the
+# job's pods are gone (garbage collection deletes it with the job).
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
   verbs: ["create", "get", "list", "watch"]

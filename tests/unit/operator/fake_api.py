@@ -2,7 +2,8 @@
 
 Everything above `Kube.request` is the real thing (the cache, create-if-absent, claim ownership, uid
 preconditions); below it: objects by path, 409 on a create of an existing name, status patches (JSON
-merge patches and the operator's fenced JSON patches), PUTs conditional on the resourceVersion,
+merge patches, conditional on a resourceVersion they carry, and the operator's fenced JSON patches), PUTs
+conditional on the resourceVersion,
 deletes with uid preconditions, label-selected lists, metadata-only reads, cluster-scoped objects, and
 refusals by resource. Each request is recorded as "VERB resource" (LIST for a collection GET) with the
 round trip it went in: one Kube.all, or the request alone.
@@ -99,6 +100,8 @@ class FakeApi(Kube):
             if method == "PATCH":
                 if content_type == "application/json-patch+json":
                     body = _json_patch(current, body)
+                elif (body.get("metadata") or {}).get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+                    raise ApiError(409, "Conflict", f"the object has been modified: {resource} {rest[0]}")
                 self.objects[item] = merge(current, {**body, "metadata": {"resourceVersion": str(next(self._versions))}})
                 return copy.deepcopy(self.objects[item])
             if method == "PUT":

@@ -9,7 +9,7 @@ import pytest
 from ltj_operator import constants as C
 from ltj_operator import kueue
 from ltj_operator.spec import Job, parse_job
-from unit.operator.operator_helpers import UID, job_body, make_job, merge, workload
+from unit.operator.operator_helpers import UID, at, job_body, make_job, merge, ts, workload
 
 pytestmark = pytest.mark.unit
 
@@ -111,3 +111,57 @@ def test_the_priority_class_label_is_parsed() -> None:
     body = job_body()
     body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus", C.LABEL_KUEUE_PRIORITY_CLASS: "high"}
     assert (parse_job(body).meta.queue, parse_job(body).meta.priority_class) == ("gpus", "high")
+
+
+def evicted(reason: str, **status: object) -> dict[str, object]:
+    """ADMITTED (admitted at ts(0)) evicted at ts(100) for ``reason``, with ``status`` fields besides."""
+    return merge(ADMITTED, {"metadata": {"generation": 3}, "status": {**status, "conditions": [
+        *ADMITTED["status"]["conditions"],
+        {"type": "Evicted", "status": "True", "reason": reason, "message": f"evicted: {reason}",
+         "lastTransitionTime": ts(100)}]}})
+
+
+def by_type(patch: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {c["type"]: c for c in patch["conditions"]}  # type: ignore[index, union-attr]
+
+
+def test_clearing_a_preempted_workloads_admission_releases_its_quota_and_requeues_it_at_once() -> None:
+    patch = kueue.cleared_admission(evicted("Preempted"), at(160))
+    assert patch is not None and "admission" in patch and patch["admission"] is None
+    conds = by_type(patch)
+    assert conds["QuotaReserved"] == {"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                                      "message": "evicted: Preempted", "lastTransitionTime": ts(160),
+                                      "observedGeneration": 3}
+    assert conds["Admitted"] == {"type": "Admitted", "status": "False", "reason": "NoReservation",
+                                 "message": "The workload has no reservation", "lastTransitionTime": ts(160),
+                                 "observedGeneration": 3}
+    assert (conds["Requeued"]["status"], conds["Requeued"]["reason"], conds["Requeued"]["message"],
+            conds["Requeued"]["lastTransitionTime"]) == ("True", "Preempted", "evicted: Preempted", ts(160))
+    # The eviction itself is Kueue's to reset (at the next admission), and keeps its time.
+    assert conds["Evicted"]["status"] == "True" and conds["Evicted"]["lastTransitionTime"] == ts(100)
+    assert patch["accumulatedPastExecutionTimeSeconds"] == 160  # admitted at ts(0)
+    # Node failures requeue at once too; anything else waits for Kueue's own controller (backoff, reactivation).
+    assert by_type(kueue.cleared_admission(evicted("NodeFailures"), at(160)))["Requeued"]["status"] == "True"
+    for reason in ("PodsReadyTimeout", "Deactivated", "DeactivatedDueToRequeuingLimitExceeded", "AdmissionCheck",
+                   "ClusterQueueStopped"):
+        requeued = by_type(kueue.cleared_admission(evicted(reason), at(160)))["Requeued"]
+        assert (requeued["status"], requeued["reason"]) == ("False", reason)
+
+
+def test_clearing_keeps_a_condition_time_unless_its_status_changes_and_adds_to_the_past_execution_time() -> None:
+    body = evicted("Preempted", accumulatedPastExecutionTimeSeconds=40)
+    body["status"]["conditions"].append(  # type: ignore[index]
+        {"type": "Requeued", "status": "True", "reason": "BackoffFinished", "message": "m", "lastTransitionTime": ts(5)})
+    patch = kueue.cleared_admission(body, at(160))
+    assert patch is not None and patch["accumulatedPastExecutionTimeSeconds"] == 200
+    requeued = by_type(patch)["Requeued"]
+    assert (requeued["reason"], requeued["lastTransitionTime"]) == ("Preempted", ts(5))
+
+
+def test_admission_checks_not_ready_are_said_and_nothing_is_cleared_twice() -> None:
+    body = evicted("AdmissionCheck", admissionChecks=[{"name": "prov", "state": "Retry"}])
+    assert by_type(kueue.cleared_admission(body, at(160)))["Admitted"]["reason"] == "NoReservationUnsatisfiedChecks"
+    assert kueue.cleared_admission(ADMITTED, at(160)) is None  # not evicted
+    cleared = merge(evicted("Preempted"), {"status": kueue.cleared_admission(evicted("Preempted"), at(160))})
+    assert kueue.observe_workload(cleared).evicted is not None and kueue.cleared_admission(cleared, at(170)) is None
+    assert kueue.observe_workload(cleared).evicted_at == ts(100)  # which eviction it is, until admitted again

@@ -505,12 +505,18 @@ def test_a_queued_job_on_a_cluster_without_kueue_is_held_on_one_cached_discovery
         world.api.close()
 
 
-def test_a_queued_job_gets_one_workload_and_its_gang_only_once_admitted_then_releases_the_quota() -> None:
+def queued_world() -> tuple[World, dict[str, Any]]:
+    """The job labelled for LocalQueue gpus, on an API server that serves Kueue's API; and its body."""
     world = World()
     body = world.api.get_object(C.API_VERSION, C.KIND, NS, J)
     body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
     world.api.put(body)
     world.api.served.add(C.KUEUE_API)
+    return world, body
+
+
+def test_a_queued_job_gets_one_workload_and_its_gang_only_once_admitted_then_releases_the_quota() -> None:
+    world, body = queued_world()
     world.watch()
     try:
         created = world.reconcile()
@@ -570,5 +576,64 @@ def test_a_queued_job_gets_one_workload_and_its_gang_only_once_admitted_then_rel
         world.watch()
         world.reconcile()
         assert not [r for _, r in world.api.requests if "workloads" in r]
+    finally:
+        world.api.close()
+
+
+def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_admission() -> None:
+    world, _ = queued_world()
+    world.api.put({"apiVersion": C.KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": "gpu-a"}, "spec": {}})
+    admitted = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+                        admitted=("True", "Admitted", "The workload is admitted"))
+    world.api.put(admitted)
+    world.watch()
+    try:
+        world.reconcile()
+        for made in world.pods():  # the pods created, running
+            world.put({**made, "status": running(J, int(made["metadata"]["labels"][C.LABEL_NODE_RANK]))["status"]})
+        world.watch()
+        world.reconcile()
+        assert world.status()["phase"] == C.PHASE_RUNNING
+
+        # Kueue preempts it: the eviction is recorded before the pods are deleted (with their grace period).
+        preempted = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                             cluster_queue="cq", admitted=("True", "Admitted", "The workload is admitted"),
+                             evicted=("True", "Preempted", "Preempted to accommodate a workload"))
+        world.api.put(preempted)
+        world.watch()
+        world.reconcile()
+        requests = [r for _, r in world.api.requests]
+        assert requests.index(WRITE) < requests.index("DELETE pods") and "PATCH workloads/status" not in requests
+        assert world.pods() == [] and world.status()["evictions"] == 1
+        assert world.status()["phase"] == C.PHASE_SUSPENDED and world.status()["restarts"] == 0
+
+        # A write of Kueue's between the read and the clear: the conditional patch is refused, the pass retried.
+        real_request = world.api.request
+
+        def kueue_writes_first(method: str, path: str, **kw: Any) -> Any:
+            if method == "PATCH" and path.endswith("/status") and "/workloads/" in path:
+                world.api.put(world.api.of_kind("Workload")[0])  # a new resourceVersion
+            return real_request(method, path, **kw)
+
+        world.api.request = kueue_writes_first  # type: ignore[method-assign]
+        world.watch()
+        refused = world.reconcile()
+        assert isinstance(refused.error, ApiError) and refused.error.status == 409
+        world.api.request = real_request  # type: ignore[method-assign]
+
+        # No pod is left: one status write gives the quota back and queues the Workload again.
+        world.reconcile()
+        assert [r for _, r in world.api.requests].count("PATCH workloads/status") == 1
+        wl = world.api.of_kind("Workload")[0]
+        assert "admission" not in wl["status"]
+        conds = {c["type"]: c for c in wl["status"]["conditions"]}
+        assert (conds["QuotaReserved"]["status"], conds["QuotaReserved"]["reason"]) == ("False", "Pending")
+        assert (conds["Requeued"]["status"], conds["Requeued"]["reason"]) == ("True", "Preempted")
+        assert (conds["Admitted"]["status"], conds["Admitted"]["reason"]) == ("False", "NoReservation")
+        # Cleared already: the next pass writes nothing to it.
+        world.watch()
+        world.reconcile()
+        assert "PATCH workloads/status" not in [r for _, r in world.api.requests]
+        assert world.status()["queue"]["reason"] == "Pending" and world.status()["phase"] == C.PHASE_SUSPENDED
     finally:
         world.api.close()

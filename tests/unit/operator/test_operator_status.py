@@ -14,9 +14,9 @@ from ltj_operator import constants as C
 from ltj_operator.kueue import Priority, QueueObserved, observe_workload, placement, workload_name
 from ltj_operator.podview import observe_pod
 from ltj_operator.spec import Job, applied_job, parse_job
-from ltj_operator.status import (FINISH_GRACE_SECONDS, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods,
-                                 FinishWorkload, Observed, Outcomes, StallPolicy, decide, format_time, parse_time,
-                                 transition)
+from ltj_operator.status import (FINISH_GRACE_SECONDS, ClearAdmission, CreatePods, CreateWorkload, Decision, DeleteJob,
+                                 DeletePods, FinishWorkload, Observed, Outcomes, StallPolicy, decide, format_time,
+                                 parse_time, transition)
 from unit.operator.operator_helpers import (at, job_body, make_job, merge, pod, running, terminated, ts, unschedulable,
                                             workload)
 
@@ -102,6 +102,31 @@ ADMITTED_MESSAGE = (f"Workload {WL} is admitted by ClusterQueue cq (master: nvid
                     "worker: nvidia.com/gpu=gpu-a)")
 QUEUE_ADMITTED = {"name": "gpus", "workload": WL, "admitted": True, "clusterQueue": "cq", "reason": R.ADMITTED,
                   "message": ADMITTED_MESSAGE, "podSets": [p.as_status() for p in PLACEMENT]}
+# Kueue preempts the admitted job (Evicted=True, quota still reserved), the operator clears the admission once
+# the pods are gone (REQUEUED_WL: as Kueue then has it, Evicted still True), and Kueue admits it again.
+PREEMPTED = ("Preempted to accommodate a workload (UID: u-high, JobUID: j-high) due to prioritization in the "
+             "ClusterQueue; preemptor path: /cq; preemptee path: /cq")
+
+
+def evicted_wl(since: float = 0, reason: str = "Preempted") -> Any:
+    body = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+                    admitted=("True", "Admitted", "The workload is admitted"), evicted=("True", reason, PREEMPTED))
+    body["status"]["conditions"][-1]["lastTransitionTime"] = ts(since)
+    return observe_workload(body)
+
+
+EVICTED_WL = evicted_wl()
+REQUEUED_WL = observe_workload(workload(J, reserved=("False", "Pending", PREEMPTED), evicted=("True", "Preempted", PREEMPTED),
+                                        admitted=("False", "NoReservation", "The workload has no reservation")))
+LAST_EVICTION = {"reason": "Preempted", "message": PREEMPTED, "time": ts(0), "attempt": 0}
+EVICTING = st(C.PHASE_SUSPENDED, cond(C.COND_CREATED, "True", R.PODS_CREATED),
+              cond(C.COND_RUNNING, "False", R.WORKLOAD_EVICTED, since=50),
+              cond(C.COND_SUSPENDED, "True", R.WORKLOAD_EVICTED, since=50),
+              cond(C.COND_QUOTA_RESERVED, "False", R.WORKLOAD_EVICTED, since=50), launchedAttempt=0, resumeFrom=CKPT,
+              evictions=1, lastEviction=LAST_EVICTION, queue={"name": "gpus", "workload": WL, "admitted": False,
+                                                              "reason": R.WORKLOAD_EVICTED, "message": "m"})
+REQUEUED = {**EVICTING, "conditions": [*EVICTING["conditions"][:3],
+                                       cond(C.COND_QUOTA_RESERVED, "False", "Pending", since=50, message=PREEMPTED)]}
 
 
 @dataclass
@@ -129,7 +154,7 @@ class Case:
     generation: int = 1  # the resource's metadata.generation
     kueue: bool | None = None  # Observed.kueue_installed
     wl: QueueObserved | None = None  # Observed.queue: the job's Workload and what goes with it
-    workload_actions: tuple[str, ...] = ()  # "create", or "finish <reason>": the Workload actions, exactly
+    workload_actions: tuple[str, ...] = ()  # "create", "finish <reason>" or "clear": the Workload actions, exactly
 
 
 CASES = [
@@ -530,12 +555,53 @@ CASES = [
          wl=QueueObserved(problem=(R.PRIORITY_CLASS_NOT_FOUND, f"label {C.LABEL_KUEUE_PRIORITY_CLASS}: "
                                    "WorkloadPriorityClass high does not exist")),
          warnings=(R.PRIORITY_CLASS_NOT_FOUND,)),
-    Case("an admitted Workload being evicted starts no new gang", {**RESTARTING, "queue": QUEUE_ADMITTED}, [],
-         C.PHASE_RESTARTING, {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, restarts=1, attempt=1,
-         queue="gpus", kueue=True, wl=QueueObserved(workload=observe_workload(workload(
-             J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
-             admitted=("True", "Admitted", "The workload is admitted"),
-             evicted=("True", "Preempted", "Preempted to accommodate a higher priority Workload"))))),
+    # --- Kueue evicts the job's Workload: stop gracefully, give the quota back, resume when admitted again ---
+    Case("Kueue evicts a running job: its pods are deleted with their grace period, no failure, no restart",
+         {**RUNNING, "queue": QUEUE_ADMITTED, "resumeFrom": CKPT}, [running(J, 0), running(J, 1)], C.PHASE_SUSPENDED,
+         {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED), C.COND_RUNNING: ("False", R.WORKLOAD_EVICTED),
+          C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, deletes=(f"{J}-node-0", f"{J}-node-1"), requeue=5,
+         queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), warnings=(),
+         extra={"evictions": 1, "lastEviction": LAST_EVICTION, "startTime": None, "failure": None,
+                "launchedAttempt": 0, "resumeFrom": CKPT}),
+    Case("an evicted restarting gang stops too, its restart count kept", {**RESTARTING, "queue": QUEUE_ADMITTED},
+         [pod(J, 0, 1)], C.PHASE_SUSPENDED, {C.COND_RESTARTING: ("False", R.WORKLOAD_EVICTED)}, restarts=1,
+         attempt=1, deletes=(f"{J}-node-0",), queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL),
+         extra={"evictions": 1, "lastEviction": {**LAST_EVICTION, "attempt": 1}}),
+    Case("an evicted job's ranks exiting on SIGTERM are no failure, the eviction counted once",
+         EVICTING, [merge(terminated(J, 0, exit_code=143), {"metadata": {"deletionTimestamp": ts(50)}}),
+                    pod(J, 1, deleting=True)], C.PHASE_SUSPENDED, {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED)},
+         requeue=5, queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), warnings=(),
+         extra={"evictions": 1, "failure": None}),
+    Case("the evicted job's pods are gone: one write clears the Workload's admission", EVICTING, [],
+         C.PHASE_SUSPENDED, {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=EVICTED_WL), workload_actions=("clear",), extra={"evictions": 1}),
+    Case("the admission cleared: still Suspended, queued again with Kueue's reason", EVICTING, [], C.PHASE_SUSPENDED,
+         {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED), C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus",
+         kueue=True, wl=QueueObserved(workload=REQUEUED_WL), warnings=(),
+         extra={"evictions": 1, "queue": {"name": "gpus", "workload": WL, "admitted": False, "reason": "Pending",
+                                          "message": PREEMPTED}}),
+    Case("admitted again: a new attempt resumes from the last checkpoint, no restart counted", REQUEUED, [],
+         C.PHASE_PENDING, {C.COND_SUSPENDED: ("False", R.RESUMED), C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)},
+         creates=((0, 1), 1, CKPT), attempt=1, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), warnings=(),
+         extra={"evictions": 1, "lastEviction": LAST_EVICTION, "queue": QUEUE_ADMITTED}),
+    Case("evicted before its gang ever ran: admitted again, it starts afresh as attempt 0",
+         {**REQUEUED, "launchedAttempt": None, "resumeFrom": None}, [], C.PHASE_PENDING,
+         {C.COND_SUSPENDED: ("False", R.RESUMED)}, creates=((0, 1), 0, None), queue="gpus", kueue=True,
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT)),
+    Case("evicted again after it resumed: counted again", {**RUNNING, "attempt": 1, "evictions": 1,
+                                                          "lastEviction": LAST_EVICTION, "queue": QUEUE_ADMITTED},
+         [running(J, 0, 1), running(J, 1, 1)], C.PHASE_SUSPENDED, attempt=1,
+         deletes=(f"{J}-node-0", f"{J}-node-1"), queue="gpus", kueue=True,
+         wl=QueueObserved(workload=evicted_wl(since=100)),
+         extra={"evictions": 2, "lastEviction": {**LAST_EVICTION, "time": ts(100), "attempt": 1}}),
+    Case("evicted while rank 0 finished training: the job succeeds, its Workload to be marked Finished",
+         {**RUNNING, "queue": QUEUE_ADMITTED}, [terminated(J, 0, exit_code=0, message=SUMMARY_ES), running(J, 1)],
+         C.PHASE_SUCCEEDED, {C.COND_SUCCEEDED: ("True", R.EARLY_STOPPED)}, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=EVICTED_WL), requeue=FINISH_GRACE_SECONDS, extra={"evictions": None}),
+    Case("suspended by its user and evicted by Kueue: the quota still goes back", SUSPENDED, [], C.PHASE_SUSPENDED,
+         {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED)}, spec={"nodes": 2, "runPolicy": {"suspend": True}},
+         queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), workload_actions=("clear",)),
     Case("a finished job marks its Workload Finished once none of its pods runs",
          {**SUCCEEDED, "queue": QUEUE_ADMITTED}, [terminated(J, 0, exit_code=0), terminated(J, 1, exit_code=0)],
          C.PHASE_SUCCEEDED, queue="gpus", kueue=True, wl=QueueObserved(workload=ADMITTED_WL),
@@ -596,8 +662,9 @@ def test_transition_table(case: Case) -> None:
     deleted = sorted(name for a in d.actions if isinstance(a, DeletePods) for name, _ in a.pods)
     assert tuple(deleted) == tuple(sorted(case.deletes))
     assert any(isinstance(a, DeleteJob) for a in d.actions) == case.delete_job
-    assert tuple("create" if isinstance(a, CreateWorkload) else f"finish {a.reason}" for a in d.actions
-                 if isinstance(a, (CreateWorkload, FinishWorkload))) == case.workload_actions
+    assert tuple("create" if isinstance(a, CreateWorkload) else "clear" if isinstance(a, ClearAdmission)
+                 else f"finish {a.reason}" for a in d.actions
+                 if isinstance(a, (CreateWorkload, FinishWorkload, ClearAdmission))) == case.workload_actions
     assert d.status["restarts"] == case.restarts
     assert d.status["attempt"] == case.attempt
     if case.failure is not None:
@@ -848,6 +915,53 @@ def test_suspend_and_resume_lifecycle_keeps_checkpoint_and_counts_no_restart() -
     world.set(1, running)
     d = step(job)
     assert d.phase == C.PHASE_RUNNING and d.condition(C.COND_SUSPENDED)["status"] == "False"
+
+
+def test_an_evicted_job_stops_gives_its_quota_back_and_resumes_from_its_checkpoint() -> None:
+    """Running -> Kueue evicts it -> its pods go -> the admission is cleared -> queued again -> admitted again ->
+    running: each step said once, the pods deleted once, no restart, the checkpoint carried to the new gang."""
+    body = job_body(name=J, nodes=2)
+    body["metadata"]["labels"] = {C.LABEL_KUEUE_QUEUE: "gpus"}
+    job = parse_job(body)
+    world = World(job)
+    status: dict[str, Any] | None = None
+    clock = itertools.count(0, 5)
+
+    def step(workload: QueueObserved) -> Decision:
+        nonlocal status
+        d = decide(job, status, Observed(pods=world.observed().pods, kueue_installed=True, queue=workload),
+                   at(next(clock)))
+        world.apply(d)
+        status = {**d.status, "training": {"lastCheckpoint": CKPT}}
+        return d
+
+    def said(d: Decision) -> list[str]:
+        return [e.reason for e in d.events if e.reason not in (R.CREATING_PODS, R.ALL_PODS_RUNNING)]
+
+    admitted = QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT)
+    step(admitted)
+    world.set(0, running)
+    world.set(1, running)
+    assert step(admitted).phase == C.PHASE_RUNNING
+    evicting = step(QueueObserved(workload=EVICTED_WL))
+    assert evicting.phase == C.PHASE_SUSPENDED and said(evicting) == [R.WORKLOAD_EVICTED]
+    assert [len(a.pods) for a in evicting.actions if isinstance(a, DeletePods)] == [2] and not world.pods
+    assert not any(isinstance(a, ClearAdmission) for a in evicting.actions)  # not while its pods hold the GPUs
+    stopped = step(QueueObserved(workload=EVICTED_WL))
+    assert [a.workload for a in stopped.actions if isinstance(a, ClearAdmission)] == [WL] and not said(stopped)
+    requeued = step(QueueObserved(workload=REQUEUED_WL))
+    assert requeued.phase == C.PHASE_SUSPENDED and said(requeued) == ["Pending"] and not requeued.actions
+    assert not said(step(QueueObserved(workload=REQUEUED_WL)))
+    resumed = step(admitted)
+    assert said(resumed) == [R.RESUMED, R.ADMITTED]
+    assert [(a.attempt, a.resume_from) for a in resumed.actions if isinstance(a, CreatePods)] == [(1, CKPT)]
+    assert resumed.condition(C.COND_SUSPENDED)["message"] == (
+        f"the job resumed after eviction 1 by Kueue (Preempted), as attempt 1, continuing from {CKPT}")
+    world.set(0, running)
+    world.set(1, running)
+    d = step(admitted)
+    assert d.phase == C.PHASE_RUNNING and (d.status["restarts"], d.status["attempt"], d.status["evictions"]) == (0, 1, 1)
+    assert d.status["lastEviction"] == LAST_EVICTION and d.status["failure"] is None
 
 
 def case_named(name: str) -> Case:
