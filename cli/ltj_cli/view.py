@@ -192,6 +192,33 @@ def jobs_table(jobs: Iterable[Job], now: float, with_namespace: bool = False) ->
     return table
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def queue_text(s: Mapping[str, Any]) -> str | None:
+    """A queued job's Kueue queue and where it stands there: admitted, or Kueue's reason for waiting."""
+    q = s.get("queue")
+    if not isinstance(q, Mapping) or not q.get("name"):
+        return None
+    if q.get("admitted"):
+        where = f"admitted to ClusterQueue {q['clusterQueue']}" if q.get("clusterQueue") else "admitted"
+    else:
+        where = ": ".join(str(x) for x in (q.get("reason") or "waiting", q.get("message")) if x)
+    return f"{q['name']} ({where})"
+
+
+def eviction_text(s: Mapping[str, Any]) -> str | None:
+    """How often Kueue evicted the job, and the last time why."""
+    n, last = s.get("evictions"), s.get("lastEviction")
+    if not n:
+        return None
+    if not isinstance(last, Mapping):
+        return str(n)
+    why = ": ".join(str(x) for x in (last.get("reason"), last.get("message")) if x)
+    return f"{n}, last at {last.get('time')} during attempt {last.get('attempt')} ({why})"
+
+
 # -- get JOB / watch JOB: the progress view -------------------------------------------------------------
 def job_view(job: Job, now: float) -> Panel:
     s, t = status(job), training(job)
@@ -204,10 +231,13 @@ def job_view(job: Job, now: float) -> Panel:
         details.append(f"attempt {s['attempt']}")
     if isinstance(s.get("nodes"), int):
         details.append(f"{s.get('readyNodes', 0)}/{s['nodes']} nodes ready")
-    restarts = s.get("restarts", 0)
-    details.append(f"{restarts} restart{'' if restarts == 1 else 's'}")
+    details.append(plural(s.get("restarts", 0), "restart"))
+    if s.get("evictions"):
+        details.append(plural(s["evictions"], "eviction"))
     state.append("  (" + ", ".join(details) + ")", style="dim")
     grid.add_row("Phase", state)
+    if queue_text(s):
+        grid.add_row("Queue", queue_text(s))
     step = t.get("step")
     grid.add_row("Epoch", f"{epoch_text(t)}   step {step if isinstance(step, int) else '-'}")
     p = t.get("progress")
@@ -384,10 +414,13 @@ def describe(job: Job, events: Sequence[Mapping[str, Any]], now: float) -> Group
         _section("Spec", _fields(_spec_rows(job.get("spec") or {}))),
         _section("Status", _fields([
             ("Phase", state),
-            ("Attempt", f"{s['attempt']} ({restarts} restart{'' if restarts == 1 else 's'})" if "attempt" in s else None),
+            ("Attempt", f"{s['attempt']} ({plural(restarts, 'restart')})" if "attempt" in s else None),
             ("Nodes ready", f"{s.get('readyNodes', 0)}/{s['nodes']}" if "nodes" in s else None),
             ("Started", s.get("startTime")), ("Completed", s.get("completionTime")),
             ("Resume from", s.get("resumeFrom")),
+            ("Queue", queue_text(s)),
+            ("Workload", (s.get("queue") or {}).get("workload") if isinstance(s.get("queue"), Mapping) else None),
+            ("Evictions", eviction_text(s)),
             ("Failure", failure.get("message")),
         ])),
         _section("Conditions", _conditions(job, now)),

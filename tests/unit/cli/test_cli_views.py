@@ -240,3 +240,25 @@ def test_namespace_and_context_as_kubectl_chooses_them(tmp_path: Path, monkeypat
         connect(str(tmp_path / "missing"), None, None)
     with pytest.raises(CliError, match="nope"):
         connect(str(main), "nope", None)
+
+
+def test_a_queued_jobs_queue_and_evictions_are_shown() -> None:
+    job = running_job()
+    job["status"].update({
+        "queue": {"name": "gpus", "workload": "lightningtrainingjob-digits-1a2b3", "admitted": False,
+                  "reason": "Pending", "message": "couldn't assign flavors to pod set master"},
+        "evictions": 2,
+        "lastEviction": {"reason": "Preempted", "message": "Preempted to accommodate a workload (UID: u1)",
+                         "time": "2026-12-07T10:00:00Z", "attempt": 1}})
+    out = text(view.describe(job, [], T0 + 35))
+    for expected in ("gpus (Pending: couldn't assign flavors to pod set master)", "lightningtrainingjob-digits-1a2b3",
+                     "2, last at 2026-12-07T10:00:00Z during attempt 1 (Preempted: Preempted to accommodate a "
+                     "workload (UID: u1))"):
+        assert expected in out, (expected, out)
+    progress = text(view.job_view(job, T0 + 35))
+    assert "2 evictions" in progress and "gpus (Pending: couldn't assign" in progress
+    job["status"]["queue"].update(admitted=True, clusterQueue="team-a")
+    assert "gpus (admitted to ClusterQueue team-a)" in text(view.describe(job, [], T0 + 35))
+    # An unqueued job shows neither.
+    plain = text(view.describe(running_job(), [], T0 + 35))
+    assert "Queue" not in plain and "Evictions" not in plain
