@@ -463,6 +463,12 @@ class Kube:
         return self._patch_workload_status(
             namespace, name, lambda current: kueue.cleared_admission(current, dt.datetime.now(dt.timezone.utc)))
 
+    def set_pods_ready(self, namespace: str, name: str, ready: bool) -> bool:
+        """A Workload's PodsReady condition for a gang that is (not) wholly ready (kueue.pods_ready_patch);
+        False when it has that condition already or is gone."""
+        return self._patch_workload_status(
+            namespace, name, lambda current: kueue.pods_ready_patch(current, ready, dt.datetime.now(dt.timezone.utc)))
+
     def _patch_workload_status(self, namespace: str, name: str,
                                change: Callable[[Manifest], Mapping[str, Any] | None]) -> bool:
         """A merge patch of a Workload's status, ``change`` of the Workload as read (None: nothing to do),

@@ -6,7 +6,8 @@ The operator runs a LightningTrainingJob as a Kueue "external framework" (see RE
 Kueue), doing for it what Kueue's jobframework does for its built-in jobs: one Workload per job,
 owned by it, named as jobframework names it; no pods until Kueue admits that Workload; the admitted
 flavors' node labels and tolerations on every pod (podset.FromAssignment); the Workload marked
-Finished when the job ends, which releases its quota; and when Kueue evicts the Workload (preemption,
+Finished when the job ends, which releases its quota; its PodsReady condition, which Kueue's
+waitForPodsReady times, kept as jobframework keeps it (`pods_ready_update`); and when Kueue evicts the Workload (preemption,
 deactivation, a PodsReady timeout), once the stopped job's pods are gone, its admission cleared
 (`cleared_admission`), which gives the quota back and queues the Workload again. No I/O here: kube.py
 reads and writes, reconcile.py wires, status.decide holds and stops the job.
@@ -18,7 +19,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import constants as C
 from .spec import Job
@@ -49,6 +50,16 @@ NO_RESERVATION = ("NoReservation", "The workload has no reservation")
 NO_RESERVATION_UNSATISFIED = ("NoReservationUnsatisfiedChecks",
                               "The workload has no reservation and not all checks ready")
 REQUEUED_AT_ONCE = frozenset({"Preempted", "NodeFailures"})
+# The PodsReady condition Kueue's waitForPodsReady times admitted Workloads by, with jobframework's reasons and
+# messages (generatePodsReadyCondition): False while the gang has not started (WaitForStart) or, once it had,
+# while it recovers from a lost pod (WaitForRecovery); True once every pod is ready or done (Started, or
+# Recovered after a WaitForRecovery).
+WL_PODS_READY = "PodsReady"
+WAIT_FOR_START = ("WaitForStart", "Not all pods are ready or succeeded")
+WAIT_FOR_RECOVERY = ("WaitForRecovery", "At least one pod has failed, waiting for recovery")
+PODS_STARTED = "Started"
+PODS_RECOVERED = "Recovered"
+PODS_READY_MESSAGE = "All pods reached readiness and the workload is running"
 # Kueue's limit on a condition message (api.TruncateConditionMessage).
 MAX_WORKLOAD_MESSAGE = 32768
 # Where a job's priority comes from (jobframework.ExtractPriority): the Workload's priorityClassRef,
@@ -138,6 +149,7 @@ class WorkloadView:
     # The Evicted condition's lastTransitionTime: which eviction it is (each sets it anew, and
     # re-admission turns Evicted False), while the condition stays True until Kueue admits it again.
     evicted_at: str | None = None
+    pods_ready: Condition | None = None
     cluster_queue: str | None = None
     assignments: tuple[Assignment, ...] = ()
 
@@ -180,6 +192,7 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadView:
         finished=finished if finished is not None and finished.status == C.TRUE else None,
         evicted=evicted if evicted is not None and evicted.status == C.TRUE else None,
         evicted_at=evicted_at if evicted is not None and evicted.status == C.TRUE else None,
+        pods_ready=_condition(conditions, WL_PODS_READY),
         cluster_queue=str(admission["clusterQueue"]) if admission.get("clusterQueue") else None,
         assignments=tuple(Assignment(str(a.get("name")), {str(k): str(v) for k, v in (a.get("flavors") or {}).items()})
                           for a in admission.get("podSetAssignments") or () if isinstance(a, Mapping)),
@@ -199,21 +212,8 @@ def cleared_admission(body: Mapping[str, Any], now: dt.datetime) -> dict[str, An
     if view.evicted is None or not view.holds_quota:
         return None
     status = body.get("status") or {}
-    generation = (body.get("metadata") or {}).get("generation") or 0
-    stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions = [dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping)]
-
-    def put(type_: str, state: str, reason: str, message: str) -> None:
-        new = {"type": type_, "status": state, "reason": reason, "message": message[:MAX_WORKLOAD_MESSAGE],
-               "lastTransitionTime": stamp, "observedGeneration": generation}
-        for i, old in enumerate(conditions):
-            if old.get("type") == type_:
-                if old.get("status") == state and old.get("lastTransitionTime"):
-                    new["lastTransitionTime"] = old["lastTransitionTime"]
-                conditions[i] = new
-                return
-        conditions.append(new)
-
+    put = _condition_setter(body, conditions, now)
     patch: dict[str, Any] = {"admission": None}
     evicted = view.evicted
     put(WL_REQUEUED, C.TRUE if evicted.reason in REQUEUED_AT_ONCE else C.FALSE, evicted.reason, evicted.message)
@@ -230,6 +230,62 @@ def cleared_admission(body: Mapping[str, Any], now: dt.datetime) -> dict[str, An
                                                             + int((now - since).total_seconds()))
     patch["conditions"] = conditions
     return patch
+
+
+def pods_ready_update(view: WorkloadView, gang_ready: bool) -> Condition | None:
+    """The PodsReady condition the Workload is to have, as jobframework keeps it for its jobs
+    (generatePodsReadyCondition), given whether the whole gang is ready (every rank's pod ready or
+    succeeded); None when the Workload has it already with that status and reason (jobframework's
+    HasConditionWithTypeAndReason: a new message alone is no write). Admitted means Admitted=True, as
+    workload.IsAdmitted has it: an evicted Workload still admitted waits for recovery. Nothing for a
+    finished Workload, which Kueue no longer times."""
+    if view.finished is not None:
+        return None
+    current = view.pods_ready
+    if view.admitted_condition is None or view.admitted_condition.status != C.TRUE:
+        want = Condition(C.FALSE, *WAIT_FOR_START)
+    elif gang_ready:
+        recovering = current is not None and current.reason in (WAIT_FOR_RECOVERY[0], PODS_RECOVERED)
+        want = Condition(C.TRUE, PODS_RECOVERED if recovering else PODS_STARTED, PODS_READY_MESSAGE)
+    elif current is not None and (current.status == C.TRUE or current.reason == WAIT_FOR_RECOVERY[0]):
+        want = Condition(C.FALSE, *WAIT_FOR_RECOVERY)
+    else:
+        want = Condition(C.FALSE, *WAIT_FOR_START)
+    if current is not None and (current.status, current.reason) == (want.status, want.reason):
+        return None
+    return want
+
+
+def pods_ready_patch(body: Mapping[str, Any], gang_ready: bool, now: dt.datetime) -> dict[str, Any] | None:
+    """The status merge patch that gives the Workload (as read) its PodsReady condition (`pods_ready_update`),
+    None when it has it already. The whole conditions list, as a merge patch replaces it."""
+    want = pods_ready_update(observe_workload(body), gang_ready)
+    if want is None:
+        return None
+    conditions = [dict(c) for c in (body.get("status") or {}).get("conditions") or () if isinstance(c, Mapping)]
+    _condition_setter(body, conditions, now)(WL_PODS_READY, want.status, want.reason, want.message)
+    return {"conditions": conditions}
+
+
+def _condition_setter(body: Mapping[str, Any], conditions: list[dict[str, Any]], now: dt.datetime
+                      ) -> Callable[[str, str, str, str], None]:
+    """A setter of one condition of ``conditions`` (the Workload's, as read) in place, as
+    apimeta.SetStatusCondition sets it: lastTransitionTime kept unless its status changes."""
+    generation = (body.get("metadata") or {}).get("generation") or 0
+    stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def put(type_: str, state: str, reason: str, message: str) -> None:
+        new = {"type": type_, "status": state, "reason": reason, "message": message[:MAX_WORKLOAD_MESSAGE],
+               "lastTransitionTime": stamp, "observedGeneration": generation}
+        for i, old in enumerate(conditions):
+            if old.get("type") == type_:
+                if old.get("status") == state and old.get("lastTransitionTime"):
+                    new["lastTransitionTime"] = old["lastTransitionTime"]
+                conditions[i] = new
+                return
+        conditions.append(new)
+
+    return put
 
 
 def _time(value: Any) -> dt.datetime | None:

@@ -38,7 +38,7 @@ from .kube import ApiError, Kube, NotOwned, StaleWrite
 from .podview import observe_pod
 from .spec import Job, applied_job, parse_or_error, pod_name
 from .status import (PROGRESS_HOLD_SECONDS, ClearAdmission, CreatePods, CreateWorkload, Decision, DeleteJob, DeletePods,
-                     EventNote, FinishWorkload, Observed, Outcomes, StallPolicy, decide, transition)
+                     EventNote, FinishWorkload, Observed, Outcomes, SetPodsReady, StallPolicy, decide, transition)
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +311,8 @@ def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decisi
             kube.finish_workload(namespace, action.workload, action.reason, action.message)
         elif isinstance(action, ClearAdmission):
             kube.clear_admission(namespace, action.workload)
+        elif isinstance(action, SetPodsReady):
+            kube.set_pods_ready(namespace, action.workload, action.ready)
 
 
 def _create_workload(kube: Kube, config: OperatorConfig, snap: Snapshot) -> list[Callable[[], Any]]:

@@ -32,6 +32,9 @@ Rules that keep it level-based and safe to repeat:
   its Workload (CreateWorkload while it has none); QuotaReserved and status.queue carry Kueue's reason
   and message meanwhile, an Event per cause; the admission's placement goes on every pod of its gangs.
   A finished job's Workload is marked Finished (FinishWorkload) once none of its pods still runs.
+  An active job's Workload carries PodsReady as jobframework keeps it (SetPodsReady, kueue.pods_ready_update:
+  True while the whole gang runs), whether or not Kueue configures waitForPodsReady (the operator cannot
+  tell): a write only when its status or reason changes, and none in a pass with another Workload write.
 - A job whose Workload Kueue evicts (Evicted=True: preempted, deactivated, a PodsReady timeout, ...) stops
   the way a suspended one does: Suspended, its pods deleted with their grace period (every rank gets
   SIGTERM and the trainer saves a checkpoint), no failure and no restart counted; each eviction is counted
@@ -55,7 +58,7 @@ from ltj_api.summary import parse as parse_summary
 from . import constants as C
 from .failures import PodFailure, classify, root_cause, vanished
 from .kueue import (FINISHED_FAILED, FINISHED_SUCCEEDED, PodSetPlacement, QueueObserved, WorkloadView,
-                    recorded_placement, workload_name)
+                    pods_ready_update, recorded_placement, workload_name)
 from .podview import PodView
 from .spec import Job, on_spec, pod_name
 
@@ -172,6 +175,14 @@ class ClearAdmission:
 
 
 @dataclass(frozen=True)
+class SetPodsReady:
+    """Give the job's Workload the PodsReady condition of a gang that is (not) wholly ready
+    (kueue.pods_ready_patch), which Kueue's waitForPodsReady times."""
+    workload: str
+    ready: bool
+
+
+@dataclass(frozen=True)
 class DeletePods:
     pods: tuple[tuple[str, str], ...]  # (name, uid): the uid guards against deleting a newer namesake
     reason: str
@@ -182,7 +193,7 @@ class DeleteJob:
     reason: str
 
 
-Action = Union[CreatePods, DeletePods, DeleteJob, CreateWorkload, FinishWorkload, ClearAdmission]
+Action = Union[CreatePods, DeletePods, DeleteJob, CreateWorkload, FinishWorkload, ClearAdmission, SetPodsReady]
 
 
 @dataclass(frozen=True)
@@ -458,6 +469,7 @@ class _Decider:
         else:
             self.check_edit()
             self.active()
+            self.pods_ready()
             self.record_outcomes()
         return self.build()
 
@@ -957,6 +969,26 @@ class _Decider:
         self.queue = {"name": queue, "workload": name, "admitted": True, "clusterQueue": view.cluster_queue,
                       "reason": R.ADMITTED, "message": message, "podSets": [p.as_status() for p in placement]}
         return False
+
+    def pods_ready(self) -> None:
+        """An active queued job's Workload says whether its gang is wholly ready (phase Running: every rank's
+        trainer runs, or has finished while the gang runs on), as jobframework says it for its jobs: without
+        it a cluster whose Kueue configures waitForPodsReady would evict every ltj job at its timeout. One
+        Workload write per pass: after another (its admission cleared), the next pass writes PodsReady."""
+        job, observed = self.job, self.observed.queue
+        assert job is not None
+        if job.meta.queue is None or not self.observed.kueue_installed or observed is None:
+            return
+        if self.phase in C.TERMINAL_PHASES:
+            return  # its Workload is to be marked Finished, which Kueue does not time
+        view = observed.workload
+        if view is None or observed.problem is not None:
+            return
+        if any(isinstance(a, (CreateWorkload, FinishWorkload, ClearAdmission)) for a in self.actions):
+            return
+        ready = self.phase == C.PHASE_RUNNING
+        if pods_ready_update(view, ready) is not None:
+            self.actions.append(SetPodsReady(view.name, ready))
 
     def wait_for_queue(self, workload: str, reason: str, message: str, event: str | None) -> bool:
         """Held for Kueue: QuotaReserved=False says why (an event of type `event` when that changes), and

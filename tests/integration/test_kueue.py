@@ -16,7 +16,7 @@ from kubetest import Kube, absent, apply, condition, job, wait_for, wait_status
 from ltj_localcluster.cluster import pinned_versions
 from ltj_localcluster.__main__ import next_steps
 from ltj_localcluster.controlplane import http_ok, read_pids
-from ltj_localcluster.kueue import LTJ_FRAMEWORK
+from ltj_localcluster.kueue import LTJ_FRAMEWORK, PODS_READY_TIMEOUT
 from ltj_localcluster.kwok import EXIT_CODE
 from ltj_operator import constants as C
 
@@ -84,6 +84,7 @@ def test_the_controller_runs_the_pinned_build_with_ltj_as_an_external_framework(
     config = yaml.safe_load((controller.dir / "config.yaml").read_text())
     assert config["integrations"]["externalFrameworks"] == [LTJ_FRAMEWORK] == ["LightningTrainingJob.v1alpha1.ltj.dev"]
     assert config["manageJobsWithoutQueueName"] is False
+    assert config["waitForPodsReady"] == {"timeout": PODS_READY_TIMEOUT, "blockAdmission": False}
     initializing = next(json.loads(line) for line in controller.log_file.read_text().splitlines()
                         if line.startswith("{") and '"Initializing"' in line)
     assert initializing["gitVersion"] == f"v{pinned_versions()['KUEUE_VERSION']}"
@@ -354,3 +355,48 @@ def test_a_high_priority_job_preempts_a_low_one_which_is_queued_again_and_resume
             assert len(job_events(kube, namespace, low, reason)) == 1, reason
     finally:
         kube.kubectl("delete", "workloadpriorityclass", *(f"{namespace}-{name}" for name in classes), check=False)
+
+
+def test_a_gang_that_runs_is_pods_ready_and_one_that_never_does_is_evicted_at_the_timeout_without_a_failure(
+        kube: Kube, namespace: str, operator: Any, gpu_queue: Any, static_claim: str) -> None:
+    """Kueue's waitForPodsReady (the local cluster configures it): the operator sets PodsReady=True once the
+    gang runs, so a running job is never timed out; a gang whose pods never get a node is evicted at the
+    timeout (PodsReadyTimeout), through the same graceful stop as any eviction."""
+    gpu_queue(gpus=4)
+    ready = apply(kube, namespace, queued_job("ready", static_claim))
+    stuck_manifest = queued_job("stuck", static_claim)
+    stuck_manifest["spec"]["podTemplate"] = {"nodeSelector": {"ltj.dev/no-such-pool": namespace}}
+    stuck = apply(kube, namespace, stuck_manifest)
+
+    wait_status(kube, namespace, ready, lambda st: st.get("phase") == C.PHASE_RUNNING, 90, "running")
+    (ready_wl,) = workloads_of(kube, namespace, ready)
+    pods_ready = wait_for(lambda: conditions(kube, namespace, ready_wl["metadata"]["name"]).get("PodsReady"), 30,
+                          what="PodsReady on the running job's Workload", diagnose=lambda: diagnose(kube, namespace))
+    assert (pods_ready["status"], pods_ready["reason"]) == ("True", "Started"), pods_ready
+    (stuck_wl,) = workloads_of(kube, namespace, stuck)
+    name = stuck_wl["metadata"]["name"]
+    wait_for(lambda: admitted(kube, namespace, name) and len(job_pods(kube, namespace, stuck)) == 1, 60,
+             what="the stuck job admitted, its pod made", diagnose=lambda: diagnose(kube, namespace))
+    waiting = conditions(kube, namespace, name)["PodsReady"]
+    assert (waiting["status"], waiting["reason"]) == ("False", "WaitForStart"), waiting
+
+    # The timeout passes: Kueue evicts the stuck job, whose pod goes and whose admission is cleared.
+    st = wait_status(kube, namespace, stuck, lambda st: st.get("evictions") == 1, 150, "the PodsReady timeout's eviction")
+    assert st["lastEviction"]["reason"] == "PodsReadyTimeout", st["lastEviction"]
+    assert "Exceeded the PodsReady timeout" in st["lastEviction"]["message"], st["lastEviction"]
+    assert st["phase"] == C.PHASE_SUSPENDED and st["restarts"] == 0 and st.get("failure") is None
+
+    def cleared() -> dict[str, Any] | None:
+        conds = conditions(kube, namespace, name)
+        return conds if conds["QuotaReserved"]["status"] == "False" and "Requeued" in conds else None
+
+    conds = wait_for(cleared, 60, what="the stuck job's admission cleared", diagnose=lambda: diagnose(kube, namespace))
+    assert job_pods(kube, namespace, stuck) == []
+    # Not requeued at once: Kueue's backoff after a PodsReady timeout decides when it queues again.
+    assert (conds["Requeued"]["status"], conds["Requeued"]["reason"]) == ("False", "PodsReadyTimeout")
+    assert "admission" not in kube.get("workload", name, "-n", namespace)["status"]
+
+    # The running job was admitted as long ago, and runs on: PodsReady kept it from the timeout.
+    st = kube.get("ltj", ready, "-n", namespace)["status"]
+    assert st["phase"] == C.PHASE_RUNNING and st.get("evictions") is None
+    assert "Evicted" not in conditions(kube, namespace, ready_wl["metadata"]["name"])

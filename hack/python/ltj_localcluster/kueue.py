@@ -44,6 +44,10 @@ LTJ_FRAMEWORK = f"{KIND}.{VERSION}.{GROUP}"
 # Where the controller reads its metrics certificate, whatever the configuration says.
 METRICS_CERT_DIR = Path("/etc/kueue/metrics/certs")
 # The names Kueue's own manifests give the registrations (kustomize prefixes them with "kueue-").
+# Kueue's waitForPodsReady: an admitted Workload whose pods are not all ready this long after its admission
+# (or after losing one, recoveryTimeout's default) is evicted. Long enough for any test's gang to come up,
+# short enough for a test to see a gang that never does evicted.
+PODS_READY_TIMEOUT = "60s"
 WEBHOOK_CONFIGS = {"MutatingWebhookConfiguration": "kueue-mutating-webhook-configuration",
                    "ValidatingWebhookConfiguration": "kueue-validating-webhook-configuration"}
 
@@ -62,6 +66,10 @@ def configuration(health_port: int, webhook_port: int, cert_dir: Path) -> dict[s
         # Only jobs that name a queue are Kueue's; an unlabelled LightningTrainingJob runs as without Kueue.
         "manageJobsWithoutQueueName": False,
         "integrations": {"frameworks": ["batch/job"], "externalFrameworks": [LTJ_FRAMEWORK]},
+        # As a production cluster may have it: the operator keeps its Workloads' PodsReady condition, which
+        # this times. No blocking of later admissions meanwhile; requeuing after such an eviction with
+        # Kueue's default backoff.
+        "waitForPodsReady": {"timeout": PODS_READY_TIMEOUT, "blockAdmission": False},
     }
 
 

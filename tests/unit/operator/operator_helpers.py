@@ -118,13 +118,14 @@ def unschedulable(job: str, rank: int, attempt: int = 0,
 
 
 def workload(job: str, *, reserved: tuple[str, str, str] | None = None, admitted: tuple[str, str, str] | None = None,
-             evicted: tuple[str, str, str] | None = None, cluster_queue: str | None = None,
+             evicted: tuple[str, str, str] | None = None, pods_ready: tuple[str, str, str] | None = None,
+             cluster_queue: str | None = None,
              podsets: tuple[str, ...] = ("master", "worker"), flavor: str = "gpu-a", owner: str = UID) -> dict[str, Any]:
     """The job's Workload as Kueue leaves it: conditions (status, reason, message) when given, and with
     `cluster_queue` an admission of every pod set on `flavor` (for GPUs)."""
     from ltj_operator.kueue import workload_name
 
-    given = (("QuotaReserved", reserved), ("Admitted", admitted), ("Evicted", evicted))
+    given = (("QuotaReserved", reserved), ("Admitted", admitted), ("Evicted", evicted), ("PodsReady", pods_ready))
     status: dict[str, Any] = {"conditions": [
         {"type": type_, "status": c[0], "reason": c[1], "message": c[2], "lastTransitionTime": ts(0)}
         for type_, c in given if c is not None]}

@@ -165,3 +165,73 @@ def test_admission_checks_not_ready_are_said_and_nothing_is_cleared_twice() -> N
     cleared = merge(evicted("Preempted"), {"status": kueue.cleared_admission(evicted("Preempted"), at(160))})
     assert kueue.observe_workload(cleared).evicted is not None and kueue.cleared_admission(cleared, at(170)) is None
     assert kueue.observe_workload(cleared).evicted_at == ts(100)  # which eviction it is, until admitted again
+
+
+NOT_STARTED = ("False", "WaitForStart", "Not all pods are ready or succeeded")
+RECOVERING = ("False", "WaitForRecovery", "At least one pod has failed, waiting for recovery")
+READY = "All pods reached readiness and the workload is running"
+
+
+@pytest.mark.parametrize("admitted, current, gang_ready, want", [
+    # Not admitted (never yet, or no more after an eviction): waiting for the start, whatever it had.
+    (False, None, False, NOT_STARTED),
+    (False, ("True", "Started", READY), True, NOT_STARTED),
+    (False, NOT_STARTED, False, None),
+    # Admitted, the whole gang ready: Started, or Recovered after a recovery.
+    (True, None, True, ("True", "Started", READY)),
+    (True, NOT_STARTED, True, ("True", "Started", READY)),
+    (True, RECOVERING, True, ("True", "Recovered", READY)),
+    (True, ("True", "Started", READY), True, None),
+    (True, ("True", "Recovered", READY), True, None),
+    # Admitted, not all ready: WaitForStart until it first was ready, then WaitForRecovery.
+    (True, None, False, NOT_STARTED),
+    (True, NOT_STARTED, False, None),
+    (True, ("False", "PodsReady", "an older Kueue's reason"), False, NOT_STARTED),
+    (True, ("True", "Started", READY), False, RECOVERING),
+    (True, ("True", "Recovered", READY), False, RECOVERING),
+    (True, RECOVERING, False, None),
+])
+def test_pods_ready_is_jobframeworks(admitted: bool, current: tuple[str, str, str] | None, gang_ready: bool,
+                                     want: tuple[str, str, str] | None) -> None:
+    body = workload("mnist", reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+                    admitted=("True", "Admitted", "The workload is admitted") if admitted
+                    else ("False", "NoReservation", "The workload has no reservation"), pods_ready=current)
+    got = kueue.pods_ready_update(kueue.observe_workload(body), gang_ready)
+    assert (got and (got.status, got.reason, got.message)) == want
+
+
+def test_only_the_status_and_reason_count_and_a_finished_workload_gets_none() -> None:
+    # Kueue's HasConditionWithTypeAndReason: another message alone is no reason to write.
+    view = kueue.observe_workload(merge(ADMITTED, {"status": {"conditions": [
+        *ADMITTED["status"]["conditions"],
+        {"type": "PodsReady", "status": "True", "reason": "Started", "message": "said otherwise"}]}}))
+    assert kueue.pods_ready_update(view, True) is None
+    finished = kueue.observe_workload(merge(ADMITTED, {"status": {"conditions": [
+        *ADMITTED["status"]["conditions"], {"type": "Finished", "status": "True", "reason": "Succeeded"}]}}))
+    assert kueue.pods_ready_update(finished, False) is None
+    assert kueue.pods_ready_patch(merge(ADMITTED, {"status": {"conditions": [
+        *ADMITTED["status"]["conditions"], {"type": "Finished", "status": "True", "reason": "Succeeded"}]}}),
+        False, at(60)) is None
+
+
+def test_the_pods_ready_patch_sets_that_condition_alone_and_keeps_its_time_unless_its_status_changes() -> None:
+    patch = kueue.pods_ready_patch({**ADMITTED, "metadata": {**ADMITTED["metadata"], "generation": 3}}, True, at(60))
+    assert patch is not None and set(patch) == {"conditions"}
+    *others, ready = patch["conditions"]
+    assert others == ADMITTED["status"]["conditions"]
+    assert ready == {"type": "PodsReady", "status": "True", "reason": "Started", "message": READY,
+                     "lastTransitionTime": ts(60), "observedGeneration": 3}
+    # Started -> WaitForRecovery -> Recovered: each a new status, a new time; the same status keeps it.
+    recovering = kueue.pods_ready_patch({**ADMITTED, "status": {**ADMITTED["status"], "conditions": patch["conditions"]}},
+                                        False, at(90))
+    assert recovering is not None and recovering["conditions"][-1]["lastTransitionTime"] == ts(90)
+    assert recovering["conditions"][-1]["reason"] == "WaitForRecovery"
+    not_started = {**ADMITTED, "status": {**ADMITTED["status"], "conditions": [
+        *ADMITTED["status"]["conditions"],
+        {"type": "PodsReady", "status": "False", "reason": "PodsReady", "lastTransitionTime": ts(10)}]}}
+    same_status = kueue.pods_ready_patch(not_started, False, at(90))
+    assert same_status is not None and same_status["conditions"][-1]["reason"] == "WaitForStart"
+    assert same_status["conditions"][-1]["lastTransitionTime"] == ts(10)
+    assert kueue.pods_ready_patch({**not_started, "status": {**not_started["status"],
+                                                             "conditions": same_status["conditions"]}},
+                                  False, at(120)) is None

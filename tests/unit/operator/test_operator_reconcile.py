@@ -20,7 +20,7 @@ from ltj_operator.reconcile import Outcome, reconcile
 from ltj_operator.spec import MAX_ARGS_BYTES, parse_job
 from ltj_operator.status import Observed, Outcomes, decide
 from unit.operator.fake_api import FakeApi
-from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, running, terminated, workload
+from unit.operator.operator_helpers import UID, Clock, at, job_body, pod, running, terminated, ts, workload
 
 pytestmark = pytest.mark.unit
 R = C.Reason
@@ -580,6 +580,12 @@ def test_a_queued_job_gets_one_workload_and_its_gang_only_once_admitted_then_rel
         world.api.close()
 
 
+def pods_ready(world: World) -> tuple[str, str]:
+    """The (status, reason) of the PodsReady condition of the job's Workload as stored."""
+    (cond,) = [c for c in world.api.of_kind("Workload")[0]["status"]["conditions"] if c["type"] == "PodsReady"]
+    return cond["status"], cond["reason"]
+
+
 def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_admission() -> None:
     world, _ = queued_world()
     world.api.put({"apiVersion": C.KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": "gpu-a"}, "spec": {}})
@@ -589,23 +595,29 @@ def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_ad
     world.watch()
     try:
         world.reconcile()
+        assert pods_ready(world) == ("False", "WaitForStart")  # admitted, the gang not up yet
         for made in world.pods():  # the pods created, running
             world.put({**made, "status": running(J, int(made["metadata"]["labels"][C.LABEL_NODE_RANK]))["status"]})
         world.watch()
         world.reconcile()
         assert world.status()["phase"] == C.PHASE_RUNNING
+        assert pods_ready(world) == ("True", "Started")
 
         # Kueue preempts it: the eviction is recorded before the pods are deleted (with their grace period).
-        preempted = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
-                             cluster_queue="cq", admitted=("True", "Admitted", "The workload is admitted"),
-                             evicted=("True", "Preempted", "Preempted to accommodate a workload"))
+        preempted = world.api.of_kind("Workload")[0]
+        preempted["status"]["conditions"].append({"type": "Evicted", "status": "True", "reason": "Preempted",
+                                                  "message": "Preempted to accommodate a workload",
+                                                  "lastTransitionTime": ts(0)})
         world.api.put(preempted)
         world.watch()
         world.reconcile()
         requests = [r for _, r in world.api.requests]
-        assert requests.index(WRITE) < requests.index("DELETE pods") and "PATCH workloads/status" not in requests
+        assert requests.index(WRITE) < requests.index("DELETE pods")
         assert world.pods() == [] and world.status()["evictions"] == 1
         assert world.status()["phase"] == C.PHASE_SUSPENDED and world.status()["restarts"] == 0
+        # Still admitted, its pods stopping: the Workload's one write is PodsReady's, its admission kept.
+        assert requests.count("PATCH workloads/status") == 1 and pods_ready(world) == ("False", "WaitForRecovery")
+        assert "admission" in world.api.of_kind("Workload")[0]["status"]
 
         # A write of Kueue's between the read and the clear: the conditional patch is refused, the pass retried.
         real_request = world.api.request
@@ -630,7 +642,12 @@ def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_ad
         assert (conds["QuotaReserved"]["status"], conds["QuotaReserved"]["reason"]) == ("False", "Pending")
         assert (conds["Requeued"]["status"], conds["Requeued"]["reason"]) == ("True", "Preempted")
         assert (conds["Admitted"]["status"], conds["Admitted"]["reason"]) == ("False", "NoReservation")
-        # Cleared already: the next pass writes nothing to it.
+        # Admitted no more: the next pass's write is PodsReady's (jobframework's WaitForStart), and then
+        # nothing is written to it.
+        world.watch()
+        world.reconcile()
+        assert [r for _, r in world.api.requests].count("PATCH workloads/status") == 1
+        assert pods_ready(world) == ("False", "WaitForStart") and "admission" not in world.api.of_kind("Workload")[0]["status"]
         world.watch()
         world.reconcile()
         assert "PATCH workloads/status" not in [r for _, r in world.api.requests]

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from ltj_operator import constants as C
-from ltj_operator.kueue import Priority, QueueObserved, observe_workload, placement, workload_name
+from ltj_operator.kueue import (PODS_READY_MESSAGE, WAIT_FOR_START, Priority, QueueObserved, observe_workload, placement,
+                                workload_name)
 from ltj_operator.podview import observe_pod
 from ltj_operator.spec import Job, applied_job, parse_job
 from ltj_operator.status import (FINISH_GRACE_SECONDS, ClearAdmission, CreatePods, CreateWorkload, Decision, DeleteJob,
-                                 DeletePods, FinishWorkload, Observed, Outcomes, StallPolicy, decide, format_time,
-                                 parse_time, transition)
+                                 DeletePods, FinishWorkload, Observed, Outcomes, SetPodsReady, StallPolicy, decide,
+                                 format_time, parse_time, transition)
 from unit.operator.operator_helpers import (at, job_body, make_job, merge, pod, running, terminated, ts, unschedulable,
                                             workload)
 
@@ -92,6 +93,10 @@ PENDING_ON_RECORD = st(C.PHASE_PENDING, cond(C.COND_QUOTA_RESERVED, "False", "Pe
 ADMITTED_BODY = workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
                          admitted=("True", "Admitted", "The workload is admitted"))
 ADMITTED_WL = observe_workload(ADMITTED_BODY)
+# Admitted, its gang ready: PodsReady=True, as the operator sets it (kueue.pods_ready_update).
+STARTED_WL = observe_workload(workload(J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                                       cluster_queue="cq", admitted=("True", "Admitted", "The workload is admitted"),
+                                       pods_ready=("True", "Started", PODS_READY_MESSAGE)))
 FINISHED_WL = observe_workload(merge(ADMITTED_BODY, {"status": {"conditions": [
     *ADMITTED_BODY["status"]["conditions"],
     {"type": "Finished", "status": "True", "reason": "Succeeded", "message": "done"}]}}))
@@ -154,7 +159,8 @@ class Case:
     generation: int = 1  # the resource's metadata.generation
     kueue: bool | None = None  # Observed.kueue_installed
     wl: QueueObserved | None = None  # Observed.queue: the job's Workload and what goes with it
-    workload_actions: tuple[str, ...] = ()  # "create", "finish <reason>" or "clear": the Workload actions, exactly
+    # "create", "finish <reason>", "clear" or "ready <True|False>" (SetPodsReady): the Workload actions, exactly.
+    workload_actions: tuple[str, ...] = ()
 
 
 CASES = [
@@ -519,37 +525,51 @@ CASES = [
                                              "reason": R.WORKLOAD_CREATED, "message": CREATED_MESSAGE}}),
     Case("Kueue's pending reason and message are the job's, with one event", WAITING, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=PENDING_WL), warnings=(),
+         wl=QueueObserved(workload=PENDING_WL), warnings=(), workload_actions=("ready False",),
          extra={"queue": {"name": "gpus", "workload": WL, "admitted": False, "reason": "Pending",
                           "message": SHORT}}),
     Case("still pending for the same cause: no event again", PENDING_ON_RECORD, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=PENDING_WL), warnings=()),
+         wl=QueueObserved(workload=PENDING_WL), warnings=(), workload_actions=("ready False",)),
     Case("an inadmissible Workload (no such LocalQueue) is a warning", WAITING, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("False", "Inadmissible")}, queue="gpus", kueue=True,
          wl=QueueObserved(workload=observe_workload(workload(J, reserved=("False", "Inadmissible",
                                                                         "LocalQueue gpus doesn't exist")))),
-         warnings=("Inadmissible",)),
+         warnings=("Inadmissible",), workload_actions=("ready False",)),
     Case("a Workload Kueue has not looked at yet: waiting, no event", WAITING, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_CREATED)}, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=observe_workload(workload(J))), warnings=()),
+         wl=QueueObserved(workload=observe_workload(workload(J))), warnings=(), workload_actions=("ready False",)),
     Case("quota reserved, admission checks pending: still no pods", WAITING, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("False", "AdmissionChecksPending")}, queue="gpus", kueue=True,
          wl=QueueObserved(workload=observe_workload(workload(
              J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
-             admitted=("False", "AdmissionChecksPending", "waiting for check prov")))), warnings=()),
+             admitted=("False", "AdmissionChecksPending", "waiting for check prov")))), warnings=(),
+         workload_actions=("ready False",)),
     Case("admitted: the whole gang is created with the admission's placement", WAITING, [], C.PHASE_PENDING,
          {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED), C.COND_CREATED: ("False", R.CREATING_PODS)},
          creates=((0, 1), 0, None), queue="gpus", kueue=True,
-         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), warnings=(),
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), warnings=(), workload_actions=("ready False",),
          extra={"startTime": ts(60), "queue": QUEUE_ADMITTED}),
     Case("a gang restart under the same admission reuses the recorded placement",
          {**RESTARTING, "queue": QUEUE_ADMITTED}, [], C.PHASE_RESTARTING, {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)},
          creates=((0, 1), 1, CKPT), restarts=1, attempt=1, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=ADMITTED_WL), extra={"queue": QUEUE_ADMITTED}),
+         wl=QueueObserved(workload=ADMITTED_WL), workload_actions=("ready False",), extra={"queue": QUEUE_ADMITTED}),
     Case("admitted and running: nothing to do", {**RUNNING, "queue": QUEUE_ADMITTED}, [running(J, 0), running(J, 1)],
          C.PHASE_RUNNING, {C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)}, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=ADMITTED_WL), warnings=()),
+         wl=QueueObserved(workload=STARTED_WL), warnings=()),
+    Case("the whole admitted gang runs: its Workload gets PodsReady=True", {**PENDING, "queue": QUEUE_ADMITTED},
+         [running(J, 0), running(J, 1)], C.PHASE_RUNNING, {C.COND_RUNNING: ("True", R.ALL_PODS_RUNNING)},
+         queue="gpus", kueue=True, wl=QueueObserved(workload=ADMITTED_WL), workload_actions=("ready True",)),
+    Case("half the admitted gang runs: PodsReady stays as it is (False)", {**PENDING, "queue": QUEUE_ADMITTED},
+         [running(J, 0), pod(J, 1)], C.PHASE_PENDING, queue="gpus", kueue=True,
+         wl=QueueObserved(workload=observe_workload(workload(
+             J, reserved=("True", "QuotaReserved", "Quota reserved in ClusterQueue cq"), cluster_queue="cq",
+             admitted=("True", "Admitted", "The workload is admitted"), pods_ready=("False", *WAIT_FOR_START))))),
+    Case("a rank of a ready gang fails: the restart turns PodsReady False (waiting for recovery)",
+         {**RUNNING, "queue": QUEUE_ADMITTED}, [running(J, 0), terminated(J, 1, exit_code=137, reason="OOMKilled")],
+         C.PHASE_RESTARTING, deletes=(f"{J}-node-0", f"{J}-node-1"), restarts=1, attempt=1,
+         failure=(f"{J}-node-1", 1, R.OOM_KILLED),
+         queue="gpus", kueue=True, wl=QueueObserved(workload=STARTED_WL), workload_actions=("ready False",)),
     Case("a priority class that does not exist: no Workload, a warning naming the label", None, [],
          C.PHASE_PENDING, {C.COND_QUOTA_RESERVED: ("False", R.PRIORITY_CLASS_NOT_FOUND)}, queue="gpus", kueue=True,
          wl=QueueObserved(problem=(R.PRIORITY_CLASS_NOT_FOUND, f"label {C.LABEL_KUEUE_PRIORITY_CLASS}: "
@@ -560,40 +580,40 @@ CASES = [
          {**RUNNING, "queue": QUEUE_ADMITTED, "resumeFrom": CKPT}, [running(J, 0), running(J, 1)], C.PHASE_SUSPENDED,
          {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED), C.COND_RUNNING: ("False", R.WORKLOAD_EVICTED),
           C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, deletes=(f"{J}-node-0", f"{J}-node-1"), requeue=5,
-         queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), warnings=(),
+         queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), workload_actions=("ready False",), warnings=(),
          extra={"evictions": 1, "lastEviction": LAST_EVICTION, "startTime": None, "failure": None,
                 "launchedAttempt": 0, "resumeFrom": CKPT}),
     Case("an evicted restarting gang stops too, its restart count kept", {**RESTARTING, "queue": QUEUE_ADMITTED},
          [pod(J, 0, 1)], C.PHASE_SUSPENDED, {C.COND_RESTARTING: ("False", R.WORKLOAD_EVICTED)}, restarts=1,
-         attempt=1, deletes=(f"{J}-node-0",), queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL),
+         attempt=1, deletes=(f"{J}-node-0",), queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), workload_actions=("ready False",),
          extra={"evictions": 1, "lastEviction": {**LAST_EVICTION, "attempt": 1}}),
     Case("an evicted job's ranks exiting on SIGTERM are no failure, the eviction counted once",
          EVICTING, [merge(terminated(J, 0, exit_code=143), {"metadata": {"deletionTimestamp": ts(50)}}),
                     pod(J, 1, deleting=True)], C.PHASE_SUSPENDED, {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED)},
-         requeue=5, queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), warnings=(),
+         requeue=5, queue="gpus", kueue=True, wl=QueueObserved(workload=EVICTED_WL), workload_actions=("ready False",), warnings=(),
          extra={"evictions": 1, "failure": None}),
     Case("the evicted job's pods are gone: one write clears the Workload's admission", EVICTING, [],
          C.PHASE_SUSPENDED, {C.COND_QUOTA_RESERVED: ("False", R.WORKLOAD_EVICTED)}, queue="gpus", kueue=True,
          wl=QueueObserved(workload=EVICTED_WL), workload_actions=("clear",), extra={"evictions": 1}),
     Case("the admission cleared: still Suspended, queued again with Kueue's reason", EVICTING, [], C.PHASE_SUSPENDED,
          {C.COND_SUSPENDED: ("True", R.WORKLOAD_EVICTED), C.COND_QUOTA_RESERVED: ("False", "Pending")}, queue="gpus",
-         kueue=True, wl=QueueObserved(workload=REQUEUED_WL), warnings=(),
+         kueue=True, wl=QueueObserved(workload=REQUEUED_WL), workload_actions=("ready False",), warnings=(),
          extra={"evictions": 1, "queue": {"name": "gpus", "workload": WL, "admitted": False, "reason": "Pending",
                                           "message": PREEMPTED}}),
     Case("admitted again: a new attempt resumes from the last checkpoint, no restart counted", REQUEUED, [],
          C.PHASE_PENDING, {C.COND_SUSPENDED: ("False", R.RESUMED), C.COND_QUOTA_RESERVED: ("True", R.ADMITTED)},
          creates=((0, 1), 1, CKPT), attempt=1, queue="gpus", kueue=True,
-         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), warnings=(),
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), workload_actions=("ready False",), warnings=(),
          extra={"evictions": 1, "lastEviction": LAST_EVICTION, "queue": QUEUE_ADMITTED}),
     Case("evicted before its gang ever ran: admitted again, it starts afresh as attempt 0",
          {**REQUEUED, "launchedAttempt": None, "resumeFrom": None}, [], C.PHASE_PENDING,
          {C.COND_SUSPENDED: ("False", R.RESUMED)}, creates=((0, 1), 0, None), queue="gpus", kueue=True,
-         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT)),
+         wl=QueueObserved(workload=ADMITTED_WL, placement=PLACEMENT), workload_actions=("ready False",)),
     Case("evicted again after it resumed: counted again", {**RUNNING, "attempt": 1, "evictions": 1,
                                                           "lastEviction": LAST_EVICTION, "queue": QUEUE_ADMITTED},
          [running(J, 0, 1), running(J, 1, 1)], C.PHASE_SUSPENDED, attempt=1,
          deletes=(f"{J}-node-0", f"{J}-node-1"), queue="gpus", kueue=True,
-         wl=QueueObserved(workload=evicted_wl(since=100)),
+         wl=QueueObserved(workload=evicted_wl(since=100)), workload_actions=("ready False",),
          extra={"evictions": 2, "lastEviction": {**LAST_EVICTION, "time": ts(100), "attempt": 1}}),
     Case("evicted while rank 0 finished training: the job succeeds, its Workload to be marked Finished",
          {**RUNNING, "queue": QUEUE_ADMITTED}, [terminated(J, 0, exit_code=0, message=SUMMARY_ES), running(J, 1)],
@@ -663,8 +683,9 @@ def test_transition_table(case: Case) -> None:
     assert tuple(deleted) == tuple(sorted(case.deletes))
     assert any(isinstance(a, DeleteJob) for a in d.actions) == case.delete_job
     assert tuple("create" if isinstance(a, CreateWorkload) else "clear" if isinstance(a, ClearAdmission)
-                 else f"finish {a.reason}" for a in d.actions
-                 if isinstance(a, (CreateWorkload, FinishWorkload, ClearAdmission))) == case.workload_actions
+                 else f"ready {a.ready}" if isinstance(a, SetPodsReady) else f"finish {a.reason}" for a in d.actions
+                 if isinstance(a, (CreateWorkload, FinishWorkload, ClearAdmission, SetPodsReady))
+                 ) == case.workload_actions
     assert d.status["restarts"] == case.restarts
     assert d.status["attempt"] == case.attempt
     if case.failure is not None:
@@ -950,7 +971,8 @@ def test_an_evicted_job_stops_gives_its_quota_back_and_resumes_from_its_checkpoi
     stopped = step(QueueObserved(workload=EVICTED_WL))
     assert [a.workload for a in stopped.actions if isinstance(a, ClearAdmission)] == [WL] and not said(stopped)
     requeued = step(QueueObserved(workload=REQUEUED_WL))
-    assert requeued.phase == C.PHASE_SUSPENDED and said(requeued) == ["Pending"] and not requeued.actions
+    assert requeued.phase == C.PHASE_SUSPENDED and said(requeued) == ["Pending"]
+    assert requeued.actions == (SetPodsReady(WL, False),)  # admitted no more: WaitForStart
     assert not said(step(QueueObserved(workload=REQUEUED_WL)))
     resumed = step(admitted)
     assert said(resumed) == [R.RESUMED, R.ADMITTED]
