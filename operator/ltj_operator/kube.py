@@ -443,7 +443,8 @@ class Kube:
         k = _KINDS[(api_version, kind)]
         return list((self.request("GET", f"{k.group_path}/{k.plural}") or {}).get("items") or [])
 
-    def finish_workload(self, namespace: str, name: str, reason: str, message: str) -> bool:
+    def finish_workload(self, namespace: str, name: str, reason: str, message: str,
+                        current: Manifest | None = None) -> bool:
         """Condition Finished=True on a Workload's status, as jobframework's workload.Finish sets it (which
         makes Kueue release its quota); False when it is finished already or gone."""
         def finished(current: Manifest) -> dict[str, Any] | None:
@@ -455,32 +456,34 @@ class Kube:
                         "observedGeneration": (current.get("metadata") or {}).get("generation") or 0}
             return {"conditions": [*(c for c in read if c.get("type") != "Finished"), finished]}
 
-        return self._patch_workload_status(namespace, name, finished)
+        return self._patch_workload_status(namespace, name, finished, current)
 
-    def clear_admission(self, namespace: str, name: str) -> bool:
+    def clear_admission(self, namespace: str, name: str, current: Manifest | None = None) -> bool:
         """An evicted Workload's admission cleared (kueue.cleared_admission), which releases its quota and
         queues it again; False when it holds none any more or is gone."""
         return self._patch_workload_status(
-            namespace, name, lambda current: kueue.cleared_admission(current, dt.datetime.now(dt.timezone.utc)))
+            namespace, name, lambda read: kueue.cleared_admission(read, dt.datetime.now(dt.timezone.utc)), current)
 
-    def set_pods_ready(self, namespace: str, name: str, ready: bool) -> bool:
+    def set_pods_ready(self, namespace: str, name: str, ready: bool, current: Manifest | None = None) -> bool:
         """A Workload's PodsReady condition for a gang that is (not) wholly ready (kueue.pods_ready_patch);
         False when it has that condition already or is gone."""
         return self._patch_workload_status(
-            namespace, name, lambda current: kueue.pods_ready_patch(current, ready, dt.datetime.now(dt.timezone.utc)))
+            namespace, name, lambda read: kueue.pods_ready_patch(read, ready, dt.datetime.now(dt.timezone.utc)), current)
 
-    def _patch_workload_status(self, namespace: str, name: str,
-                               change: Callable[[Manifest], Mapping[str, Any] | None]) -> bool:
-        """A merge patch of a Workload's status, ``change`` of the Workload as read (None: nothing to do),
-        conditional on the resourceVersion read: a write of Kueue's in between makes it fail (409) and the
-        pass is retried. A merge patch replaces the conditions list whole, so ``change`` sends all of them."""
+    def _patch_workload_status(self, namespace: str, name: str, change: Callable[[Manifest], Mapping[str, Any] | None],
+                               current: Manifest | None = None) -> bool:
+        """A merge patch of a Workload's status, ``change`` of the Workload as read (``current``, the pass's
+        read, else read now; None: nothing to do), conditional on that read's resourceVersion: a write of
+        Kueue's in between makes it fail (409) and the pass is retried. A merge patch replaces the
+        conditions list whole, so ``change`` sends all of them."""
         path = _item(C.KUEUE_API, "Workload", namespace, name)
-        try:
-            current = self.request("GET", path) or {}
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        if current is None:
+            try:
+                current = self.request("GET", path) or {}
+            except ApiError as exc:
+                if exc.status == 404:
+                    return False
+                raise
         status = change(current)
         if status is None:
             return False

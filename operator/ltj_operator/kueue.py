@@ -152,6 +152,8 @@ class WorkloadView:
     pods_ready: Condition | None = None
     cluster_queue: str | None = None
     assignments: tuple[Assignment, ...] = ()
+    # The Workload as read: the pass's writes of its status are conditional on this read's resourceVersion.
+    read: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def admitted(self) -> bool:
@@ -196,6 +198,7 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadView:
         cluster_queue=str(admission["clusterQueue"]) if admission.get("clusterQueue") else None,
         assignments=tuple(Assignment(str(a.get("name")), {str(k): str(v) for k, v in (a.get("flavors") or {}).items()})
                           for a in admission.get("podSetAssignments") or () if isinstance(a, Mapping)),
+        read=body,
     )
 
 

@@ -301,6 +301,12 @@ def _create_pods(kube: Kube, expectations: Expectations, config: OperatorConfig,
 def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decision) -> None:
     """The decision's deletions and Workload status writes, which follow its record."""
     job, namespace, name = snap.job, snap.namespace, snap.name
+    # The Workload's status writes are conditional on this pass's read of it (stale: 409, the pass again).
+    workload = snap.observed.queue.workload if snap.observed.queue is not None else None
+
+    def read(name: str) -> Mapping[str, Any] | None:
+        return workload.read if workload is not None and workload.name == name else None
+
     for action in decision.actions:
         if isinstance(action, DeletePods):
             done = kube.all([lambda pod=pod, uid=uid: kube.delete_pod(namespace, pod, uid) for pod, uid in action.pods])
@@ -308,11 +314,11 @@ def act(kube: Kube, expectations: Expectations, snap: Snapshot, decision: Decisi
         elif isinstance(action, DeleteJob) and job is not None:
             kube.delete_job(namespace, name, job.meta.uid)
         elif isinstance(action, FinishWorkload):
-            kube.finish_workload(namespace, action.workload, action.reason, action.message)
+            kube.finish_workload(namespace, action.workload, action.reason, action.message, read(action.workload))
         elif isinstance(action, ClearAdmission):
-            kube.clear_admission(namespace, action.workload)
+            kube.clear_admission(namespace, action.workload, read(action.workload))
         elif isinstance(action, SetPodsReady):
-            kube.set_pods_ready(namespace, action.workload, action.ready)
+            kube.set_pods_ready(namespace, action.workload, action.ready, read(action.workload))
 
 
 def _create_workload(kube: Kube, config: OperatorConfig, snap: Snapshot) -> list[Callable[[], Any]]:

@@ -602,6 +602,8 @@ def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_ad
         world.reconcile()
         assert world.status()["phase"] == C.PHASE_RUNNING
         assert pods_ready(world) == ("True", "Started")
+        # One read of the Workload per pass: its status write is conditional on that read.
+        assert [r for _, r in world.api.requests].count("GET workloads") == 1
 
         # Kueue preempts it: the eviction is recorded before the pods are deleted (with their grace period).
         preempted = world.api.of_kind("Workload")[0]
