@@ -472,23 +472,33 @@ class Kube:
 
     def _patch_workload_status(self, namespace: str, name: str, change: Callable[[Manifest], Mapping[str, Any] | None],
                                current: Manifest | None = None) -> bool:
-        """A merge patch of a Workload's status, ``change`` of the Workload as read (``current``, the pass's
-        read, else read now; None: nothing to do), conditional on that read's resourceVersion: a write of
-        Kueue's in between makes it fail (409) and the pass is retried. A merge patch replaces the
-        conditions list whole, so ``change`` sends all of them."""
+        """A merge patch of a Workload's status, ``change`` of the Workload as read (None: nothing to do),
+        conditional on that read's resourceVersion. ``current`` is the pass's read, tried first: Kueue
+        often writes a Workload right after the operator read it, and then (409) it is read again and the
+        patch tried once more; a second conflict fails the pass, which is retried. A merge patch replaces
+        the conditions list whole, so ``change`` sends all of them."""
         path = _item(C.KUEUE_API, "Workload", namespace, name)
-        if current is None:
+        if current is not None:
             try:
-                current = self.request("GET", path) or {}
+                return self._patch_status_of(path, current, change)
             except ApiError as exc:
-                if exc.status == 404:
-                    return False
-                raise
-        status = change(current)
+                if exc.status != 409:
+                    raise
+        try:
+            current = self.request("GET", path) or {}
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return self._patch_status_of(path, current, change)
+
+    def _patch_status_of(self, path: str, read: Manifest, change: Callable[[Manifest], Mapping[str, Any] | None]
+                         ) -> bool:
+        status = change(read)
         if status is None:
             return False
         self.request("PATCH", path + "/status", content_type="application/merge-patch+json",
-                     body={"metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
+                     body={"metadata": {"resourceVersion": (read.get("metadata") or {}).get("resourceVersion")},
                            "status": dict(status)})
         return True
 

@@ -598,12 +598,35 @@ def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_ad
         assert pods_ready(world) == ("False", "WaitForStart")  # admitted, the gang not up yet
         for made in world.pods():  # the pods created, running
             world.put({**made, "status": running(J, int(made["metadata"]["labels"][C.LABEL_NODE_RANK]))["status"]})
+        # A write of Kueue's between the pass's read of the Workload and its PodsReady patch: refused (409),
+        # read again, patched again, and the pass goes through.
+        real_request = world.api.request
+        kueue_writes = [1]
+
+        def kueue_writes_first(method: str, path: str, **kw: Any) -> Any:
+            if method == "PATCH" and path.endswith("/status") and "/workloads/" in path and kueue_writes[0] > 0:
+                kueue_writes[0] -= 1
+                world.api.put(world.api.of_kind("Workload")[0])  # a new resourceVersion
+            return real_request(method, path, **kw)
+
+        world.api.request = kueue_writes_first  # type: ignore[method-assign]
         world.watch()
-        world.reconcile()
+        assert world.reconcile().error is None
         assert world.status()["phase"] == C.PHASE_RUNNING
         assert pods_ready(world) == ("True", "Started")
-        # One read of the Workload per pass: its status write is conditional on that read.
-        assert [r for _, r in world.api.requests].count("GET workloads") == 1
+        requests = [r for _, r in world.api.requests]
+        assert requests.count("GET workloads") == 2 and requests.count("PATCH workloads/status") == 2
+
+        # The Workload is read once per pass when nobody writes it in between: the patch uses that read.
+        running_again = world.api.of_kind("Workload")[0]
+        running_again["status"]["conditions"] = [c for c in running_again["status"]["conditions"]
+                                                 if c["type"] != "PodsReady"]
+        world.api.put(running_again)
+        world.watch()
+        world.reconcile()
+        assert pods_ready(world) == ("True", "Started")
+        requests = [r for _, r in world.api.requests]
+        assert requests.count("GET workloads") == 1 and requests.count("PATCH workloads/status") == 1
 
         # Kueue preempts it: the eviction is recorded before the pods are deleted (with their grace period).
         preempted = world.api.of_kind("Workload")[0]
@@ -621,14 +644,8 @@ def test_an_evicted_job_records_the_eviction_deletes_its_pods_then_clears_the_ad
         assert requests.count("PATCH workloads/status") == 1 and pods_ready(world) == ("False", "WaitForRecovery")
         assert "admission" in world.api.of_kind("Workload")[0]["status"]
 
-        # A write of Kueue's between the read and the clear: the conditional patch is refused, the pass retried.
-        real_request = world.api.request
-
-        def kueue_writes_first(method: str, path: str, **kw: Any) -> Any:
-            if method == "PATCH" and path.endswith("/status") and "/workloads/" in path:
-                world.api.put(world.api.of_kind("Workload")[0])  # a new resourceVersion
-            return real_request(method, path, **kw)
-
+        # Kueue writes before each patch (the pass's read, then the read again): refused, the pass retried.
+        kueue_writes[0] = 2
         world.api.request = kueue_writes_first  # type: ignore[method-assign]
         world.watch()
         refused = world.reconcile()
